@@ -1,0 +1,339 @@
+//! A private Postgres cluster: `initdb` into a temp dir, its own port and
+//! socket directory, removed when the [`Cluster`] is dropped. `serve` uses it
+//! when no `DATABASE_URL` is given; the integration tests use it too.
+//!
+//! Postgres runs under a small guardian shell whose stdin is a pipe from this
+//! process. When the pipe closes — on drop, on exit, even on `SIGKILL` — the
+//! guardian stops Postgres (fast shutdown) and deletes the directory, so no
+//! cluster outlives its owner.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::unistd::{Gid, Uid, User};
+
+/// Why a private cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no PostgreSQL server binaries found (looked in $PGBROADCAST_PG_BIN, /usr/lib/postgresql/*/bin, `pg_config --bindir`, $PATH); install the `postgresql` package or set PGBROADCAST_PG_BIN"
+    )]
+    BinariesNotFound,
+    #[error(
+        "running as root, and initdb refuses to run as root; no user {0:?} to run Postgres as (create one, or set PGBROADCAST_PG_USER)"
+    )]
+    NoUnprivilegedUser(String),
+    #[error("{step} failed: {detail}")]
+    Command { step: &'static str, detail: String },
+    #[error("postgres did not become ready within {0:?}; log:\n{1}")]
+    NotReady(Duration, String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings for a private cluster; see [`Cluster::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    settings: Vec<(String, String)>,
+}
+
+impl Builder {
+    /// A `postgres -c name=value` setting, e.g. `("fsync", "off")` for tests.
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs `initdb` and starts the server; blocks until it accepts connections.
+    pub fn start(self) -> Result<Cluster, Error> {
+        let bin = find_binaries().ok_or(Error::BinariesNotFound)?;
+        let owner = unprivileged_owner()?;
+        let base = tempfile::Builder::new()
+            .prefix("pgbroadcast-pg-")
+            .tempdir()?
+            .keep();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&base, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        }
+        let mut cluster = Cluster {
+            bin,
+            base,
+            owner,
+            port: 0,
+            settings: self.settings,
+            guardian: None,
+        };
+        // Until the first guardian runs, the directory is ours to remove.
+        let result = cluster.initdb().and_then(|()| cluster.start());
+        if let Err(err) = result {
+            let _ = std::fs::remove_dir_all(&cluster.base);
+            return Err(err);
+        }
+        Ok(cluster)
+    }
+}
+
+/// A running (or stopped) private Postgres cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    bin: PathBuf,
+    base: PathBuf,
+    owner: Option<(Uid, Gid)>,
+    port: u16,
+    settings: Vec<(String, String)>,
+    guardian: Option<Guardian>,
+}
+
+#[derive(Debug)]
+struct Guardian {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Cluster {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Directory holding the data directory, the socket and `postgres.log`.
+    pub fn dir(&self) -> &Path {
+        &self.base
+    }
+
+    /// Connection URL for `dbname`, as the superuser `postgres` (trust auth on loopback).
+    pub fn url(&self, dbname: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    /// Connection settings for `dbname`.
+    pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .dbname(dbname);
+        config
+    }
+
+    /// Stops the server and keeps the data; [`Cluster::start`] brings it back on the same port.
+    pub fn stop(&mut self) -> Result<(), Error> {
+        if let Some(mut guardian) = self.guardian.take() {
+            // "keep": the guardian stops Postgres but leaves the directory.
+            writeln!(guardian.stdin, "keep")?;
+            drop(guardian.stdin);
+            guardian.child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server (again). The first start picks a free port; restarts reuse it.
+    pub fn start(&mut self) -> Result<(), Error> {
+        if self.guardian.is_some() {
+            return Ok(());
+        }
+        let fixed_port = self.port != 0;
+        for _ in 0..5 {
+            if !fixed_port {
+                self.port = free_port()?;
+            }
+            match self.spawn_and_wait() {
+                Err(Error::NotReady(_, log)) if !fixed_port && log.contains("could not bind") => {}
+                other => return other,
+            }
+        }
+        Err(Error::Command {
+            step: "postgres",
+            detail: "no free port found after 5 attempts".into(),
+        })
+    }
+
+    fn initdb(&self) -> Result<(), Error> {
+        let mut cmd = Command::new(self.bin.join("initdb"));
+        cmd.arg("-D")
+            .arg(self.base.join("data"))
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .args(["--locale=C", "--no-sync", "--no-instructions"]);
+        self.as_owner(&mut cmd);
+        let out = cmd.output()?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                step: "initdb",
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        std::fs::create_dir_all(self.base.join("sock"))?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(
+                self.base.join("sock"),
+                Some(uid.as_raw()),
+                Some(gid.as_raw()),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), Error> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(GUARDIAN)
+            .arg("pgbroadcast-pg-guardian")
+            .arg(self.bin.join("postgres"))
+            .arg(&self.base)
+            .arg(self.port.to_string());
+        let defaults = [
+            ("listen_addresses", "127.0.0.1"),
+            ("max_connections", "300"),
+        ];
+        for (name, value) in defaults
+            .iter()
+            .copied()
+            .chain(self.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Own process group: a terminal's Ctrl-C reaches only us, and we
+            // stop Postgres after our own connections are closed.
+            .process_group(0);
+        self.as_owner(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        self.guardian = Some(Guardian { child, stdin });
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if self.postmaster_ready() {
+                return Ok(());
+            }
+            let exited = self
+                .guardian
+                .as_mut()
+                .map(|g| g.child.try_wait())
+                .transpose()?
+                .flatten()
+                .is_some();
+            if exited || Instant::now() > deadline {
+                let log = self.log_tail();
+                if let Some(mut guardian) = self.guardian.take() {
+                    let _ = writeln!(guardian.stdin, "keep");
+                    drop(guardian.stdin);
+                    let _ = guardian.child.wait();
+                }
+                return Err(Error::NotReady(READY_TIMEOUT, log));
+            }
+            // Polling an external process's status file; there is no event to wait on.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The postmaster writes its status ("ready") as the last line of postmaster.pid.
+    fn postmaster_ready(&self) -> bool {
+        std::fs::read_to_string(self.base.join("data/postmaster.pid"))
+            .map(|pid| pid.lines().nth(7).is_some_and(|s| s.trim() == "ready"))
+            .unwrap_or(false)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.base.join("postgres.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn as_owner(&self, cmd: &mut Command) {
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        match self.guardian.take() {
+            // EOF on its stdin: the guardian stops Postgres and removes the directory.
+            Some(mut guardian) => {
+                drop(guardian.stdin);
+                let _ = guardian.child.wait();
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&self.base);
+            }
+        }
+    }
+}
+
+/// `$1` postgres binary, `$2` base dir, `$3` port, then `-c name=value` pairs.
+const GUARDIAN: &str = r#"
+postgres=$1 base=$2 port=$3
+shift 3
+"$postgres" -D "$base/data" -p "$port" -k "$base/sock" "$@" >>"$base/postgres.log" 2>&1 &
+pg=$!
+trap '' INT TERM HUP
+read -r cmd
+kill -INT "$pg" 2>/dev/null
+wait "$pg"
+if [ "$cmd" != keep ]; then rm -rf "$base"; fi
+"#;
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// When run as root, the user Postgres runs as (initdb refuses root).
+fn unprivileged_owner() -> Result<Option<(Uid, Gid)>, Error> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let name = std::env::var("PGBROADCAST_PG_USER").unwrap_or_else(|_| "postgres".into());
+    match User::from_name(&name) {
+        Ok(Some(user)) if !user.uid.is_root() => Ok(Some((user.uid, user.gid))),
+        _ => Err(Error::NoUnprivilegedUser(name)),
+    }
+}
+
+/// Finds the directory holding `initdb` and `postgres`.
+pub fn find_binaries() -> Option<PathBuf> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(dir) = std::env::var_os("PGBROADCAST_PG_BIN") {
+        return Some(PathBuf::from(dir)).filter(|d| has_server(d));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_server(dir))
+        .collect();
+    versions.sort();
+    if let Some((_, dir)) = versions.pop() {
+        return Some(dir);
+    }
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    from_pg_config.filter(|d| has_server(d)).or_else(|| {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .find(|d| has_server(d))
+    })
+}

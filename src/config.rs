@@ -1,0 +1,161 @@
+//! Command line and environment: every setting is a flag with an env twin.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgbroadcast",
+    version,
+    about = "Postgres announces its own changes over WebSocket"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge: migrate, LISTEN, serve WebSocket clients.
+    /// Without DATABASE_URL it starts a private Postgres and removes it on exit.
+    Serve(ServeArgs),
+    /// Apply the embedded SQL kit (schema `broadcast`) to DATABASE_URL; idempotent.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve HTTP and WebSocket on.
+    #[arg(long, env = "PGBROADCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Postgres to use; without it a private cluster is started.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Do not apply the SQL kit on start.
+    #[arg(long, env = "PGBROADCAST_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    #[command(flatten)]
+    pub pg: PgArgs,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Postgres to migrate.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// How the bridge talks to Postgres.
+#[derive(Debug, Clone, Args)]
+pub struct PgArgs {
+    /// The one Postgres NOTIFY channel carrying every signal. Must match the
+    /// database's `pgbroadcast.channel` setting (default `pgbroadcast`).
+    #[arg(long, env = "PGBROADCAST_PG_CHANNEL", default_value = "pgbroadcast")]
+    pub pg_channel: String,
+
+    /// Longest wait between reconnect attempts of the LISTEN connection.
+    #[arg(long, env = "PGBROADCAST_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
+}
+
+impl Default for PgArgs {
+    fn default() -> Self {
+        PgArgs {
+            pg_channel: "pgbroadcast".into(),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Per-connection limits of the WebSocket endpoint.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Topics ("order", "order:123") one connection may hold.
+    #[arg(long, env = "PGBROADCAST_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    pub max_subscriptions: usize,
+
+    /// Topics in one subscribe or unsubscribe message.
+    #[arg(
+        long,
+        env = "PGBROADCAST_MAX_CHANNELS_PER_MESSAGE",
+        default_value_t = 100
+    )]
+    pub max_channels_per_message: usize,
+
+    /// Largest client message answered with an error frame; four times this
+    /// closes the connection (1009) without reading it.
+    #[arg(long, env = "PGBROADCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Frames queued for one client before it is owed a resync.
+    #[arg(long, env = "PGBROADCAST_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Interval of WebSocket pings; a peer silent for two intervals is dropped.
+    #[arg(long, env = "PGBROADCAST_HEARTBEAT", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_subscriptions: 1000,
+            max_channels_per_message: 100,
+            max_message_bytes: 64 * 1024,
+            outbound_queue: 1024,
+            heartbeat: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Longest channel name, shared with the SQL kit's check.
+pub const MAX_CHANNEL_LEN: usize = 64;
+/// Longest entity id a client may filter on.
+pub const MAX_ENTITY_LEN: usize = 256;
+
+/// Parses `250ms`, `5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!(
+            "{s:?}: unknown unit {unit:?}; use ms, s or m (e.g. 250ms, 5s, 2m)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,80 @@
+//! HTTP surface: health, readiness and the WebSocket upgrade at `/ws/broadcast`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Limits;
+use crate::hub::Hub;
+use crate::ws::session;
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub limits: Arc<Limits>,
+    /// `true` while the listener's LISTEN is in effect.
+    pub ready: watch::Receiver<bool>,
+    /// Fires on shutdown; sessions answer with Close 1001.
+    pub shutdown: CancellationToken,
+    /// WebSocket sessions, awaited on shutdown (axum does not wait for upgraded connections).
+    pub sessions: TaskTracker,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/ws/broadcast", get(ws_upgrade))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if *state.ready.borrow() {
+        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+    } else {
+        let body = json!({
+            "status": "not_ready",
+            "reason": "the LISTEN connection to Postgres is not established",
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    let limits = Arc::clone(&state.limits);
+    let token = state.sessions.token();
+    // Mostly small frames out, small messages in: keep per-socket buffers small
+    // instead of tungstenite's 128 KiB defaults.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(4 * limits.max_message_bytes)
+        .max_frame_size(4 * limits.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            let session = state.hub.connect();
+            let end = session::run(
+                socket,
+                session,
+                state.hub.epoch(),
+                &limits,
+                state.shutdown.clone(),
+            )
+            .await;
+            tracing::debug!(?end, "session ended");
+            drop(token);
+        })
+}

@@ -1,0 +1,488 @@
+//! The hub: which sessions want which channels, and the fan-out. Each signal
+//! gets the node's next `seq` and is serialized once; every matching session
+//! receives the same shared bytes through its bounded mailbox. A session whose
+//! mailbox is full is owed a `resync` for that channel instead of a silent gap.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, mpsc};
+
+use crate::ws::protocol;
+
+/// One serialized server → client frame, shared by every recipient.
+pub type Frame = Utf8Bytes;
+
+/// A change signal as it came from Postgres.
+#[derive(Debug)]
+pub struct Signal {
+    pub channel: String,
+    pub event: String,
+    /// `None` means "something (possibly many things) in this channel changed".
+    pub entity_id: Option<String>,
+    /// The client-facing payload object (`entity_id`, `txid`, `table`, `op`, ...).
+    pub payload: Box<RawValue>,
+}
+
+/// What a client subscribes to: a whole channel, or one entity in it (`order:123`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Topic {
+    pub channel: String,
+    pub entity: Option<String>,
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.entity {
+            Some(entity) => write!(f, "{}:{entity}", self.channel),
+            None => f.write_str(&self.channel),
+        }
+    }
+}
+
+/// Why a client is told to resync a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ResyncReason {
+    /// The LISTEN connection was re-established; signals may have been missed meanwhile.
+    ListenerReconnected,
+    /// The client's outbound queue was full.
+    SlowConsumer,
+}
+
+impl ResyncReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::ListenerReconnected => "listener_reconnected",
+            ResyncReason::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+type SessionId = u64;
+
+/// Counts for health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub sessions: usize,
+    pub channels: usize,
+}
+
+pub struct Hub {
+    registry: Mutex<Registry>,
+    epoch: String,
+    next_session: AtomicU64,
+    mailbox_capacity: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    channels: HashMap<String, HashMap<SessionId, Interest>>,
+    sessions: HashMap<SessionId, Arc<Mailbox>>,
+    seq: u64,
+}
+
+/// One session's interest in one channel.
+#[derive(Debug, Default)]
+struct Interest {
+    whole: bool,
+    entities: HashSet<String>,
+}
+
+impl Interest {
+    fn wants(&self, entity: Option<&str>) -> bool {
+        // A channel-wide signal (no entity) concerns every entity subscriber too.
+        self.whole || entity.is_none_or(|e| self.entities.contains(e))
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.whole && self.entities.is_empty()
+    }
+}
+
+struct Mailbox {
+    tx: mpsc::Sender<Frame>,
+    /// Channels owed a resync; further signals on them are skipped until it is sent.
+    missed: Mutex<BTreeMap<String, ResyncReason>>,
+    wake: Notify,
+}
+
+impl Mailbox {
+    fn deliver(&self, channel: &str, frame: &Frame) {
+        let mut missed = lock(&self.missed);
+        if missed.contains_key(channel) {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame.clone()) {
+            missed.insert(channel.to_owned(), ResyncReason::SlowConsumer);
+            self.wake.notify_one();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The registry holds no invariant a panicking holder could half-update in a
+    // way later readers cannot live with, so poisoning is not fatal here.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// `mailbox_capacity`: frames a session may have queued before it is owed a resync.
+    pub fn new(mailbox_capacity: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            registry: Mutex::default(),
+            epoch: format!("{:016x}", rand::random::<u64>()),
+            next_session: AtomicU64::new(1),
+            mailbox_capacity: mailbox_capacity.max(1),
+        })
+    }
+
+    /// Identifies this node's run; `seq` values are only comparable within one epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Registers a new session with an empty subscription set.
+    pub fn connect(self: &Arc<Self>) -> Session {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.mailbox_capacity);
+        let mailbox = Arc::new(Mailbox {
+            tx,
+            missed: Mutex::default(),
+            wake: Notify::new(),
+        });
+        lock(&self.registry)
+            .sessions
+            .insert(id, Arc::clone(&mailbox));
+        Session {
+            hub: Arc::clone(self),
+            id,
+            mailbox,
+            rx,
+            topics: HashSet::new(),
+        }
+    }
+
+    /// Fans a signal out to every session that wants it.
+    pub fn publish(&self, signal: &Signal) {
+        let mut registry = lock(&self.registry);
+        registry.seq += 1;
+        let Some(subscribers) = registry.channels.get(&signal.channel) else {
+            return;
+        };
+        let frame = protocol::signal_frame(signal, registry.seq);
+        let entity = signal.entity_id.as_deref();
+        for (id, interest) in subscribers {
+            if interest.wants(entity) {
+                if let Some(mailbox) = registry.sessions.get(id) {
+                    mailbox.deliver(&signal.channel, &frame);
+                }
+            }
+        }
+    }
+
+    /// Sends `resync` on every channel that has subscribers (e.g. after the listener reconnected).
+    pub fn resync_all(&self, reason: ResyncReason) {
+        let registry = lock(&self.registry);
+        for (channel, subscribers) in &registry.channels {
+            let frame = protocol::resync_frame(channel, reason);
+            for id in subscribers.keys() {
+                if let Some(mailbox) = registry.sessions.get(id) {
+                    mailbox.deliver(channel, &frame);
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let registry = lock(&self.registry);
+        Stats {
+            sessions: registry.sessions.len(),
+            channels: registry.channels.len(),
+        }
+    }
+}
+
+/// See [`Session::next_outbound`].
+pub enum Outbound {
+    Frame(Frame),
+    Resyncs(Vec<Frame>),
+}
+
+/// A client's registration with the hub; unregisters itself when dropped.
+pub struct Session {
+    hub: Arc<Hub>,
+    id: SessionId,
+    mailbox: Arc<Mailbox>,
+    rx: mpsc::Receiver<Frame>,
+    topics: HashSet<Topic>,
+}
+
+impl Session {
+    /// Adds topics. Once this returns, every signal the hub publishes for them
+    /// reaches this session (or a resync does).
+    pub fn subscribe(&mut self, topics: &[Topic]) {
+        let mut registry = lock(&self.hub.registry);
+        for topic in topics {
+            if !self.topics.insert(topic.clone()) {
+                continue;
+            }
+            let interest = registry
+                .channels
+                .entry(topic.channel.clone())
+                .or_default()
+                .entry(self.id)
+                .or_default();
+            match &topic.entity {
+                None => interest.whole = true,
+                Some(entity) => {
+                    interest.entities.insert(entity.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes topics; topics not subscribed are ignored.
+    pub fn unsubscribe(&mut self, topics: &[Topic]) {
+        let mut registry = lock(&self.hub.registry);
+        for topic in topics {
+            if self.topics.remove(topic) {
+                remove_interest(&mut registry, self.id, topic);
+            }
+        }
+    }
+
+    /// How many topics this session holds.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Would subscribing to `topics` add this many new ones?
+    pub fn new_topic_count(&self, topics: &[Topic]) -> usize {
+        let distinct: HashSet<&Topic> = topics.iter().collect();
+        distinct
+            .into_iter()
+            .filter(|t| !self.topics.contains(*t))
+            .count()
+    }
+
+    /// The next queued frame.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        self.rx.recv().await
+    }
+
+    /// A queued frame, if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next thing to write: a queued frame or, once the queue is drained
+    /// of what came before, the resyncs this session is owed.
+    pub async fn next_outbound(&mut self) -> Outbound {
+        tokio::select! {
+            biased;
+            // Queued frames are older than the overflow that caused a resync.
+            Some(frame) = self.rx.recv() => Outbound::Frame(frame),
+            () = self.mailbox.wake.notified() => Outbound::Resyncs(self.take_missed()),
+        }
+    }
+
+    /// The resync frames owed to this session, clearing the debt.
+    fn take_missed(&self) -> Vec<Frame> {
+        let missed = std::mem::take(&mut *lock(&self.mailbox.missed));
+        missed
+            .into_iter()
+            .map(|(channel, reason)| protocol::resync_frame(&channel, reason))
+            .collect()
+    }
+}
+
+fn remove_interest(registry: &mut Registry, id: SessionId, topic: &Topic) {
+    let Some(subscribers) = registry.channels.get_mut(&topic.channel) else {
+        return;
+    };
+    if let Some(interest) = subscribers.get_mut(&id) {
+        match &topic.entity {
+            None => interest.whole = false,
+            Some(entity) => {
+                interest.entities.remove(entity);
+            }
+        }
+        if interest.is_empty() {
+            subscribers.remove(&id);
+        }
+    }
+    if subscribers.is_empty() {
+        registry.channels.remove(&topic.channel);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut registry = lock(&self.hub.registry);
+        for topic in &self.topics {
+            remove_interest(&mut registry, self.id, topic);
+        }
+        registry.sessions.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(s: &str) -> Topic {
+        match s.split_once(':') {
+            Some((c, e)) => Topic {
+                channel: c.into(),
+                entity: Some(e.into()),
+            },
+            None => Topic {
+                channel: s.into(),
+                entity: None,
+            },
+        }
+    }
+
+    fn signal(channel: &str, entity: Option<&str>) -> Signal {
+        let payload = match entity {
+            Some(e) => format!(r#"{{"entity_id":"{e}","txid":7}}"#),
+            None => r#"{"txid":7}"#.to_owned(),
+        };
+        Signal {
+            channel: channel.into(),
+            event: "updated".into(),
+            entity_id: entity.map(str::to_owned),
+            payload: RawValue::from_string(payload).unwrap(),
+        }
+    }
+
+    fn frames(session: &mut Session) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| session.try_recv())
+            .map(|f| serde_json::from_str(&f).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn delivers_to_channel_and_entity_subscribers_once() {
+        let hub = Hub::new(16);
+        let mut whole = hub.connect();
+        let mut one = hub.connect();
+        let mut both = hub.connect();
+        let mut other = hub.connect();
+        whole.subscribe(&[topic("order")]);
+        one.subscribe(&[topic("order:1")]);
+        both.subscribe(&[topic("order"), topic("order:1")]);
+        other.subscribe(&[topic("contact")]);
+
+        hub.publish(&signal("order", Some("1")));
+        hub.publish(&signal("order", Some("2")));
+        hub.publish(&signal("order", None));
+
+        let ids = |fs: Vec<serde_json::Value>| -> Vec<Option<String>> {
+            fs.iter()
+                .map(|f| f["payload"]["entity_id"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let all = vec![Some("1".into()), Some("2".into()), None];
+        assert_eq!(ids(frames(&mut whole)), all);
+        assert_eq!(ids(frames(&mut both)), all);
+        assert_eq!(ids(frames(&mut one)), vec![Some("1".into()), None]);
+        assert!(frames(&mut other).is_empty());
+    }
+
+    #[test]
+    fn seq_increases_per_signal() {
+        let hub = Hub::new(16);
+        let mut s = hub.connect();
+        s.subscribe(&[topic("order")]);
+        hub.publish(&signal("order", Some("1")));
+        hub.publish(&signal("nobody", Some("1")));
+        hub.publish(&signal("order", Some("1")));
+        let seqs: Vec<u64> = frames(&mut s)
+            .iter()
+            .map(|f| f["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![1, 3]);
+    }
+
+    #[test]
+    fn unsubscribe_and_drop_remove_interest() {
+        let hub = Hub::new(16);
+        let mut s = hub.connect();
+        s.subscribe(&[topic("order"), topic("order:1")]);
+        s.unsubscribe(&[topic("order")]);
+        hub.publish(&signal("order", Some("2")));
+        assert!(frames(&mut s).is_empty());
+        hub.publish(&signal("order", Some("1")));
+        assert_eq!(frames(&mut s).len(), 1);
+        s.unsubscribe(&[topic("order:1")]);
+        assert_eq!(hub.stats().channels, 0);
+        drop(s);
+        assert_eq!(
+            hub.stats(),
+            Stats {
+                sessions: 0,
+                channels: 0
+            }
+        );
+    }
+
+    #[test]
+    fn full_mailbox_owes_one_resync_per_channel_and_skips_until_paid() {
+        let hub = Hub::new(2);
+        let mut s = hub.connect();
+        s.subscribe(&[topic("order"), topic("contact")]);
+        for _ in 0..5 {
+            hub.publish(&signal("order", Some("1")));
+        }
+        assert_eq!(frames(&mut s).len(), 2);
+        // Room again, but the channel is owed a resync: later signals must not
+        // overtake it.
+        hub.publish(&signal("order", Some("1")));
+        assert!(frames(&mut s).is_empty());
+        hub.publish(&signal("contact", Some("9")));
+        assert_eq!(frames(&mut s).len(), 1);
+
+        let owed: Vec<serde_json::Value> = s
+            .take_missed()
+            .iter()
+            .map(|f| serde_json::from_str(f).unwrap())
+            .collect();
+        assert_eq!(owed.len(), 1);
+        assert_eq!(owed[0]["channel"], "order");
+        assert_eq!(owed[0]["event"], "resync");
+        assert_eq!(owed[0]["payload"]["reason"], "slow_consumer");
+        assert!(owed[0]["payload"].get("entity_id").is_none());
+
+        hub.publish(&signal("order", Some("1")));
+        assert_eq!(frames(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn resync_all_reaches_every_subscribed_channel() {
+        let hub = Hub::new(16);
+        let mut s = hub.connect();
+        s.subscribe(&[topic("order:1"), topic("contact")]);
+        hub.resync_all(ResyncReason::ListenerReconnected);
+        let mut got: Vec<(String, String)> = frames(&mut s)
+            .iter()
+            .map(|f| {
+                (
+                    f["channel"].as_str().unwrap().to_owned(),
+                    f["payload"]["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("contact".into(), "listener_reconnected".into()),
+                ("order".into(), "listener_reconnected".into())
+            ]
+        );
+    }
+}

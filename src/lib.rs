@@ -1,0 +1,35 @@
+//! pgbroadcast: a Postgres database announces its own changes in real time.
+//!
+//! ```text
+//! row change ─▶ statement trigger ─▶ pg_notify('pgbroadcast', {...}) at COMMIT   (SQL kit, migrations/)
+//!            ─▶ listener   one dedicated LISTEN connection, reconnect + resync   (listener)
+//!            ─▶ hub        per-channel fan-out, serialized once, epoch + seq     (hub)
+//!            ─▶ session    one task per socket, bounded queue, heartbeats        (ws::session)
+//!            ─▶ client     {"channel","event","payload":{entity_id, txid, ...}}  (ws::protocol)
+//! ```
+//!
+//! [`server`] wires these together behind the [`http`] router; [`migrate`]
+//! installs the SQL kit; [`cluster`] starts a private Postgres when no
+//! `DATABASE_URL` is given; [`config`] holds the CLI.
+
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod listener;
+pub mod migrate;
+pub mod server;
+pub mod ws;
+
+/// Everything that can stop the service from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cluster(#[from] cluster::Error),
+    #[error(transparent)]
+    Migrate(#[from] migrate::Error),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,226 @@
+//! The LISTEN connection: one dedicated `tokio-postgres` connection (never a
+//! pooled one: LISTEN dies with its session), driven with `poll_message`.
+//! Parses each notification into a [`Signal`] for the hub. On loss it
+//! reconnects with capped, jittered backoff, re-LISTENs, and has the hub send
+//! `resync` on every subscribed channel, since signals may have been missed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+use tokio_postgres::{AsyncMessage, NoTls, Notification};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, ResyncReason, Signal};
+use crate::ws::protocol::valid_channel;
+
+/// `application_name` of the LISTEN connection, so a DBA can find it in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "pgbroadcast-listener";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("notification payload is not a pgbroadcast signal: {0}")]
+    Payload(String),
+}
+
+pub struct Listener {
+    pub config: tokio_postgres::Config,
+    /// The Postgres channel to LISTEN on.
+    pub pg_channel: String,
+    pub hub: Arc<Hub>,
+    /// `true` while the LISTEN is in effect.
+    pub ready: watch::Sender<bool>,
+    pub backoff: Backoff,
+}
+
+impl Listener {
+    /// Runs until `shutdown` fires.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.config
+            .application_name(APPLICATION_NAME)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .connect_timeout(Duration::from_secs(10));
+        loop {
+            let ended = tokio::select! {
+                () = shutdown.cancelled() => return,
+                ended = self.listen_once() => ended,
+            };
+            self.ready.send_replace(false);
+            match ended {
+                Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
+                Err(err) => tracing::warn!(error = %err, "LISTEN connection lost; reconnecting"),
+            }
+            let delay = self.backoff.next_delay();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Connects, LISTENs, and forwards notifications until the connection ends.
+    async fn listen_once(&mut self) -> Result<(), tokio_postgres::Error> {
+        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let hub = Arc::clone(&self.hub);
+        // The connection must be polled for the LISTEN query to complete, so it
+        // runs as its own task; it publishes straight into the hub.
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message? {
+                    AsyncMessage::Notification(n) => forward(&hub, &n),
+                    AsyncMessage::Notice(notice) => {
+                        tracing::info!(notice = %notice, "notice on LISTEN connection")
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        });
+        let listen = format!("LISTEN {}", quote_ident(&self.pg_channel));
+        if let Err(err) = client.batch_execute(&listen).await {
+            driver.abort();
+            return Err(err);
+        }
+        // Anything committed from here on is delivered; anything before may
+        // have been missed by clients that were already subscribed.
+        self.hub.resync_all(ResyncReason::ListenerReconnected);
+        self.ready.send_replace(true);
+        self.backoff.reset();
+        tracing::info!(channel = %self.pg_channel, "LISTEN in effect");
+        let result = driver.await.unwrap_or(Ok(()));
+        drop(client);
+        result
+    }
+}
+
+fn forward(hub: &Hub, notification: &Notification) {
+    match parse(notification.payload()) {
+        Ok(signal) => hub.publish(&signal),
+        Err(err) => tracing::warn!(
+            error = %err,
+            payload = %notification.payload().chars().take(200).collect::<String>(),
+            "ignoring notification"
+        ),
+    }
+}
+
+/// Parses the SQL kit's payload:
+/// `{"channel": C, "event": E, "payload": {"entity_id": ..., "txid": ..., ...}}`.
+pub fn parse(payload: &str) -> Result<Signal, Error> {
+    #[derive(Deserialize)]
+    struct Notice {
+        channel: String,
+        event: String,
+        payload: Box<RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Head {
+        entity_id: Option<String>,
+    }
+    let notice: Notice =
+        serde_json::from_str(payload).map_err(|e| Error::Payload(e.to_string()))?;
+    valid_channel(&notice.channel)
+        .map_err(|why| Error::Payload(format!("channel {:?}: {why}", notice.channel)))?;
+    let head: Head = serde_json::from_str(notice.payload.get())
+        .map_err(|e| Error::Payload(format!("payload: {e}")))?;
+    Ok(Signal {
+        channel: notice.channel,
+        event: notice.event,
+        entity_id: head.entity_id,
+        payload: notice.payload,
+    })
+}
+
+/// `"name"`, with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Exponential backoff with jitter: attempt n waits between half and all of
+/// `min(max, base * 2^n)`, so reconnecting nodes spread out but never stall.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max: max.max(base),
+            attempt: 0,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(2u32.saturating_pow(self.attempt.min(20)))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_kit_payload() {
+        let s = parse(r#"{"channel":"order","event":"item_added","payload":{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"}}"#).unwrap();
+        assert_eq!(s.channel, "order");
+        assert_eq!(s.event, "item_added");
+        assert_eq!(s.entity_id.as_deref(), Some("123"));
+        assert!(s.payload.get().contains(r#""txid":7561"#));
+        let wide =
+            parse(r#"{"channel":"order","event":"updated","payload":{"txid":1,"rows":100000}}"#)
+                .unwrap();
+        assert_eq!(wide.entity_id, None);
+    }
+
+    #[test]
+    fn rejects_foreign_payloads() {
+        assert!(parse("hello").is_err());
+        assert!(parse(r#"{"channel":"order"}"#).is_err());
+        assert!(parse(r#"{"channel":"a b","event":"x","payload":{}}"#).is_err());
+        assert!(parse(r#"{"channel":"a","event":"x","payload":{"entity_id":5}}"#).is_err());
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident("pgbroadcast"), "\"pgbroadcast\"");
+        assert_eq!(quote_ident("My \"chan\""), "\"My \"\"chan\"\"\"");
+    }
+
+    #[test]
+    fn backoff_grows_within_bounds_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut ceiling = Duration::from_millis(100);
+        for _ in 0..12 {
+            let d = b.next_delay();
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "{d:?} not in [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
+            ceiling = (ceiling * 2).min(Duration::from_secs(5));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,92 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgbroadcast::cluster::Cluster;
+use pgbroadcast::config::{Cli, Command, MigrateArgs, ServeArgs};
+use pgbroadcast::{Error, migrate, server};
+use tokio::net::TcpListener;
+use tokio_postgres::NoTls;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => run_migrate(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "pgbroadcast failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Error> {
+    let (pg, cluster) = match &args.database_url {
+        Some(url) => (url.parse()?, None),
+        None => {
+            let cluster = tokio::task::spawn_blocking(|| Cluster::builder().start())
+                .await
+                .map_err(std::io::Error::other)??;
+            let url = cluster.url("postgres");
+            println!("private Postgres (removed on exit): {url}");
+            println!("  psql \"{url}\"");
+            (cluster.config("postgres"), Some(cluster))
+        }
+    };
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen))
+    })?;
+    let settings = server::Settings {
+        pg,
+        pg_args: args.pg,
+        limits: args.limits,
+        migrate: !args.no_migrate,
+    };
+    let running = server::start(listener, settings).await?;
+    println!(
+        "listening on http://{} (WebSocket: ws://{}/ws/broadcast)",
+        running.addr, running.addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await?;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || drop(cluster))
+            .await
+            .ok();
+    }
+    Ok(())
+}
+
+async fn run_migrate(args: MigrateArgs) -> Result<(), Error> {
+    let config: tokio_postgres::Config = args.database_url.parse()?;
+    let (mut client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    let applied = migrate::run(&mut client).await?;
+    if applied.is_empty() {
+        println!("SQL kit already up to date");
+    } else {
+        for name in applied {
+            println!("applied {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

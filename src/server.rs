@@ -1,0 +1,114 @@
+//! Runs the bridge: migrate, start the listener, serve HTTP and WebSocket,
+//! and shut down gracefully (Close 1001 to every client, bounded grace).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Limits, PgArgs};
+use crate::http::{AppState, router};
+use crate::hub::Hub;
+use crate::listener::{Backoff, Listener};
+
+/// How long sessions get to say goodbye on shutdown.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// What [`start`] needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub pg: tokio_postgres::Config,
+    pub pg_args: PgArgs,
+    pub limits: Limits,
+    /// Apply the SQL kit before serving.
+    pub migrate: bool,
+}
+
+/// A started bridge; see [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    /// `true` while the LISTEN is in effect (what `/readyz` reports).
+    pub ready: watch::Receiver<bool>,
+    pub hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, closes every session with 1001, waits for them (bounded).
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Migrates (unless told not to), starts the listener and serves on `listener`.
+pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running, crate::Error> {
+    if settings.migrate {
+        let (mut client, connection) = settings.pg.connect(NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let applied = crate::migrate::run(&mut client).await?;
+        tracing::info!(?applied, "SQL kit up to date");
+        drop(client);
+        let _ = driver.await;
+    }
+    let hub = Hub::new(settings.limits.outbound_queue);
+    let (ready_tx, ready) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let listen = Listener {
+        config: settings.pg.clone(),
+        pg_channel: settings.pg_args.pg_channel.clone(),
+        hub: Arc::clone(&hub),
+        ready: ready_tx,
+        backoff: Backoff::new(Duration::from_millis(100), settings.pg_args.reconnect_max),
+    };
+    tokio::spawn(listen.run(shutdown.clone()));
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        hub: Arc::clone(&hub),
+        limits: Arc::new(settings.limits),
+        ready: ready.clone(),
+        shutdown: shutdown.clone(),
+        sessions: TaskTracker::new(),
+    };
+    let task = tokio::spawn(run(listener, state, shutdown.clone().cancelled_owned()));
+    tracing::info!(%addr, "serving; WebSocket at /ws/broadcast");
+    Ok(Running {
+        addr,
+        ready,
+        hub,
+        shutdown,
+        task,
+    })
+}
+
+/// Serves until `shutdown` resolves, then closes sessions and waits for them.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    let sessions = state.sessions.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await?;
+    sessions.close();
+    if tokio::time::timeout(GRACE, sessions.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = sessions.len(),
+            "sessions still open after the grace period"
+        );
+    }
+    Ok(())
+}

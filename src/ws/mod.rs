@@ -1,0 +1,5 @@
+//! The WebSocket endpoint: [`protocol`] (pure message types) and [`session`]
+//! (the per-connection loop).
+
+pub mod protocol;
+pub mod session;

@@ -1,0 +1,377 @@
+//! Protocol v1 as data: parsing client messages (with the error a client is
+//! told) and serializing server frames. Pure functions, no I/O.
+//!
+//! Compatible with the SYNC-009 reference client: `{"subscribe": [...]}`,
+//! `{"unsubscribe": [...]}` in, `{"channel", "event", "payload"}` out. Control
+//! frames carry `"type"` and no `"channel"`, so such clients ignore them.
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::config::{Limits, MAX_CHANNEL_LEN, MAX_ENTITY_LEN};
+use crate::hub::{Frame, ResyncReason, Signal, Topic};
+
+/// Protocol version announced in `welcome`.
+pub const VERSION: u32 = 1;
+
+/// A valid client request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    Subscribe(Vec<Topic>),
+    Unsubscribe(Vec<Topic>),
+}
+
+/// Error codes of `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidMessage,
+    InvalidChannel,
+    TooManyChannels,
+    SubscriptionLimit,
+    MessageTooLarge,
+    BinaryNotSupported,
+}
+
+/// Why a client message was refused; becomes an `error` frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
+    Rejection {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Parses one text message. A message is applied whole or not at all.
+pub fn parse(text: &str, limits: &Limits) -> Result<Request, Rejection> {
+    if text.len() > limits.max_message_bytes {
+        return Err(reject(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message is {} bytes; the limit is {}",
+                text.len(),
+                limits.max_message_bytes
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| reject(ErrorCode::InvalidJson, format!("not valid JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(reject(
+            ErrorCode::InvalidMessage,
+            r#"expected an object like {"subscribe": ["order"]}"#,
+        ));
+    };
+    let (key, build): (&str, fn(Vec<Topic>) -> Request) = match (
+        object.contains_key("subscribe"),
+        object.contains_key("unsubscribe"),
+    ) {
+        (true, false) => ("subscribe", Request::Subscribe),
+        (false, true) => ("unsubscribe", Request::Unsubscribe),
+        (true, true) => {
+            return Err(reject(
+                ErrorCode::InvalidMessage,
+                "send subscribe and unsubscribe as separate messages",
+            ));
+        }
+        (false, false) => {
+            return Err(reject(
+                ErrorCode::InvalidMessage,
+                r#"unknown message; expected {"subscribe": [...]} or {"unsubscribe": [...]}"#,
+            ));
+        }
+    };
+    let Some(Value::Array(items)) = object.remove(key) else {
+        return Err(reject(
+            ErrorCode::InvalidMessage,
+            format!("{key:?} must be an array of channel names"),
+        ));
+    };
+    if items.len() > limits.max_channels_per_message {
+        return Err(reject(
+            ErrorCode::TooManyChannels,
+            format!(
+                "{} channels in one message; the limit is {}",
+                items.len(),
+                limits.max_channels_per_message
+            ),
+        ));
+    }
+    let topics = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => parse_topic(s),
+            other => Err(reject(
+                ErrorCode::InvalidChannel,
+                format!("{key}[{i}] must be a string, got {}", json_type(other)),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(build(topics))
+}
+
+/// `order` or `order:123`. Channel names: 1–64 of `A-Z a-z 0-9 _ . / -`;
+/// entity ids: 1–256 characters, no control characters.
+pub fn parse_topic(s: &str) -> Result<Topic, Rejection> {
+    let (channel, entity) = match s.split_once(':') {
+        Some((c, e)) => (c, Some(e)),
+        None => (s, None),
+    };
+    valid_channel(channel).map_err(|why| {
+        reject(
+            ErrorCode::InvalidChannel,
+            format!("invalid channel {:?}: {why}", truncate(s)),
+        )
+    })?;
+    if let Some(entity) = entity {
+        if entity.is_empty()
+            || entity.len() > MAX_ENTITY_LEN
+            || entity.chars().any(char::is_control)
+        {
+            return Err(reject(
+                ErrorCode::InvalidChannel,
+                format!(
+                    "invalid entity in {:?}: must be 1 to {MAX_ENTITY_LEN} bytes without control characters",
+                    truncate(s)
+                ),
+            ));
+        }
+    }
+    Ok(Topic {
+        channel: channel.to_owned(),
+        entity: entity.map(str::to_owned),
+    })
+}
+
+/// The rule the SQL kit enforces too (`^[A-Za-z0-9_./-]{1,64}$`).
+pub fn valid_channel(channel: &str) -> Result<(), &'static str> {
+    if channel.is_empty() {
+        return Err("empty");
+    }
+    if channel.len() > MAX_CHANNEL_LEN {
+        return Err("longer than 64 bytes");
+    }
+    if !channel
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_./-".contains(&b))
+    {
+        return Err("allowed characters are A-Z a-z 0-9 _ . / -");
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Control frames: `{"type": ...}`, never a `"channel"` key.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control<'a> {
+    Welcome {
+        protocol: u32,
+        epoch: &'a str,
+        limits: WelcomeLimits,
+    },
+    Subscribed {
+        channels: Vec<String>,
+    },
+    Unsubscribed {
+        channels: Vec<String>,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct WelcomeLimits {
+    pub max_subscriptions: usize,
+    pub max_channels_per_message: usize,
+    pub max_message_bytes: usize,
+    pub heartbeat_ms: u128,
+}
+
+impl From<&Limits> for WelcomeLimits {
+    fn from(l: &Limits) -> Self {
+        WelcomeLimits {
+            max_subscriptions: l.max_subscriptions,
+            max_channels_per_message: l.max_channels_per_message,
+            max_message_bytes: l.max_message_bytes,
+            heartbeat_ms: l.heartbeat.as_millis(),
+        }
+    }
+}
+
+impl Control<'_> {
+    pub fn frame(&self) -> Frame {
+        to_frame(self)
+    }
+}
+
+/// `{"channel","event","payload","seq"}`: the signal frame, serialized once per signal.
+pub fn signal_frame(signal: &Signal, seq: u64) -> Frame {
+    #[derive(Serialize)]
+    struct SignalFrame<'a> {
+        channel: &'a str,
+        event: &'a str,
+        payload: &'a RawValue,
+        seq: u64,
+    }
+    to_frame(&SignalFrame {
+        channel: &signal.channel,
+        event: &signal.event,
+        payload: &signal.payload,
+        seq,
+    })
+}
+
+/// `resync` carries no `entity_id`: an old client invalidates the whole channel.
+pub fn resync_frame(channel: &str, reason: ResyncReason) -> Frame {
+    to_frame(&serde_json::json!({
+        "channel": channel,
+        "event": "resync",
+        "payload": { "reason": reason.as_str() },
+    }))
+}
+
+fn to_frame<T: Serialize>(value: &T) -> Frame {
+    // Serializing these types (strings, numbers, raw JSON) cannot fail.
+    serde_json::to_string(value)
+        .expect("frame serializes")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn topic(channel: &str, entity: Option<&str>) -> Topic {
+        Topic {
+            channel: channel.into(),
+            entity: entity.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn sync009_messages_parse() {
+        assert_eq!(
+            parse(r#"{"subscribe": ["order", "contact"]}"#, &limits()),
+            Ok(Request::Subscribe(vec![
+                topic("order", None),
+                topic("contact", None)
+            ]))
+        );
+        assert_eq!(
+            parse(r#"{"unsubscribe": ["order"]}"#, &limits()),
+            Ok(Request::Unsubscribe(vec![topic("order", None)]))
+        );
+    }
+
+    #[test]
+    fn entity_topics_split_at_the_first_colon() {
+        assert_eq!(parse_topic("order:123"), Ok(topic("order", Some("123"))));
+        assert_eq!(parse_topic("doc:a:b"), Ok(topic("doc", Some("a:b"))));
+        assert_eq!(topic("order", Some("123")).to_string(), "order:123");
+    }
+
+    fn code(text: &str) -> ErrorCode {
+        parse(text, &limits()).unwrap_err().code
+    }
+
+    #[test]
+    fn bad_input_gets_a_code() {
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"hello": 1}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"subscribe": "order"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"subscribe": ["a"], "unsubscribe": ["b"]}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(code(r#"{"subscribe": [""]}"#), ErrorCode::InvalidChannel);
+        assert_eq!(code(r#"{"subscribe": [42]}"#), ErrorCode::InvalidChannel);
+        assert_eq!(code(r#"{"subscribe": ["a b"]}"#), ErrorCode::InvalidChannel);
+        assert_eq!(
+            code(r#"{"subscribe": ["order:"]}"#),
+            ErrorCode::InvalidChannel
+        );
+        let long = format!(r#"{{"subscribe": ["{}"]}}"#, "x".repeat(65));
+        assert_eq!(code(&long), ErrorCode::InvalidChannel);
+        let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
+        let many = serde_json::json!({ "subscribe": many }).to_string();
+        assert_eq!(code(&many), ErrorCode::TooManyChannels);
+        let huge = format!(r#"{{"subscribe": ["{}"]}}"#, "x".repeat(70_000));
+        assert_eq!(code(&huge), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn one_bad_channel_rejects_the_whole_message() {
+        let err = parse(r#"{"subscribe": ["order", 7]}"#, &limits()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidChannel);
+        assert!(err.message.contains("subscribe[1]"), "{}", err.message);
+    }
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let signal = Signal {
+            channel: "order".into(),
+            event: "item_added".into(),
+            entity_id: Some("123".into()),
+            payload: RawValue::from_string(
+                r#"{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"}"#.into(),
+            )
+            .unwrap(),
+        };
+        assert_eq!(
+            &*signal_frame(&signal, 43),
+            r#"{"channel":"order","event":"item_added","payload":{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"},"seq":43}"#
+        );
+        let resync: Value =
+            serde_json::from_str(&resync_frame("order", ResyncReason::SlowConsumer)).unwrap();
+        assert_eq!(
+            resync,
+            serde_json::json!({"channel": "order", "event": "resync", "payload": {"reason": "slow_consumer"}})
+        );
+        let error: Value = serde_json::from_str(
+            &Control::Error {
+                code: ErrorCode::InvalidJson,
+                message: "x",
+            }
+            .frame(),
+        )
+        .unwrap();
+        assert_eq!(
+            error,
+            serde_json::json!({"type": "error", "code": "invalid_json", "message": "x"})
+        );
+        assert!(error.get("channel").is_none());
+    }
+}

@@ -1,0 +1,410 @@
+//! One WebSocket connection: a single `select!` loop over the socket, the
+//! session's hub mailbox, heartbeats and shutdown. Generic over any
+//! `Sink + Stream` of messages so it runs against a real socket or a test pair.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, close_code};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Limits;
+use crate::hub::{Frame, Outbound, Session};
+use crate::ws::protocol::{self, Control, ErrorCode, Request};
+
+/// Most frames written between two flushes.
+const BATCH: usize = 256;
+
+/// How a session ended, for logs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    PeerClosed,
+    Shutdown,
+    HeartbeatTimeout,
+    SocketError(String),
+}
+
+/// Runs the session until the peer leaves, the socket fails or `shutdown` fires.
+pub async fn run<S, E>(
+    mut socket: S,
+    mut session: Session,
+    epoch: &str,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) -> End
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    E: std::fmt::Display,
+{
+    let welcome = Control::Welcome {
+        protocol: protocol::VERSION,
+        epoch,
+        limits: limits.into(),
+    };
+    if let Err(e) = socket.send(text(welcome.frame())).await {
+        return End::SocketError(e.to_string());
+    }
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + limits.heartbeat, limits.heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+
+    let end = loop {
+        let result = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                close(&mut socket, close_code::AWAY, "server shutting down").await;
+                break End::Shutdown;
+            }
+            inbound = socket.next() => {
+                last_seen = Instant::now();
+                match inbound {
+                    None | Some(Ok(Message::Close(_))) => break End::PeerClosed,
+                    Some(Err(e)) => {
+                        let e = e.to_string();
+                        if e.contains("too long") || e.contains("Space limit") {
+                            let reason = format!("message too big: the limit is {} bytes", 4 * limits.max_message_bytes);
+                            close(&mut socket, close_code::SIZE, &reason).await;
+                        }
+                        break End::SocketError(e);
+                    }
+                    Some(Ok(Message::Text(request))) => {
+                        let reply = handle(&request, &mut session, limits);
+                        socket.send(text(reply)).await
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let reply = error(ErrorCode::BinaryNotSupported, "binary frames are not part of the protocol; send JSON text");
+                        socket.send(text(reply)).await
+                    }
+                    // Pings are answered by the WebSocket layer; pongs only prove liveness.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                }
+            }
+            outbound = session.next_outbound() => match outbound {
+                Outbound::Frame(frame) => write_batch(&mut socket, &mut session, vec![frame]).await,
+                Outbound::Resyncs(frames) => write_batch(&mut socket, &mut session, frames).await,
+            },
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > 2 * limits.heartbeat {
+                    close(&mut socket, close_code::AWAY, "heartbeat timeout").await;
+                    break End::HeartbeatTimeout;
+                }
+                socket.send(Message::Ping(Default::default())).await
+            }
+        };
+        if let Err(e) = result {
+            break End::SocketError(e.to_string());
+        }
+    };
+    drop(session);
+    end
+}
+
+/// Answers one text message: an ack or an `error` frame.
+fn handle(request: &str, session: &mut Session, limits: &Limits) -> Frame {
+    match protocol::parse(request, limits) {
+        Err(rejection) => error(rejection.code, &rejection.message),
+        Ok(Request::Subscribe(topics)) => {
+            let total = session.topic_count() + session.new_topic_count(&topics);
+            if total > limits.max_subscriptions {
+                return error(
+                    ErrorCode::SubscriptionLimit,
+                    &format!(
+                        "this would hold {total} subscriptions; the limit per connection is {}",
+                        limits.max_subscriptions
+                    ),
+                );
+            }
+            session.subscribe(&topics);
+            Control::Subscribed {
+                channels: topics.iter().map(ToString::to_string).collect(),
+            }
+            .frame()
+        }
+        Ok(Request::Unsubscribe(topics)) => {
+            session.unsubscribe(&topics);
+            Control::Unsubscribed {
+                channels: topics.iter().map(ToString::to_string).collect(),
+            }
+            .frame()
+        }
+    }
+}
+
+/// Writes `first` plus whatever else is already queued, then flushes once.
+async fn write_batch<S>(
+    socket: &mut S,
+    session: &mut Session,
+    first: Vec<Frame>,
+) -> Result<(), S::Error>
+where
+    S: Sink<Message> + Unpin,
+{
+    for frame in first {
+        socket.feed(text(frame)).await?;
+    }
+    for _ in 0..BATCH {
+        let Some(frame) = session.try_recv() else {
+            break;
+        };
+        socket.feed(text(frame)).await?;
+    }
+    socket.flush().await
+}
+
+fn error(code: ErrorCode, message: &str) -> Frame {
+    Control::Error { code, message }.frame()
+}
+
+fn text(frame: Frame) -> Message {
+    Message::Text(frame)
+}
+
+async fn close<S>(socket: &mut S, code: u16, reason: &str)
+where
+    S: Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    // Best effort: the peer may already be gone. Bounded, so a stalled peer
+    // cannot hold up shutdown.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Hub, Signal};
+    use futures_channel::mpsc;
+    use serde_json::Value;
+
+    /// A socket made of two channels: what the client sends, what the server wrote.
+    struct Pair {
+        to_server: mpsc::UnboundedSender<Result<Message, String>>,
+        from_server: mpsc::UnboundedReceiver<Message>,
+    }
+
+    fn spawn_session(
+        hub: &std::sync::Arc<Hub>,
+        limits: Limits,
+    ) -> (Pair, tokio::task::JoinHandle<End>, CancellationToken) {
+        let (to_server, inbound) = mpsc::unbounded();
+        let (outbound, from_server) = mpsc::unbounded::<Message>();
+        let socket = inbound;
+        let sink = outbound.sink_map_err(|e| e.to_string());
+        let io = Joined {
+            stream: socket,
+            sink,
+        };
+        let shutdown = CancellationToken::new();
+        let session = hub.connect();
+        let token = shutdown.clone();
+        let epoch = hub.epoch().to_owned();
+        let task = tokio::spawn(async move { run(io, session, &epoch, &limits, token).await });
+        (
+            Pair {
+                to_server,
+                from_server,
+            },
+            task,
+            shutdown,
+        )
+    }
+
+    struct Joined<St, Si> {
+        stream: St,
+        sink: Si,
+    }
+
+    impl<St: Stream + Unpin, Si: Unpin> Stream for Joined<St, Si> {
+        type Item = St::Item;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            self.stream.poll_next_unpin(cx)
+        }
+    }
+
+    impl<St: Unpin, Si: Sink<Message> + Unpin> Sink<Message> for Joined<St, Si> {
+        type Error = Si::Error;
+        fn poll_ready(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.sink.poll_ready_unpin(cx)
+        }
+        fn start_send(
+            mut self: std::pin::Pin<&mut Self>,
+            item: Message,
+        ) -> Result<(), Self::Error> {
+            self.sink.start_send_unpin(item)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.sink.poll_flush_unpin(cx)
+        }
+        fn poll_close(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.sink.poll_close_unpin(cx)
+        }
+    }
+
+    impl Pair {
+        fn send(&self, text: &str) {
+            self.to_server
+                .unbounded_send(Ok(Message::Text(text.into())))
+                .unwrap();
+        }
+
+        async fn next(&mut self) -> Message {
+            self.from_server.next().await.expect("session ended")
+        }
+
+        async fn json(&mut self) -> Value {
+            match self.next().await {
+                Message::Text(t) => serde_json::from_str(&t).unwrap(),
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+    }
+
+    fn signal(channel: &str, entity: &str) -> Signal {
+        Signal {
+            channel: channel.into(),
+            event: "updated".into(),
+            entity_id: Some(entity.into()),
+            payload: serde_json::value::RawValue::from_string(format!(
+                r#"{{"entity_id":"{entity}"}}"#
+            ))
+            .unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn welcome_subscribe_signal_unsubscribe() {
+        let hub = Hub::new(8);
+        let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
+        let welcome = client.json().await;
+        assert_eq!(welcome["type"], "welcome");
+        assert_eq!(welcome["epoch"], hub.epoch());
+
+        client.send(r#"{"subscribe": ["order:1"]}"#);
+        assert_eq!(
+            client.json().await,
+            serde_json::json!({"type": "subscribed", "channels": ["order:1"]})
+        );
+        hub.publish(&signal("order", "2"));
+        hub.publish(&signal("order", "1"));
+        let got = client.json().await;
+        assert_eq!(got["payload"]["entity_id"], "1");
+
+        client.send(r#"{"unsubscribe": ["order:1"]}"#);
+        assert_eq!(client.json().await["type"], "unsubscribed");
+        assert_eq!(hub.stats().channels, 0);
+    }
+
+    #[tokio::test]
+    async fn bad_input_gets_error_frames_and_the_session_goes_on() {
+        let hub = Hub::new(8);
+        let limits = Limits {
+            max_subscriptions: 2,
+            ..Limits::default()
+        };
+        let (mut client, _task, _stop) = spawn_session(&hub, limits);
+        client.json().await;
+        client.send("{nope");
+        assert_eq!(client.json().await["code"], "invalid_json");
+        client
+            .to_server
+            .unbounded_send(Ok(Message::Binary(vec![1, 2].into())))
+            .unwrap();
+        assert_eq!(client.json().await["code"], "binary_not_supported");
+        client.send(r#"{"subscribe": ["a", "b", "c"]}"#);
+        assert_eq!(client.json().await["code"], "subscription_limit");
+        client.send(r#"{"subscribe": ["a"]}"#);
+        assert_eq!(client.json().await["type"], "subscribed");
+    }
+
+    #[tokio::test]
+    async fn slow_consumer_gets_resync_after_its_queued_frames() {
+        let hub = Hub::new(2);
+        let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
+        client.json().await;
+        client.send(r#"{"subscribe": ["order"]}"#);
+        client.json().await;
+        // The session task cannot run between these publishes (same thread, no
+        // await), so the mailbox overflows deterministically.
+        for i in 0..5 {
+            hub.publish(&signal("order", &i.to_string()));
+        }
+        assert_eq!(client.json().await["payload"]["entity_id"], "0");
+        assert_eq!(client.json().await["payload"]["entity_id"], "1");
+        let resync = client.json().await;
+        assert_eq!(resync["event"], "resync");
+        assert_eq!(resync["payload"]["reason"], "slow_consumer");
+        hub.publish(&signal("order", "9"));
+        assert_eq!(client.json().await["payload"]["entity_id"], "9");
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_close_1001() {
+        let hub = Hub::new(8);
+        let (mut client, task, stop) = spawn_session(&hub, Limits::default());
+        client.json().await;
+        stop.cancel();
+        match client.next().await {
+            Message::Close(Some(frame)) => assert_eq!(frame.code, close_code::AWAY),
+            other => panic!("expected close, got {other:?}"),
+        }
+        assert_eq!(task.await.unwrap(), End::Shutdown);
+        assert_eq!(hub.stats().sessions, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_peer_is_dropped_after_two_heartbeats() {
+        let hub = Hub::new(8);
+        let limits = Limits {
+            heartbeat: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let (mut client, task, _stop) = spawn_session(&hub, limits);
+        client.json().await;
+        assert!(matches!(client.next().await, Message::Ping(_)));
+        assert!(matches!(client.next().await, Message::Ping(_)));
+        match client.next().await {
+            Message::Close(Some(frame)) => assert_eq!(frame.reason.as_str(), "heartbeat timeout"),
+            other => panic!("expected close, got {other:?}"),
+        }
+        assert_eq!(task.await.unwrap(), End::HeartbeatTimeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pongs_keep_a_peer_alive() {
+        let hub = Hub::new(8);
+        let limits = Limits {
+            heartbeat: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let (mut client, _task, _stop) = spawn_session(&hub, limits);
+        client.json().await;
+        for _ in 0..5 {
+            assert!(matches!(client.next().await, Message::Ping(_)));
+            client
+                .to_server
+                .unbounded_send(Ok(Message::Pong(Default::default())))
+                .unwrap();
+        }
+    }
+}
