@@ -1,0 +1,110 @@
+//! The LISTEN connection dies (backend terminated, whole cluster restarted):
+//! readiness drops, every subscribed channel gets `resync`, and signals flow
+//! again after the reconnect — without restarting the bridge.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Bridge, ORDERS, TestDb, WsClient, brief, connect, fresh_db_in, test_cluster, write};
+use serde_json::{Value, json};
+
+/// The two resync frames, in either order.
+async fn expect_resyncs(client: &mut WsClient, channels: &[&str]) {
+    let frames = client.take(channels.len()).await;
+    let got: BTreeSet<String> = frames
+        .iter()
+        .map(|f| {
+            assert_eq!(f["event"], "resync", "{f}");
+            assert_eq!(f["payload"], json!({"reason": "listener_reconnected"}));
+            f["channel"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(got, channels.iter().map(|c| c.to_string()).collect());
+}
+
+#[tokio::test]
+async fn terminated_listener_backend_reconnects_and_resyncs() {
+    let db = TestDb::migrated().await;
+    let mut pg = db.client().await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order", "contact:1"]).await;
+    let mut idle = bridge.client().await;
+    assert_eq!(bridge.readyz().await, 200);
+
+    // Keep the listener out while we look at it: no new connections to this database.
+    let admin = connect(&common::cluster().config("postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "alter database {} allow_connections false",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let terminated: i64 = pg
+        .query_one(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity \
+             where application_name = 'pgbroadcast-listener' and datname = current_database()) t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(terminated, 1);
+    bridge.wait_ready(false).await;
+    assert_eq!(bridge.readyz().await, 503);
+
+    admin
+        .batch_execute(&format!(
+            "alter database {} allow_connections true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    bridge.wait_ready(true).await;
+    assert_eq!(bridge.readyz().await, 200);
+    expect_resyncs(&mut client, &["contact", "order"]).await;
+
+    let txid = write(&mut pg, "insert into orders (id) values (1)").await;
+    assert_eq!(
+        brief(&client.next().await),
+        ("created".into(), Some("1".into()), txid)
+    );
+
+    // A client with no subscriptions is told nothing.
+    idle.subscribe(&["order"]).await;
+    let txid = write(&mut pg, "update orders set status = 'x' where id = 1").await;
+    let frame: Value = idle.next().await;
+    assert_eq!(brief(&frame), ("updated".into(), Some("1".into()), txid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_restart_reconnects_and_resyncs() {
+    let mut cluster = test_cluster().expect("own cluster");
+    let db = fresh_db_in(&cluster).await;
+    {
+        let mut pg = db.client().await;
+        pgbroadcast::migrate::run(&mut pg).await.unwrap();
+        pg.batch_execute(ORDERS).await.unwrap();
+    }
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+
+    tokio::task::block_in_place(|| cluster.stop()).unwrap();
+    bridge.wait_ready(false).await;
+    assert_eq!(bridge.readyz().await, 503);
+
+    tokio::task::block_in_place(|| cluster.start()).unwrap();
+    bridge.wait_ready(true).await;
+    expect_resyncs(&mut client, &["order"]).await;
+
+    let mut pg = db.client().await;
+    let txid = write(&mut pg, "insert into orders (id) values (9)").await;
+    assert_eq!(
+        brief(&client.next().await),
+        ("created".into(), Some("9".into()), txid)
+    );
+}
