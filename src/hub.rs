@@ -175,10 +175,10 @@ impl Hub {
         let frame = protocol::signal_frame(signal, registry.seq);
         let entity = signal.entity_id.as_deref();
         for (id, interest) in subscribers {
-            if interest.wants(entity) {
-                if let Some(mailbox) = registry.sessions.get(id) {
-                    mailbox.deliver(&signal.channel, &frame);
-                }
+            if interest.wants(entity)
+                && let Some(mailbox) = registry.sessions.get(id)
+            {
+                mailbox.deliver(&signal.channel, &frame);
             }
         }
     }

@@ -39,6 +39,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             let url = cluster.url("postgres");
             println!("private Postgres (removed on exit): {url}");
             println!("  psql \"{url}\"");
+            println!("  data: {}", cluster.dir().display());
             (cluster.config("postgres"), Some(cluster))
         }
     };

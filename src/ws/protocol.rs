@@ -131,19 +131,18 @@ pub fn parse_topic(s: &str) -> Result<Topic, Rejection> {
             format!("invalid channel {:?}: {why}", truncate(s)),
         )
     })?;
-    if let Some(entity) = entity {
-        if entity.is_empty()
+    if let Some(entity) = entity
+        && (entity.is_empty()
             || entity.len() > MAX_ENTITY_LEN
-            || entity.chars().any(char::is_control)
-        {
-            return Err(reject(
-                ErrorCode::InvalidChannel,
-                format!(
-                    "invalid entity in {:?}: must be 1 to {MAX_ENTITY_LEN} bytes without control characters",
-                    truncate(s)
-                ),
-            ));
-        }
+            || entity.chars().any(char::is_control))
+    {
+        return Err(reject(
+            ErrorCode::InvalidChannel,
+            format!(
+                "invalid entity in {:?}: must be 1 to {MAX_ENTITY_LEN} bytes without control characters",
+                truncate(s)
+            ),
+        ));
     }
     Ok(Topic {
         channel: channel.to_owned(),

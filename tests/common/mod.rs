@@ -167,6 +167,10 @@ impl WsClient {
         self.ws.send(Message::text(text)).await.unwrap();
     }
 
+    pub async fn ws_send(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
     pub async fn send(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }

@@ -1,0 +1,138 @@
+//! The binary as operators run it: `migrate` is idempotent; `serve` with no
+//! DATABASE_URL runs a private Postgres, serves signals from it, and on
+//! SIGTERM closes clients with 1001, exits 0 and removes the cluster.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{WsClient, brief, connect, write};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgbroadcast");
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let db = common::fresh_db().await;
+    let url = common::cluster().url(&db.name);
+    let run = || async {
+        let out = Command::new(BIN)
+            .args(["migrate", "--database-url", &url])
+            .env_remove("DATABASE_URL")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run().await.contains("applied V1__broadcast"));
+    assert!(run().await.contains("already up to date"));
+    let pg = db.client().await;
+    let functions: i64 = pg
+        .query_one(
+            "select count(*) from pg_proc where pronamespace = 'broadcast'::regnamespace \
+             and proname in ('enable', 'disable', 'emit')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(functions, 3);
+}
+
+#[tokio::test]
+async fn migrate_without_a_database_says_what_is_missing() {
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--database-url"));
+}
+
+async fn line_after(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+    loop {
+        let line = tokio::time::timeout(common::PATIENCE, lines.next_line())
+            .await
+            .expect("serve printed nothing in time")
+            .unwrap()
+            .expect("serve closed stdout");
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            return rest.trim().to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = line_after(&mut lines, "private Postgres (removed on exit):").await;
+    let data_dir = line_after(&mut lines, "data:").await;
+    let http = line_after(&mut lines, "listening on").await;
+    let addr = http
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(std::path::Path::new(&data_dir).is_dir());
+
+    // Another process: poll its readiness endpoint until the LISTEN is in effect.
+    let readyz = format!("http://{addr}/readyz");
+    tokio::time::timeout(common::PATIENCE, async {
+        while reqwest::get(&readyz).await.unwrap().status() != 200 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("serve never became ready");
+
+    // A person can psql into the printed URL and enable a table.
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let mut pg = connect(&config).await;
+    pg.batch_execute(
+        "create table notes (id int primary key); select broadcast.enable('notes', 'note');",
+    )
+    .await
+    .unwrap();
+    let mut client = WsClient::connect(&format!("ws://{addr}/ws/broadcast")).await;
+    client.subscribe(&["note"]).await;
+    let txid = write(&mut pg, "insert into notes values (1)").await;
+    assert_eq!(
+        brief(&client.next().await),
+        ("created".into(), Some("1".into()), txid)
+    );
+    drop(pg);
+
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    match client.next_message().await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let status = tokio::time::timeout(common::PATIENCE, child.wait())
+        .await
+        .expect("serve did not exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !std::path::Path::new(&data_dir).exists(),
+        "{data_dir} left behind"
+    );
+}
