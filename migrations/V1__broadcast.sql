@@ -134,6 +134,8 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $fn$
+-- A user's column may share a name with a variable below; the variable wins.
+#variable_conflict use_variable
 declare
     cfg        jsonb;
     v_channel  text;
@@ -172,10 +174,10 @@ begin
     -- Cheap first: how many rows did the statement touch?
     if TG_OP = 'DELETE' then
         select count(*) into v_rows from old_rows;
-        select to_jsonb(o) into v_sample from old_rows o limit 1;
+        select to_jsonb(o.*) into v_sample from old_rows o limit 1;
     else
         select count(*) into v_rows from new_rows;
-        select to_jsonb(n) into v_sample from new_rows n limit 1;
+        select to_jsonb(n.*) into v_sample from new_rows n limit 1;
     end if;
     if v_rows = 0 then
         return null;  -- statement matched no rows: nothing changed
@@ -206,21 +208,21 @@ begin
     end if;
 
     if TG_OP = 'INSERT' then
-        v_ids := array(select distinct to_jsonb(n) ->> v_idcol from new_rows n limit v_max::bigint + 1);
+        v_ids := array(select distinct to_jsonb(n.*) ->> v_idcol from new_rows n limit v_max::bigint + 1);
 
     elsif TG_OP = 'DELETE' then
-        v_ids := array(select distinct to_jsonb(o) ->> v_idcol from old_rows o limit v_max::bigint + 1);
+        v_ids := array(select distinct to_jsonb(o.*) ->> v_idcol from old_rows o limit v_max::bigint + 1);
 
     elsif v_wc is null then
         -- UPDATE, every row counts. New ids first (usually decides the bulk case);
         -- then add old ids, which differ only when the id column itself changed.
-        v_ids := array(select distinct to_jsonb(n) ->> v_idcol from new_rows n limit v_max::bigint + 1);
+        v_ids := array(select distinct to_jsonb(n.*) ->> v_idcol from new_rows n limit v_max::bigint + 1);
         if cardinality(v_ids) <= v_max then
             v_ids := array(
                 select id from (
-                    select to_jsonb(n) ->> v_idcol as id from new_rows n
+                    select to_jsonb(n.*) ->> v_idcol as id from new_rows n
                     union
-                    select to_jsonb(o) ->> v_idcol from old_rows o) s
+                    select to_jsonb(o.*) ->> v_idcol from old_rows o) s
                 limit v_max::bigint + 1);
         end if;
 
@@ -233,8 +235,8 @@ begin
         v_ids := array(
             select distinct n.id
               from (select j - v_drop as p, j ->> v_idcol as id
-                      from (select to_jsonb(n0) as j from new_rows n0 offset 0) s) n
-             where not exists (select 1 from old_rows o where to_jsonb(o) - v_drop = n.p)
+                      from (select to_jsonb(n0.*) as j from new_rows n0 offset 0) s) n
+             where not exists (select 1 from old_rows o where to_jsonb(o.*) - v_drop = n.p)
              limit v_max::bigint + 1);
         -- Keys are unique on both sides, so if no new projection is missing from
         -- the old side, none of the old ones is missing from the new side either.
@@ -246,8 +248,8 @@ begin
                     union
                     select o.id
                       from (select j - v_drop as p, j ->> v_idcol as id
-                              from (select to_jsonb(o0) as j from old_rows o0 offset 0) s) o
-                     where not exists (select 1 from new_rows n where to_jsonb(n) - v_drop = o.p)) u
+                              from (select to_jsonb(o0.*) as j from old_rows o0 offset 0) s) o
+                     where not exists (select 1 from new_rows n where to_jsonb(n.*) - v_drop = o.p)) u
                 limit v_max::bigint + 1);
         end if;
         if cardinality(v_ids) = 0 then

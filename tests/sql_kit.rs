@@ -92,7 +92,9 @@ async fn odd_identifiers_work_end_to_end() {
     let mut pg = db.client().await;
     pg.batch_execute(
         r#"create schema "My Schema";
-           create table "My Schema"."Weird ""Table"" name" ("Order ID" text primary key, "the value" int);
+           -- Columns named like the kit's own aliases and variables.
+           create table "My Schema"."Weird ""Table"" name" (
+               "Order ID" text primary key, "the value" int, n int, o int, j int, p int, v_idcol int);
            select broadcast.enable('"My Schema"."Weird ""Table"" name"', 'weird/ch.1',
                                    id_column => 'Order ID', when_changed => '{the value}');"#,
     )
@@ -110,6 +112,22 @@ async fn odd_identifiers_work_end_to_end() {
     assert_eq!(
         frame["payload"],
         json!({"entity_id": "A\"1", "txid": txid, "table": "Weird \"Table\" name", "schema": "My Schema", "op": "INSERT"})
+    );
+    // when_changed on a watched column with a space in its name.
+    write(
+        &mut pg,
+        r#"update "My Schema"."Weird ""Table"" name" set n = 5"#,
+    )
+    .await;
+    let txid = write(
+        &mut pg,
+        r#"update "My Schema"."Weird ""Table"" name" set "the value" = 9"#,
+    )
+    .await;
+    let frame = client.next().await;
+    assert_eq!(
+        (frame["event"].as_str(), frame["payload"]["txid"].as_i64()),
+        (Some("updated"), Some(txid))
     );
 }
 
