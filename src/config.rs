@@ -58,7 +58,7 @@ pub struct MigrateArgs {
 pub struct PgArgs {
     /// The one Postgres NOTIFY channel carrying every signal. Must match the
     /// database's `pgbroadcast.channel` setting (default `pgbroadcast`).
-    #[arg(long, env = "PGBROADCAST_PG_CHANNEL", default_value = "pgbroadcast")]
+    #[arg(long, env = "PGBROADCAST_PG_CHANNEL", default_value = "pgbroadcast", value_parser = parse_pg_channel)]
     pub pg_channel: String,
 
     /// Longest wait between reconnect attempts of the LISTEN connection.
@@ -121,6 +121,17 @@ pub const MAX_CHANNEL_LEN: usize = 64;
 /// Longest entity id a client may filter on.
 pub const MAX_ENTITY_LEN: usize = 256;
 
+/// A Postgres channel name: an identifier of 1 to 63 bytes (longer ones are
+/// silently truncated by Postgres, so LISTEN and NOTIFY would disagree).
+pub fn parse_pg_channel(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!(
+            "{s:?} must be 1 to 63 bytes (a Postgres identifier)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// Parses `250ms`, `5s`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -151,6 +162,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn pg_channel_must_fit_an_identifier() {
+        assert_eq!(parse_pg_channel("app_events"), Ok("app_events".into()));
+        assert!(parse_pg_channel("").is_err());
+        assert!(parse_pg_channel(&"x".repeat(64)).is_err());
     }
 
     #[test]
