@@ -49,6 +49,7 @@ async fn main() {
         pg_args: PgArgs::default(),
         limits: Limits::default(),
         migrate: false,
+        demo: false,
     };
     let running = server::start(listener, settings).await.unwrap();
     running.ready.clone().wait_for(|r| *r).await.unwrap();

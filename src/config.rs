@@ -23,6 +23,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the embedded SQL kit (schema `broadcast`) to DATABASE_URL; idempotent.
     Migrate(MigrateArgs),
+    /// `serve` plus the order example: tables and routes in SQL, a REST API
+    /// under /api whose mutations return txids, and /openapi.json with x-sync.
+    Demo(ServeArgs),
 }
 
 #[derive(Debug, Args)]

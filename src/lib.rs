@@ -14,10 +14,13 @@
 
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod migrate;
+pub mod mutation;
+pub mod openapi;
 pub mod server;
 pub mod ws;
 

@@ -17,7 +17,8 @@ async fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(args, false).await,
+        Command::Demo(args) => serve(args, true).await,
         Command::Migrate(args) => run_migrate(args).await,
     };
     match result {
@@ -29,7 +30,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Error> {
+async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
     let (pg, cluster) = match &args.database_url {
         Some(url) => (url.parse()?, None),
         None => {
@@ -51,6 +52,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         pg_args: args.pg,
         limits: args.limits,
         migrate: !args.no_migrate,
+        demo,
     };
     let running = server::start(listener, settings).await?;
     println!(

@@ -13,7 +13,10 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
 use crate::config::{Limits, PgArgs};
+use crate::demo::Demo;
 use crate::http::{AppState, router};
 use crate::hub::Hub;
 use crate::listener::{Backoff, Listener};
@@ -29,6 +32,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Apply the SQL kit before serving.
     pub migrate: bool,
+    /// Install and serve the order example (`pgbroadcast demo`).
+    pub demo: bool,
 }
 
 /// A started bridge; see [`Running::shutdown`].
@@ -59,6 +64,11 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         drop(client);
         let _ = driver.await;
     }
+    let demo = if settings.demo {
+        Some(start_demo(&settings.pg).await?)
+    } else {
+        None
+    };
     let hub = Hub::new(settings.limits.outbound_queue);
     let (ready_tx, ready) = watch::channel(false);
     let shutdown = CancellationToken::new();
@@ -77,6 +87,7 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         ready: ready.clone(),
         shutdown: shutdown.clone(),
         sessions: TaskTracker::new(),
+        demo,
     };
     let task = tokio::spawn(run(listener, state, shutdown.clone().cancelled_owned()));
     tracing::info!(%addr, "serving; WebSocket at /ws/broadcast");
@@ -87,6 +98,26 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         shutdown,
         task,
     })
+}
+
+async fn start_demo(pg: &tokio_postgres::Config) -> Result<Demo, crate::Error> {
+    let (client, connection) = pg.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    crate::demo::install(&client).await?;
+    drop(client);
+    let _ = driver.await;
+    let manager = Manager::from_config(
+        pg.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(16)
+        .build()
+        .map_err(std::io::Error::other)?;
+    Ok(Demo { pool })
 }
 
 /// Serves until `shutdown` resolves, then closes sessions and waits for them.

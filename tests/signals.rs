@@ -6,12 +6,19 @@ mod common;
 use common::{Bridge, ORDERS, TestDb, barrier, brief, write};
 use serde_json::json;
 
-async fn orders_bridge() -> (TestDb, tokio_postgres::Client, Bridge) {
+/// The order example with `setup` committed before the bridge starts (a
+/// signal committed before a client subscribes may or may not reach it).
+async fn orders_bridge_with(setup: &str) -> (TestDb, tokio_postgres::Client, Bridge) {
     let db = TestDb::migrated().await;
     let client = db.client().await;
     client.batch_execute(ORDERS).await.unwrap();
+    client.batch_execute(setup).await.unwrap();
     let bridge = Bridge::start(&db).await;
     (db, client, bridge)
+}
+
+async fn orders_bridge() -> (TestDb, tokio_postgres::Client, Bridge) {
+    orders_bridge_with("").await
 }
 
 fn s(event: &str, id: &str, txid: i64) -> (String, Option<String>, i64) {
@@ -66,8 +73,7 @@ async fn insert_update_delete_reach_subscribers_with_the_writers_txid() {
 
 #[tokio::test]
 async fn rollback_sends_nothing_and_repeated_updates_send_one_signal() {
-    let (_db, mut pg, bridge) = orders_bridge().await;
-    let created = write(&mut pg, "insert into orders (id) values (1)").await;
+    let (_db, mut pg, bridge) = orders_bridge_with("insert into orders (id) values (1)").await;
     let mut client = bridge.client().await;
     client.subscribe(&["order"]).await;
 
@@ -93,7 +99,6 @@ async fn rollback_sends_nothing_and_repeated_updates_send_one_signal() {
     let frames = client.until("order", "barrier").await;
     let signals: Vec<_> = frames[..frames.len() - 1].iter().map(brief).collect();
     assert_eq!(signals, vec![s("updated", "1", repeated)]);
-    assert_ne!(created, repeated);
 }
 
 #[tokio::test]
@@ -171,8 +176,7 @@ async fn entity_subscription_gets_only_that_entity() {
 
 #[tokio::test]
 async fn child_rows_signal_their_parent_and_when_changed_filters_updates() {
-    let (_db, mut pg, bridge) = orders_bridge().await;
-    write(&mut pg, "insert into orders (id) values (5)").await;
+    let (_db, mut pg, bridge) = orders_bridge_with("insert into orders (id) values (5)").await;
     let mut client = bridge.client().await;
     client.subscribe(&["order"]).await;
 

@@ -1,17 +1,19 @@
 -- pgbroadcast order example. Run after migrations/V1__broadcast.sql.
+-- Idempotent: `pgbroadcast demo` applies it on every start.
 
-create table orders (
+create table if not exists orders (
     id         bigserial primary key,
     customer   text,
     status     text not null default 'new',
-    created_at timestamptz default now()
+    created_at timestamptz not null default now()
 );
 
-create table order_items (
+create table if not exists order_items (
     id       bigserial primary key,
     order_id bigint not null references orders(id) on delete cascade,
     sku      text not null,
-    quantity int not null check (quantity > 0)
+    quantity int not null check (quantity > 0),
+    unique (order_id, sku)
 );
 
 -- Route "order" on orders: created / updated / deleted (and a channel-wide

@@ -1,4 +1,7 @@
-//! HTTP surface: health, readiness and the WebSocket upgrade at `/ws/broadcast`.
+//! HTTP surface: health, readiness and the WebSocket upgrade at `/ws/broadcast`;
+//! with `demo`, the example REST API. [`error`] is the API's error shape.
+
+pub mod error;
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
+use crate::demo::Demo;
 use crate::hub::Hub;
 use crate::ws::session;
 
@@ -28,14 +32,21 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket sessions, awaited on shutdown (axum does not wait for upgraded connections).
     pub sessions: TaskTracker,
+    /// The order example's API, when running `demo`.
+    pub demo: Option<Demo>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let demo = state.demo.clone();
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/ws/broadcast", get(ws_upgrade))
-        .with_state(state)
+        .with_state(state);
+    match demo {
+        Some(demo) => router.merge(crate::demo::router(demo)),
+        None => router,
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

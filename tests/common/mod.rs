@@ -104,6 +104,7 @@ impl Bridge {
             },
             limits,
             migrate: true,
+            demo: false,
         };
         let running = server::start(listener, settings)
             .await
