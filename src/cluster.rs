@@ -127,6 +127,23 @@ impl Cluster {
         config
     }
 
+    /// Runs one of the server's tools (e.g. `pg_resetwal`) as the cluster's
+    /// owner with `-D <data dir>` appended; the server should be stopped for
+    /// tools that need that.
+    pub fn run_tool(&self, tool: &str, args: &[&str]) -> Result<String, Error> {
+        let mut cmd = Command::new(self.bin.join(tool));
+        cmd.args(args).arg("-D").arg(self.base.join("data"));
+        self.as_owner(&mut cmd);
+        let out = cmd.output()?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                step: "tool",
+                detail: format!("{tool}: {}", String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Stops the server and keeps the data; [`Cluster::start`] brings it back on the same port.
     pub fn stop(&mut self) -> Result<(), Error> {
         if let Some(mut guardian) = self.guardian.take() {

@@ -55,10 +55,12 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
         demo,
     };
     let running = server::start(listener, settings).await?;
-    println!(
-        "listening on http://{} (WebSocket: ws://{}/ws/broadcast)",
-        running.addr, running.addr
-    );
+    let addr = running.addr;
+    println!("listening on http://{addr} (WebSocket: ws://{addr}/ws/broadcast)");
+    if demo {
+        println!("  REST API: http://{addr}/api/orders");
+        println!("  OpenAPI:  http://{addr}/openapi.json");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await?;

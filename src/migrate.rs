@@ -40,7 +40,7 @@ pub async fn run(client: &mut Client) -> Result<Vec<String>, Error> {
 async fn apply(client: &mut Client) -> Result<Vec<String>, Error> {
     // refinery creates its history table before the first migration runs.
     client
-        .batch_execute("create schema if not exists broadcast")
+        .batch_execute("set client_min_messages = warning; create schema if not exists broadcast")
         .await?;
     let report = embedded::migrations::runner()
         .set_migration_table_name(HISTORY_TABLE)

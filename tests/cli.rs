@@ -136,3 +136,51 @@ async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
         "{data_dir} left behind"
     );
 }
+
+#[tokio::test]
+async fn demo_runs_with_no_arguments_and_says_where_everything_is() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = line_after(&mut lines, "listening on").await;
+    let api = line_after(&mut lines, "REST API:").await;
+    let openapi = line_after(&mut lines, "OpenAPI:").await;
+    assert!(listening.contains("/ws/broadcast"), "{listening}");
+
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(&api)
+        .json(&serde_json::json!({"customer": "ada", "items": [{"sku": "tea", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created["txid"].is_u64(), "{created}");
+    assert_eq!(created["data"]["items"][0]["sku"], "tea");
+    let doc: serde_json::Value = http
+        .get(&openapi)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["paths"]["/api/orders"]["x-sync"]["broadcast"]["channel"],
+        "order"
+    );
+
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(common::PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

@@ -26,9 +26,16 @@ pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| test_cluster().expect("start test cluster"))
 }
 
-/// A new private cluster tuned for tests (no fsync: durability is not under test).
+/// A new private cluster tuned for tests (no fsync: durability is not under
+/// test), with logical decoding so tests can read transactions from the WAL
+/// the way Electric does.
 pub fn test_cluster() -> Result<Cluster, pgbroadcast::cluster::Error> {
-    Cluster::builder().setting("fsync", "off").start()
+    Cluster::builder()
+        .setting("fsync", "off")
+        .setting("wal_level", "logical")
+        .setting("max_replication_slots", "20")
+        .setting("max_wal_senders", "20")
+        .start()
 }
 
 /// A fresh database in `cluster`.
@@ -94,7 +101,16 @@ impl Bridge {
         Bridge::start_with(db, Limits::default()).await
     }
 
+    /// The bridge as `pgbroadcast demo` runs it: with the order example's API.
+    pub async fn start_demo(db: &TestDb) -> Bridge {
+        Bridge::start_full(db, Limits::default(), true).await
+    }
+
     pub async fn start_with(db: &TestDb, limits: Limits) -> Bridge {
+        Bridge::start_full(db, limits, false).await
+    }
+
+    async fn start_full(db: &TestDb, limits: Limits, demo: bool) -> Bridge {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let settings = Settings {
             pg: db.config.clone(),
@@ -104,7 +120,7 @@ impl Bridge {
             },
             limits,
             migrate: true,
-            demo: false,
+            demo,
         };
         let running = server::start(listener, settings)
             .await
