@@ -1,0 +1,21 @@
+# pgbroadcast: one static-ish binary on a slim Debian base.
+#   docker build -t pgbroadcast .
+#   docker run -e DATABASE_URL=postgres://... -p 8080:8080 pgbroadcast serve --listen 0.0.0.0:8080
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY src src
+COPY migrations migrations
+COPY sql sql
+RUN cargo build --release --locked --bin pgbroadcast
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/pgbroadcast /usr/local/bin/pgbroadcast
+USER nobody
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
+ENTRYPOINT ["pgbroadcast"]
+CMD ["serve", "--listen", "0.0.0.0:8080"]

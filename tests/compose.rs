@@ -1,0 +1,140 @@
+//! docker-compose.yml cannot run here (no Docker engine), so its pieces are
+//! tested directly: the Postgres it starts is configured for Electric, the
+//! pgbroadcast service's command and health check work with this binary, and
+//! everything the Dockerfile copies exists.
+
+mod common;
+
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string("docker-compose.yml").unwrap();
+    serde_yaml_ng::from_str(&text).expect("docker-compose.yml is valid YAML")
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("expected a list, got {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn postgres_and_electric_are_set_up_for_logical_replication() {
+    let compose = compose();
+    let services = &compose["services"];
+    let postgres = strings(&services["postgres"]["command"]);
+    assert!(
+        postgres.contains(&"wal_level=logical".to_owned()),
+        "{postgres:?}"
+    );
+    let electric = &services["electric"];
+    assert!(
+        electric["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("electricsql/electric")
+    );
+    assert_eq!(electric["environment"]["ELECTRIC_INSECURE"], "true");
+    assert!(
+        electric["environment"]["DATABASE_URL"]
+            .as_str()
+            .unwrap()
+            .contains("@postgres:5432/app")
+    );
+    for service in ["postgres", "electric", "pgbroadcast"] {
+        assert!(
+            services[service]["healthcheck"]["test"].is_array(),
+            "{service} has no health check"
+        );
+    }
+    // pgbroadcast talks to the same database as Electric.
+    let url = services["pgbroadcast"]["environment"]["DATABASE_URL"]
+        .as_str()
+        .unwrap();
+    assert!(url.contains("@postgres:5432/app"), "{url}");
+}
+
+#[test]
+fn everything_the_dockerfile_copies_exists() {
+    let dockerfile = std::fs::read_to_string("Dockerfile").unwrap();
+    let mut copied = 0;
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for source in &parts[1..parts.len() - 1] {
+            assert!(
+                std::path::Path::new(source).exists(),
+                "Dockerfile copies missing {source}"
+            );
+            copied += 1;
+        }
+    }
+    assert!(copied >= 5, "expected the crate's sources to be copied");
+    assert!(dockerfile.contains("ENTRYPOINT [\"pgbroadcast\"]"));
+}
+
+/// The compose service's command, run with this binary against a test
+/// database (the compose host name `postgres` does not exist here, and the
+/// port is left to the OS).
+#[tokio::test]
+async fn the_pgbroadcast_service_command_and_health_check_work() {
+    let compose = compose();
+    let service = &compose["services"]["pgbroadcast"];
+    let mut args = strings(&service["command"]);
+    assert_eq!(args[0], "demo");
+    let listen = args.iter().position(|a| a == "--listen").unwrap() + 1;
+    assert_eq!(args[listen], "0.0.0.0:8080");
+    args[listen] = "0.0.0.0:0".into();
+    let health = strings(&service["healthcheck"]["test"]);
+    let health_path = health
+        .iter()
+        .find_map(|a| a.strip_prefix("http://127.0.0.1:8080"))
+        .expect("health check URL")
+        .to_owned();
+
+    let db = common::fresh_db().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
+        .args(&args)
+        .env("DATABASE_URL", common::cluster().url(&db.name))
+        .env(
+            "RUST_LOG",
+            service["environment"]["RUST_LOG"].as_str().unwrap(),
+        )
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the service exited");
+        if let Some(rest) = line.strip_prefix("listening on http://0.0.0.0:") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let url = format!("http://127.0.0.1:{port}{health_path}");
+    // Another process: poll its health check as Docker would, bounded.
+    tokio::time::timeout(common::PATIENCE, async {
+        while reqwest::get(&url).await.map(|r| r.status()).ok() != Some(reqwest::StatusCode::OK) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the health check never passed");
+    let orders = reqwest::get(format!("http://127.0.0.1:{port}/api/orders"))
+        .await
+        .unwrap();
+    assert_eq!(orders.status(), 200);
+}
