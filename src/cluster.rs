@@ -63,6 +63,7 @@ impl Builder {
             bin,
             base,
             owner,
+            password: format!("{:032x}", rand::random::<u128>()),
             port: 0,
             settings: self.settings,
             guardian: None,
@@ -83,6 +84,8 @@ pub struct Cluster {
     bin: PathBuf,
     base: PathBuf,
     owner: Option<(Uid, Gid)>,
+    /// The superuser's password: other local users must not get in.
+    password: String,
     port: u16,
     settings: Vec<(String, String)>,
     guardian: Option<Guardian>,
@@ -111,9 +114,12 @@ impl Cluster {
         &self.base
     }
 
-    /// Connection URL for `dbname`, as the superuser `postgres` (trust auth on loopback).
+    /// Connection URL for `dbname`, as the superuser `postgres` with its password.
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{dbname}",
+            self.password, self.port
+        )
     }
 
     /// Connection settings for `dbname`.
@@ -123,6 +129,7 @@ impl Cluster {
             .host("127.0.0.1")
             .port(self.port)
             .user("postgres")
+            .password(&self.password)
             .dbname(dbname);
         config
     }
@@ -177,13 +184,21 @@ impl Cluster {
     }
 
     fn initdb(&self) -> Result<(), Error> {
+        let pwfile = self.base.join("pwfile");
+        std::fs::write(&pwfile, &self.password)?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&pwfile, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        }
         let mut cmd = Command::new(self.bin.join("initdb"));
         cmd.arg("-D")
             .arg(self.base.join("data"))
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
             .args(["--locale=C", "--no-sync", "--no-instructions"]);
         self.as_owner(&mut cmd);
-        let out = cmd.output()?;
+        let out = cmd.output();
+        std::fs::remove_file(&pwfile)?;
+        let out = out?;
         if !out.status.success() {
             return Err(Error::Command {
                 step: "initdb",

@@ -65,7 +65,7 @@ pub struct PgArgs {
     pub pg_channel: String,
 
     /// Longest wait between reconnect attempts of the LISTEN connection.
-    #[arg(long, env = "PGBROADCAST_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PGBROADCAST_RECONNECT_MAX", default_value = "5s", value_parser = duration_in::<100, 600_000>)]
     pub reconnect_max: Duration,
 }
 
@@ -82,28 +82,29 @@ impl Default for PgArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
     /// Topics ("order", "order:123") one connection may hold.
-    #[arg(long, env = "PGBROADCAST_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    #[arg(long, env = "PGBROADCAST_MAX_SUBSCRIPTIONS", default_value_t = 1000, value_parser = count_in::<1, 1_000_000>)]
     pub max_subscriptions: usize,
 
     /// Topics in one subscribe or unsubscribe message.
     #[arg(
         long,
         env = "PGBROADCAST_MAX_CHANNELS_PER_MESSAGE",
-        default_value_t = 100
+        default_value_t = 100,
+        value_parser = count_in::<1, 10_000>
     )]
     pub max_channels_per_message: usize,
 
     /// Largest client message answered with an error frame; four times this
     /// closes the connection (1009) without reading it.
-    #[arg(long, env = "PGBROADCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "PGBROADCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = count_in::<1024, 16_777_216>)]
     pub max_message_bytes: usize,
 
     /// Frames queued for one client before it is owed a resync.
-    #[arg(long, env = "PGBROADCAST_OUTBOUND_QUEUE", default_value_t = 1024)]
+    #[arg(long, env = "PGBROADCAST_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = count_in::<1, 1_000_000>)]
     pub outbound_queue: usize,
 
     /// Interval of WebSocket pings; a peer silent for two intervals is dropped.
-    #[arg(long, env = "PGBROADCAST_HEARTBEAT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PGBROADCAST_HEARTBEAT", default_value = "30s", value_parser = duration_in::<1000, 3_600_000>)]
     pub heartbeat: Duration,
 }
 
@@ -116,6 +117,13 @@ impl Default for Limits {
             outbound_queue: 1024,
             heartbeat: Duration::from_secs(30),
         }
+    }
+}
+
+impl Limits {
+    /// Messages larger than this are not even read: the connection is closed (1009).
+    pub fn hard_message_limit(&self) -> usize {
+        self.max_message_bytes.saturating_mul(4)
     }
 }
 
@@ -143,14 +151,41 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!(
-            "{s:?}: unknown unit {unit:?}; use ms, s or m (e.g. 250ms, 5s, 2m)"
-        )),
+    let millis = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?}; use ms, s or m (e.g. 250ms, 5s, 2m)"
+            ));
+        }
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// A duration between `MIN_MS` and `MAX_MS` milliseconds.
+pub fn duration_in<const MIN_MS: u64, const MAX_MS: u64>(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let (min, max) = (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
+    if d < min || d > max {
+        return Err(format!("must be between {min:?} and {max:?}"));
     }
+    Ok(d)
+}
+
+/// A whole number between `MIN` and `MAX`.
+pub fn count_in<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if !(MIN..=MAX).contains(&n) {
+        return Err(format!("must be between {MIN} and {MAX}"));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -165,6 +200,27 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("999999999999999999m").is_err());
+        assert!(duration_in::<1000, 3_600_000>("0s").is_err());
+        assert!(duration_in::<1000, 3_600_000>("2h").is_err());
+        assert_eq!(count_in::<1, 10>("10"), Ok(10));
+        assert!(count_in::<1, 10>("0").is_err());
+        assert!(count_in::<1, 10>("-3").is_err());
+    }
+
+    #[test]
+    fn out_of_range_limits_are_refused_at_start() {
+        use clap::Parser;
+        for flag in [
+            "--heartbeat=0",
+            "--max-message-bytes=0",
+            "--outbound-queue=0",
+            "--max-channels-per-message=0",
+        ] {
+            let err = Cli::try_parse_from(["pgbroadcast", "serve", flag]).unwrap_err();
+            assert!(err.to_string().contains("must be between"), "{flag}: {err}");
+        }
+        assert!(Cli::try_parse_from(["pgbroadcast", "serve", "--heartbeat=5s"]).is_ok());
     }
 
     #[test]

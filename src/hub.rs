@@ -50,6 +50,10 @@ pub enum ResyncReason {
     ListenerReconnected,
     /// The client's outbound queue was full.
     SlowConsumer,
+    /// The client asked to resume, and this node cannot replay what it missed.
+    ResumeUnavailable,
+    /// A notification for this channel could not be read as a signal.
+    InvalidSignal,
 }
 
 impl ResyncReason {
@@ -57,6 +61,8 @@ impl ResyncReason {
         match self {
             ResyncReason::ListenerReconnected => "listener_reconnected",
             ResyncReason::SlowConsumer => "slow_consumer",
+            ResyncReason::ResumeUnavailable => "resume_unavailable",
+            ResyncReason::InvalidSignal => "invalid_signal",
         }
     }
 }
@@ -79,26 +85,49 @@ pub struct Hub {
 
 #[derive(Default)]
 struct Registry {
-    channels: HashMap<String, HashMap<SessionId, Interest>>,
+    channels: HashMap<String, Subscribers>,
     sessions: HashMap<SessionId, Arc<Mailbox>>,
     seq: u64,
 }
 
-/// One session's interest in one channel.
+/// Who wants one channel. Indexed by entity, so a signal for `order:123`
+/// costs the channel's whole-channel subscribers plus that entity's, not
+/// every entity subscriber of the channel.
 #[derive(Debug, Default)]
-struct Interest {
-    whole: bool,
-    entities: HashSet<String>,
+struct Subscribers {
+    whole: HashSet<SessionId>,
+    by_entity: HashMap<String, HashSet<SessionId>>,
 }
 
-impl Interest {
-    fn wants(&self, entity: Option<&str>) -> bool {
-        // A channel-wide signal (no entity) concerns every entity subscriber too.
-        self.whole || entity.is_none_or(|e| self.entities.contains(e))
+impl Subscribers {
+    /// Each session that wants a signal about `entity`, once. A channel-wide
+    /// signal (no entity) concerns every entity subscriber too.
+    fn for_each_recipient(&self, entity: Option<&str>, mut f: impl FnMut(SessionId)) {
+        self.whole.iter().copied().for_each(&mut f);
+        match entity {
+            Some(entity) => {
+                if let Some(ids) = self.by_entity.get(entity) {
+                    ids.iter()
+                        .filter(|id| !self.whole.contains(*id))
+                        .copied()
+                        .for_each(&mut f);
+                }
+            }
+            None => {
+                let mut seen = HashSet::new();
+                for ids in self.by_entity.values() {
+                    for id in ids {
+                        if !self.whole.contains(id) && seen.insert(*id) {
+                            f(*id);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
-        !self.whole && self.entities.is_empty()
+        self.whole.is_empty() && self.by_entity.is_empty()
     }
 }
 
@@ -110,13 +139,15 @@ struct Mailbox {
 }
 
 impl Mailbox {
-    fn deliver(&self, channel: &str, frame: &Frame) {
+    /// Queues `frame`; if the queue is full, the channel is owed a resync for
+    /// `reason_if_full` instead (the first reason owed is kept).
+    fn deliver(&self, channel: &str, frame: &Frame, reason_if_full: ResyncReason) {
         let mut missed = lock(&self.missed);
         if missed.contains_key(channel) {
             return;
         }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame.clone()) {
-            missed.insert(channel.to_owned(), ResyncReason::SlowConsumer);
+            missed.insert(channel.to_owned(), reason_if_full);
             self.wake.notify_one();
         }
     }
@@ -173,26 +204,26 @@ impl Hub {
             return;
         };
         let frame = protocol::signal_frame(signal, registry.seq);
-        let entity = signal.entity_id.as_deref();
-        for (id, interest) in subscribers {
-            if interest.wants(entity)
-                && let Some(mailbox) = registry.sessions.get(id)
-            {
-                mailbox.deliver(&signal.channel, &frame);
+        subscribers.for_each_recipient(signal.entity_id.as_deref(), |id| {
+            if let Some(mailbox) = registry.sessions.get(&id) {
+                mailbox.deliver(&signal.channel, &frame, ResyncReason::SlowConsumer);
             }
-        }
+        });
     }
 
     /// Sends `resync` on every channel that has subscribers (e.g. after the listener reconnected).
     pub fn resync_all(&self, reason: ResyncReason) {
         let registry = lock(&self.registry);
         for (channel, subscribers) in &registry.channels {
-            let frame = protocol::resync_frame(channel, reason);
-            for id in subscribers.keys() {
-                if let Some(mailbox) = registry.sessions.get(id) {
-                    mailbox.deliver(channel, &frame);
-                }
-            }
+            resync_subscribers(&registry, channel, subscribers, reason);
+        }
+    }
+
+    /// Sends `resync` on one channel (e.g. a signal for it could not be read).
+    pub fn resync(&self, channel: &str, reason: ResyncReason) {
+        let registry = lock(&self.registry);
+        if let Some(subscribers) = registry.channels.get(channel) {
+            resync_subscribers(&registry, channel, subscribers, reason);
         }
     }
 
@@ -209,6 +240,20 @@ impl Hub {
 pub enum Outbound {
     Frame(Frame),
     Resyncs(Vec<Frame>),
+}
+
+fn resync_subscribers(
+    registry: &Registry,
+    channel: &str,
+    subscribers: &Subscribers,
+    reason: ResyncReason,
+) {
+    let frame = protocol::resync_frame(channel, reason);
+    subscribers.for_each_recipient(None, |id| {
+        if let Some(mailbox) = registry.sessions.get(&id) {
+            mailbox.deliver(channel, &frame, reason);
+        }
+    });
 }
 
 /// A client's registration with the hub; unregisters itself when dropped.
@@ -229,18 +274,15 @@ impl Session {
             if !self.topics.insert(topic.clone()) {
                 continue;
             }
-            let interest = registry
-                .channels
-                .entry(topic.channel.clone())
-                .or_default()
-                .entry(self.id)
-                .or_default();
+            let subscribers = registry.channels.entry(topic.channel.clone()).or_default();
             match &topic.entity {
-                None => interest.whole = true,
-                Some(entity) => {
-                    interest.entities.insert(entity.clone());
-                }
-            }
+                None => subscribers.whole.insert(self.id),
+                Some(entity) => subscribers
+                    .by_entity
+                    .entry(entity.clone())
+                    .or_default()
+                    .insert(self.id),
+            };
         }
     }
 
@@ -303,15 +345,17 @@ fn remove_interest(registry: &mut Registry, id: SessionId, topic: &Topic) {
     let Some(subscribers) = registry.channels.get_mut(&topic.channel) else {
         return;
     };
-    if let Some(interest) = subscribers.get_mut(&id) {
-        match &topic.entity {
-            None => interest.whole = false,
-            Some(entity) => {
-                interest.entities.remove(entity);
-            }
+    match &topic.entity {
+        None => {
+            subscribers.whole.remove(&id);
         }
-        if interest.is_empty() {
-            subscribers.remove(&id);
+        Some(entity) => {
+            if let Some(ids) = subscribers.by_entity.get_mut(entity) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    subscribers.by_entity.remove(entity);
+                }
+            }
         }
     }
     if subscribers.is_empty() {
@@ -372,6 +416,8 @@ mod tests {
         let mut one = hub.connect();
         let mut both = hub.connect();
         let mut other = hub.connect();
+        let mut two = hub.connect();
+        two.subscribe(&[topic("order:1"), topic("order:2")]);
         whole.subscribe(&[topic("order")]);
         one.subscribe(&[topic("order:1")]);
         both.subscribe(&[topic("order"), topic("order:1")]);
@@ -391,6 +437,7 @@ mod tests {
         assert_eq!(ids(frames(&mut both)), all);
         assert_eq!(ids(frames(&mut one)), vec![Some("1".into()), None]);
         assert!(frames(&mut other).is_empty());
+        assert_eq!(ids(frames(&mut two)), all);
     }
 
     #[test]
@@ -459,6 +506,24 @@ mod tests {
 
         hub.publish(&signal("order", Some("1")));
         assert_eq!(frames(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn the_first_reason_owed_is_kept() {
+        let hub = Hub::new(1);
+        let mut s = hub.connect();
+        s.subscribe(&[topic("order")]);
+        hub.publish(&signal("order", Some("1")));
+        hub.resync_all(ResyncReason::ListenerReconnected);
+        hub.publish(&signal("order", Some("2")));
+        assert_eq!(frames(&mut s).len(), 1);
+        let owed: Vec<serde_json::Value> = s
+            .take_missed()
+            .iter()
+            .map(|f| serde_json::from_str(f).unwrap())
+            .collect();
+        assert_eq!(owed.len(), 1);
+        assert_eq!(owed[0]["payload"]["reason"], "listener_reconnected");
     }
 
     #[test]

@@ -20,10 +20,13 @@ use crate::ws::protocol::valid_channel;
 /// `application_name` of the LISTEN connection, so a DBA can find it in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "pgbroadcast-listener";
 
+/// A notification that is not a valid signal.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("notification payload is not a pgbroadcast signal: {0}")]
-    Payload(String),
+#[error("notification payload is not a pgbroadcast signal: {reason}")]
+pub struct InvalidSignal {
+    /// The channel it named, if that much could be read: it gets a resync.
+    pub channel: Option<String>,
+    pub reason: String,
 }
 
 pub struct Listener {
@@ -83,6 +86,11 @@ impl Listener {
             }
             Ok(())
         });
+        // An idle LISTEN connection must not fall to a server-wide
+        // idle_session_timeout (PostgreSQL 14+; older servers lack the setting).
+        if let Err(err) = client.batch_execute("set idle_session_timeout = 0").await {
+            tracing::debug!(error = %err, "idle_session_timeout not set");
+        }
         let listen = format!("LISTEN {}", quote_ident(&self.pg_channel));
         if let Err(err) = client.batch_execute(&listen).await {
             driver.abort();
@@ -103,17 +111,23 @@ impl Listener {
 fn forward(hub: &Hub, notification: &Notification) {
     match parse(notification.payload()) {
         Ok(signal) => hub.publish(&signal),
-        Err(err) => tracing::warn!(
-            error = %err,
-            payload = %notification.payload().chars().take(200).collect::<String>(),
-            "ignoring notification"
-        ),
+        Err(invalid) => {
+            tracing::warn!(
+                error = %invalid,
+                payload = %notification.payload().chars().take(200).collect::<String>(),
+                "unreadable notification"
+            );
+            // Something on that channel may have changed: say so rather than drop it.
+            if let Some(channel) = &invalid.channel {
+                hub.resync(channel, ResyncReason::InvalidSignal);
+            }
+        }
     }
 }
 
 /// Parses the SQL kit's payload:
 /// `{"channel": C, "event": E, "payload": {"entity_id": ..., "txid": ..., ...}}`.
-pub fn parse(payload: &str) -> Result<Signal, Error> {
+pub fn parse(payload: &str) -> Result<Signal, InvalidSignal> {
     #[derive(Deserialize)]
     struct Notice {
         channel: String,
@@ -124,18 +138,44 @@ pub fn parse(payload: &str) -> Result<Signal, Error> {
     struct Head {
         entity_id: Option<String>,
     }
-    let notice: Notice =
-        serde_json::from_str(payload).map_err(|e| Error::Payload(e.to_string()))?;
+    #[derive(Deserialize)]
+    struct ChannelOnly {
+        channel: String,
+    }
+    let invalid = |channel: Option<String>, reason: String| InvalidSignal { channel, reason };
+    let notice: Notice = serde_json::from_str(payload).map_err(|e| {
+        let channel = serde_json::from_str::<ChannelOnly>(payload)
+            .ok()
+            .map(|c| c.channel)
+            .filter(|c| valid_channel(c).is_ok());
+        invalid(channel, e.to_string())
+    })?;
     valid_channel(&notice.channel)
-        .map_err(|why| Error::Payload(format!("channel {:?}: {why}", notice.channel)))?;
+        .map_err(|why| invalid(None, format!("channel {:?}: {why}", notice.channel)))?;
+    let channel = Some(notice.channel.clone());
+    if !valid_event(&notice.event) {
+        return Err(invalid(
+            channel,
+            format!("event {:?} is not a valid event name", notice.event),
+        ));
+    }
     let head: Head = serde_json::from_str(notice.payload.get())
-        .map_err(|e| Error::Payload(format!("payload: {e}")))?;
+        .map_err(|e| invalid(channel, format!("payload: {e}")))?;
     Ok(Signal {
         channel: notice.channel,
         event: notice.event,
         entity_id: head.entity_id,
         payload: notice.payload,
     })
+}
+
+/// The SQL kit's rule (`^[A-Za-z0-9_.-]{1,64}$`); `resync` is the server's own.
+fn valid_event(event: &str) -> bool {
+    (1..=64).contains(&event.len())
+        && event != "resync"
+        && event
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// `"name"`, with embedded quotes doubled.
@@ -194,11 +234,26 @@ mod tests {
     }
 
     #[test]
-    fn rejects_foreign_payloads() {
-        assert!(parse("hello").is_err());
-        assert!(parse(r#"{"channel":"order"}"#).is_err());
-        assert!(parse(r#"{"channel":"a b","event":"x","payload":{}}"#).is_err());
-        assert!(parse(r#"{"channel":"a","event":"x","payload":{"entity_id":5}}"#).is_err());
+    fn rejects_foreign_payloads_naming_the_channel_when_it_can() {
+        let channel = |p: &str| parse(p).unwrap_err().channel;
+        assert_eq!(channel("hello"), None);
+        assert_eq!(
+            channel(r#"{"channel":"a b","event":"x","payload":{}}"#),
+            None
+        );
+        assert_eq!(channel(r#"{"channel":"order"}"#), Some("order".into()));
+        assert_eq!(
+            channel(r#"{"channel":"a","event":"x","payload":{"entity_id":5}}"#),
+            Some("a".into())
+        );
+        assert_eq!(
+            channel(r#"{"channel":"a","event":"resync","payload":{}}"#),
+            Some("a".into())
+        );
+        assert_eq!(
+            channel(r#"{"channel":"a","event":"no spaces","payload":{}}"#),
+            Some("a".into())
+        );
     }
 
     #[test]

@@ -104,3 +104,26 @@ async fn cluster_restart_reconnects_and_resyncs() {
         ("created".into(), Some("9".into()), txid)
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_notification_becomes_a_resync_on_its_channel() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    // Someone notifies the bridge's channel by hand, badly.
+    pg.batch_execute(
+        r#"select pg_notify('pgbroadcast', '{"channel": "order", "event": "no spaces allowed"}');
+           select pg_notify('pgbroadcast', 'not even json');"#,
+    )
+    .await
+    .unwrap();
+    common::barrier(&pg, "order").await;
+    let frames = client.until("order", "barrier").await;
+    assert_eq!(
+        frames[0],
+        json!({"channel": "order", "event": "resync", "payload": {"reason": "invalid_signal"}})
+    );
+    assert_eq!(frames.len(), 2, "{frames:?}");
+}

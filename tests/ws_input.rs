@@ -125,3 +125,16 @@ async fn an_oversized_message_closes_with_1009_and_a_reason() {
     // The other client is unaffected.
     other.subscribe(&["b"]).await;
 }
+
+#[tokio::test]
+async fn a_client_that_closes_gets_the_closing_handshake() {
+    let db = TestDb::migrated().await;
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["a"]).await;
+    client.ws_send(Message::Close(None)).await;
+    match client.next_message().await {
+        Message::Close(_) => {}
+        other => panic!("expected the server's close reply, got {other:?}"),
+    }
+}

@@ -73,8 +73,8 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Resp
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(4 * limits.max_message_bytes)
-        .max_frame_size(4 * limits.max_message_bytes)
+        .max_message_size(limits.hard_message_limit())
+        .max_frame_size(limits.hard_message_limit())
         .on_upgrade(move |socket| async move {
             let session = state.hub.connect();
             let end = session::run(

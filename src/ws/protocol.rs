@@ -18,8 +18,20 @@ pub const VERSION: u32 = 1;
 /// A valid client request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
-    Subscribe(Vec<Topic>),
+    Subscribe {
+        topics: Vec<Topic>,
+        /// Where the client left off on a previous connection.
+        resume: Option<Resume>,
+    },
     Unsubscribe(Vec<Topic>),
+}
+
+/// `{"epoch": "...", "seq": 42}`: the last signal a client saw.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub epoch: String,
+    pub seq: u64,
 }
 
 /// Error codes of `error` frames.
@@ -69,12 +81,12 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Request, Rejection> {
             r#"expected an object like {"subscribe": ["order"]}"#,
         ));
     };
-    let (key, build): (&str, fn(Vec<Topic>) -> Request) = match (
+    let key = match (
         object.contains_key("subscribe"),
         object.contains_key("unsubscribe"),
     ) {
-        (true, false) => ("subscribe", Request::Subscribe),
-        (false, true) => ("unsubscribe", Request::Unsubscribe),
+        (true, false) => "subscribe",
+        (false, true) => "unsubscribe",
         (true, true) => {
             return Err(reject(
                 ErrorCode::InvalidMessage,
@@ -87,6 +99,23 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Request, Rejection> {
                 r#"unknown message; expected {"subscribe": [...]} or {"unsubscribe": [...]}"#,
             ));
         }
+    };
+    let resume = match object.remove("resume") {
+        None | Some(Value::Null) => None,
+        Some(_) if key == "unsubscribe" => {
+            return Err(reject(
+                ErrorCode::InvalidMessage,
+                "resume goes with subscribe",
+            ));
+        }
+        Some(value) => Some(serde_json::from_value::<Resume>(value).map_err(|e| {
+            reject(
+                ErrorCode::InvalidMessage,
+                format!(
+                    r#"resume must be {{"epoch": "<from welcome>", "seq": <last seq seen>}}: {e}"#
+                ),
+            )
+        })?),
     };
     let Some(Value::Array(items)) = object.remove(key) else {
         return Err(reject(
@@ -115,7 +144,10 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Request, Rejection> {
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(build(topics))
+    Ok(match key {
+        "subscribe" => Request::Subscribe { topics, resume },
+        _ => Request::Unsubscribe(topics),
+    })
 }
 
 /// `order` or `order:123`. Channel names: 1–64 of `A-Z a-z 0-9 _ . / -`;
@@ -283,14 +315,43 @@ mod tests {
     fn sync009_messages_parse() {
         assert_eq!(
             parse(r#"{"subscribe": ["order", "contact"]}"#, &limits()),
-            Ok(Request::Subscribe(vec![
-                topic("order", None),
-                topic("contact", None)
-            ]))
+            Ok(Request::Subscribe {
+                topics: vec![topic("order", None), topic("contact", None)],
+                resume: None
+            })
         );
         assert_eq!(
             parse(r#"{"unsubscribe": ["order"]}"#, &limits()),
             Ok(Request::Unsubscribe(vec![topic("order", None)]))
+        );
+    }
+
+    #[test]
+    fn resume_is_parsed_and_checked() {
+        assert_eq!(
+            parse(
+                r#"{"subscribe": ["order"], "resume": {"epoch": "ab", "seq": 42}}"#,
+                &limits()
+            ),
+            Ok(Request::Subscribe {
+                topics: vec![topic("order", None)],
+                resume: Some(Resume {
+                    epoch: "ab".into(),
+                    seq: 42
+                })
+            })
+        );
+        assert_eq!(
+            code(r#"{"subscribe": ["order"], "resume": {"seq": 1}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"subscribe": ["order"], "resume": {"epoch": "a", "seq": -1}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"unsubscribe": ["order"], "resume": {"epoch": "a", "seq": 1}}"#),
+            ErrorCode::InvalidMessage
         );
     }
 

@@ -2,6 +2,7 @@
 //! session's hub mailbox, heartbeats and shutdown. Generic over any
 //! `Sink + Stream` of messages so it runs against a real socket or a test pair.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, close_code};
@@ -10,11 +11,14 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
-use crate::hub::{Frame, Outbound, Session};
+use crate::hub::{Frame, Outbound, ResyncReason, Session};
 use crate::ws::protocol::{self, Control, ErrorCode, Request};
 
 /// Most frames written between two flushes.
 const BATCH: usize = 256;
+
+/// How long a goodbye (close frame, closing handshake) may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// How a session ended, for logs.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +26,8 @@ pub enum End {
     PeerClosed,
     Shutdown,
     HeartbeatTimeout,
+    /// The peer stopped reading: a write did not complete within a heartbeat interval.
+    WriteTimeout,
     SocketError(String),
 }
 
@@ -42,115 +48,140 @@ where
         epoch,
         limits: limits.into(),
     };
-    if let Err(e) = socket.send(text(welcome.frame())).await {
-        return End::SocketError(e.to_string());
+    match tokio::time::timeout(limits.heartbeat, socket.send(text(welcome.frame()))).await {
+        Err(_) => return End::WriteTimeout,
+        Ok(Err(e)) => return End::SocketError(e.to_string()),
+        Ok(Ok(())) => {}
     }
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + limits.heartbeat, limits.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
 
-    let end = loop {
-        let result = tokio::select! {
+    loop {
+        // Decide what to write; the write itself happens below, bounded.
+        let out: Vec<Message> = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
                 close(&mut socket, close_code::AWAY, "server shutting down").await;
-                break End::Shutdown;
+                return End::Shutdown;
             }
             inbound = socket.next() => {
                 last_seen = Instant::now();
                 match inbound {
-                    None | Some(Ok(Message::Close(_))) => break End::PeerClosed,
+                    None => return End::PeerClosed,
+                    Some(Ok(Message::Close(_))) => {
+                        // The WebSocket layer queued the closing handshake's reply; send it.
+                        let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+                        return End::PeerClosed;
+                    }
                     Some(Err(e)) => {
                         let e = e.to_string();
+                        // tungstenite's capacity error; the message was not read.
                         if e.contains("too long") || e.contains("Space limit") {
-                            let reason = format!("message too big: the limit is {} bytes", 4 * limits.max_message_bytes);
+                            let reason = format!("message too big: the limit is {} bytes", limits.hard_message_limit());
                             close(&mut socket, close_code::SIZE, &reason).await;
                         }
-                        break End::SocketError(e);
+                        return End::SocketError(e);
                     }
                     Some(Ok(Message::Text(request))) => {
-                        let reply = handle(&request, &mut session, limits);
-                        socket.send(text(reply)).await
+                        handle(&request, &mut session, limits).into_iter().map(text).collect()
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        let reply = error(ErrorCode::BinaryNotSupported, "binary frames are not part of the protocol; send JSON text");
-                        socket.send(text(reply)).await
-                    }
+                    Some(Ok(Message::Binary(_))) => vec![text(error(
+                        ErrorCode::BinaryNotSupported,
+                        "binary frames are not part of the protocol; send JSON text",
+                    ))],
                     // Pings are answered by the WebSocket layer; pongs only prove liveness.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
                 }
             }
-            outbound = session.next_outbound() => match outbound {
-                Outbound::Frame(frame) => write_batch(&mut socket, &mut session, vec![frame]).await,
-                Outbound::Resyncs(frames) => write_batch(&mut socket, &mut session, frames).await,
-            },
+            outbound = session.next_outbound() => {
+                let mut out: Vec<Message> = match outbound {
+                    Outbound::Frame(frame) => vec![text(frame)],
+                    Outbound::Resyncs(frames) => frames.into_iter().map(text).collect(),
+                };
+                // Batch what is already queued: one flush for many frames.
+                while out.len() < BATCH {
+                    let Some(frame) = session.try_recv() else { break };
+                    out.push(text(frame));
+                }
+                out
+            }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > 2 * limits.heartbeat {
                     close(&mut socket, close_code::AWAY, "heartbeat timeout").await;
-                    break End::HeartbeatTimeout;
+                    return End::HeartbeatTimeout;
                 }
-                socket.send(Message::Ping(Default::default())).await
+                vec![Message::Ping(Default::default())]
             }
         };
-        if let Err(e) = result {
-            break End::SocketError(e.to_string());
+        if out.is_empty() {
+            continue;
         }
-    };
-    drop(session);
-    end
+        // A peer that stops reading must not park this task: writes are
+        // bounded by the heartbeat interval and give way to shutdown.
+        let write = async {
+            for message in out {
+                socket.feed(message).await?;
+            }
+            socket.flush().await
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return End::Shutdown,
+            written = tokio::time::timeout(limits.heartbeat, write) => match written {
+                Err(_) => return End::WriteTimeout,
+                Ok(Err(e)) => return End::SocketError(e.to_string()),
+                Ok(Ok(())) => {}
+            },
+        }
+    }
 }
 
-/// Answers one text message: an ack or an `error` frame.
-fn handle(request: &str, session: &mut Session, limits: &Limits) -> Frame {
+/// Answers one text message: an ack (and owed resyncs) or an `error` frame.
+fn handle(request: &str, session: &mut Session, limits: &Limits) -> Vec<Frame> {
     match protocol::parse(request, limits) {
-        Err(rejection) => error(rejection.code, &rejection.message),
-        Ok(Request::Subscribe(topics)) => {
+        Err(rejection) => vec![error(rejection.code, &rejection.message)],
+        Ok(Request::Subscribe { topics, resume }) => {
             let total = session.topic_count() + session.new_topic_count(&topics);
             if total > limits.max_subscriptions {
-                return error(
+                return vec![error(
                     ErrorCode::SubscriptionLimit,
                     &format!(
                         "this would hold {total} subscriptions; the limit per connection is {}",
                         limits.max_subscriptions
                     ),
-                );
+                )];
             }
             session.subscribe(&topics);
-            Control::Subscribed {
-                channels: topics.iter().map(ToString::to_string).collect(),
+            let mut frames = vec![
+                Control::Subscribed {
+                    channels: topics.iter().map(ToString::to_string).collect(),
+                }
+                .frame(),
+            ];
+            if resume.is_some() {
+                // This node keeps no history to resume from: the client must
+                // assume it missed something on every channel it asked about.
+                let channels: BTreeSet<&str> = topics.iter().map(|t| t.channel.as_str()).collect();
+                frames.extend(
+                    channels
+                        .into_iter()
+                        .map(|c| protocol::resync_frame(c, ResyncReason::ResumeUnavailable)),
+                );
             }
-            .frame()
+            frames
         }
         Ok(Request::Unsubscribe(topics)) => {
             session.unsubscribe(&topics);
-            Control::Unsubscribed {
-                channels: topics.iter().map(ToString::to_string).collect(),
-            }
-            .frame()
+            vec![
+                Control::Unsubscribed {
+                    channels: topics.iter().map(ToString::to_string).collect(),
+                }
+                .frame(),
+            ]
         }
     }
-}
-
-/// Writes `first` plus whatever else is already queued, then flushes once.
-async fn write_batch<S>(
-    socket: &mut S,
-    session: &mut Session,
-    first: Vec<Frame>,
-) -> Result<(), S::Error>
-where
-    S: Sink<Message> + Unpin,
-{
-    for frame in first {
-        socket.feed(text(frame)).await?;
-    }
-    for _ in 0..BATCH {
-        let Some(frame) = session.try_recv() else {
-            break;
-        };
-        socket.feed(text(frame)).await?;
-    }
-    socket.flush().await
 }
 
 fn error(code: ErrorCode, message: &str) -> Frame {
@@ -406,5 +437,115 @@ mod tests {
                 .unbounded_send(Ok(Message::Pong(Default::default())))
                 .unwrap();
         }
+    }
+
+    /// A sink that takes `accept` messages and then never another one.
+    struct Stuck {
+        accept: usize,
+        stalled: std::sync::Arc<tokio::sync::Notify>,
+    }
+
+    impl Sink<Message> for Stuck {
+        type Error = String;
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            if self.accept == 0 {
+                self.stalled.notify_one();
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), String> {
+            self.accept -= 1;
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            self.poll_ready(cx)
+        }
+    }
+
+    fn spawn_stuck(
+        hub: &std::sync::Arc<Hub>,
+    ) -> (
+        mpsc::UnboundedSender<Result<Message, String>>,
+        std::sync::Arc<tokio::sync::Notify>,
+        tokio::task::JoinHandle<End>,
+        CancellationToken,
+    ) {
+        let (to_server, inbound) = mpsc::unbounded();
+        let stalled = std::sync::Arc::new(tokio::sync::Notify::new());
+        let io = Joined {
+            stream: inbound,
+            sink: Stuck {
+                accept: 1,
+                stalled: stalled.clone(),
+            },
+        };
+        let shutdown = CancellationToken::new();
+        let session = hub.connect();
+        let token = shutdown.clone();
+        let epoch = hub.epoch().to_owned();
+        let limits = Limits {
+            heartbeat: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let task = tokio::spawn(async move { run(io, session, &epoch, &limits, token).await });
+        (to_server, stalled, task, shutdown)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_dropped_after_a_heartbeat_interval() {
+        let hub = Hub::new(8);
+        let (to_server, _stalled, task, _stop) = spawn_stuck(&hub);
+        to_server
+            .unbounded_send(Ok(Message::Text(r#"{"subscribe": ["order"]}"#.into())))
+            .unwrap();
+        let started = Instant::now();
+        assert_eq!(task.await.unwrap(), End::WriteTimeout);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(hub.stats().sessions, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_is_not_held_up_by_a_stuck_write() {
+        let hub = Hub::new(8);
+        let (to_server, stalled, task, stop) = spawn_stuck(&hub);
+        to_server
+            .unbounded_send(Ok(Message::Text(r#"{"subscribe": ["order"]}"#.into())))
+            .unwrap();
+        stalled.notified().await;
+        let started = Instant::now();
+        stop.cancel();
+        assert_eq!(task.await.unwrap(), End::Shutdown);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn resume_without_history_gets_a_resync_per_channel() {
+        let hub = Hub::new(8);
+        let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
+        client.json().await;
+        client.send(r#"{"subscribe": ["order", "order:1", "contact"], "resume": {"epoch": "old", "seq": 7}}"#);
+        assert_eq!(client.json().await["type"], "subscribed");
+        let mut resyncs = vec![client.json().await, client.json().await];
+        resyncs.sort_by_key(|f| f["channel"].as_str().unwrap().to_owned());
+        assert_eq!(
+            resyncs,
+            vec![
+                serde_json::json!({"channel": "contact", "event": "resync", "payload": {"reason": "resume_unavailable"}}),
+                serde_json::json!({"channel": "order", "event": "resync", "payload": {"reason": "resume_unavailable"}}),
+            ]
+        );
     }
 }
