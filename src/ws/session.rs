@@ -475,14 +475,14 @@ mod tests {
         }
     }
 
-    fn spawn_stuck(
-        hub: &std::sync::Arc<Hub>,
-    ) -> (
+    type StuckSession = (
         mpsc::UnboundedSender<Result<Message, String>>,
         std::sync::Arc<tokio::sync::Notify>,
         tokio::task::JoinHandle<End>,
         CancellationToken,
-    ) {
+    );
+
+    fn spawn_stuck(hub: &std::sync::Arc<Hub>) -> StuckSession {
         let (to_server, inbound) = mpsc::unbounded();
         let stalled = std::sync::Arc::new(tokio::sync::Notify::new());
         let io = Joined {
