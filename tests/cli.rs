@@ -10,7 +10,7 @@ use common::{WsClient, brief, connect, write};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{ChildStdout, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -74,16 +74,30 @@ async fn line_after(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> 
     }
 }
 
-#[tokio::test]
-async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
+/// `pgbroadcast <subcommand>` on the embedded default, any free port.
+fn spawn_embedded(subcommand: &str) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([subcommand, "--listen", "127.0.0.1:0"])
         .env_remove("DATABASE_URL")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+async fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    tokio::time::timeout(common::PATIENCE, child.wait())
+        .await
+        .expect("no exit after SIGTERM")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
+    let (mut child, mut lines) = spawn_embedded("serve");
     let url = line_after(&mut lines, "private Postgres (removed on exit):").await;
     let data_dir = line_after(&mut lines, "data:").await;
     let http = line_after(&mut lines, "listening on").await;
@@ -121,15 +135,11 @@ async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
     );
     drop(pg);
 
-    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let status = sigterm_and_wait(&mut child).await;
     match client.next_message().await {
         Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
         other => panic!("expected close 1001, got {other:?}"),
     }
-    let status = tokio::time::timeout(common::PATIENCE, child.wait())
-        .await
-        .expect("serve did not exit after SIGTERM")
-        .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(
         !std::path::Path::new(&data_dir).exists(),
@@ -139,14 +149,7 @@ async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
 
 #[tokio::test]
 async fn demo_runs_with_no_arguments_and_says_where_everything_is() {
-    let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_embedded("demo");
     let listening = line_after(&mut lines, "listening on").await;
     let api = line_after(&mut lines, "REST API:").await;
     let openapi = line_after(&mut lines, "OpenAPI:").await;
@@ -177,10 +180,6 @@ async fn demo_runs_with_no_arguments_and_says_where_everything_is() {
         "order"
     );
 
-    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(common::PATIENCE, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = sigterm_and_wait(&mut child).await;
     assert!(status.success());
 }
