@@ -67,6 +67,14 @@ pub struct PgArgs {
     /// Longest wait between reconnect attempts of the LISTEN connection.
     #[arg(long, env = "PGBROADCAST_RECONNECT_MAX", default_value = "5s", value_parser = duration_in::<100, 600_000>)]
     pub reconnect_max: Duration,
+
+    /// How often to read pg_notification_queue_usage() (metric and warning).
+    #[arg(long, env = "PGBROADCAST_QUEUE_CHECK", default_value = "10s", value_parser = duration_in::<100, 3_600_000>)]
+    pub queue_check: Duration,
+
+    /// Log a warning when Postgres's NOTIFY queue is fuller than this percentage.
+    #[arg(long, env = "PGBROADCAST_QUEUE_WARN_PERCENT", default_value_t = 50, value_parser = count_in::<1, 100>)]
+    pub queue_warn_percent: usize,
 }
 
 impl Default for PgArgs {
@@ -74,13 +82,23 @@ impl Default for PgArgs {
         PgArgs {
             pg_channel: "pgbroadcast".into(),
             reconnect_max: Duration::from_secs(5),
+            queue_check: Duration::from_secs(10),
+            queue_warn_percent: 50,
         }
     }
 }
 
-/// Per-connection limits of the WebSocket endpoint.
+/// Limits of the WebSocket endpoint and the node's memory.
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
+    /// Open WebSocket connections; more are refused with HTTP 503 before the upgrade.
+    #[arg(long, env = "PGBROADCAST_MAX_CONNECTIONS", default_value_t = 50_000, value_parser = count_in::<1, 10_000_000>)]
+    pub max_connections: usize,
+
+    /// Messages a client may send per second; more are dropped with a `rate_limited` error.
+    #[arg(long, env = "PGBROADCAST_MAX_MESSAGES_PER_SECOND", default_value_t = 50, value_parser = count_in::<1, 100_000>)]
+    pub max_messages_per_second: usize,
+
     /// Topics ("order", "order:123") one connection may hold.
     #[arg(long, env = "PGBROADCAST_MAX_SUBSCRIPTIONS", default_value_t = 1000, value_parser = count_in::<1, 1_000_000>)]
     pub max_subscriptions: usize,
@@ -103,6 +121,23 @@ pub struct Limits {
     #[arg(long, env = "PGBROADCAST_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = count_in::<1, 1_000_000>)]
     pub outbound_queue: usize,
 
+    /// Bytes queued for one client before it is owed a resync.
+    #[arg(long, env = "PGBROADCAST_OUTBOUND_BYTES", default_value_t = 1024 * 1024, value_parser = count_in::<1024, 1_073_741_824>)]
+    pub outbound_bytes: usize,
+
+    /// A client whose queue keeps overflowing (each time within this long of
+    /// the last) for longer than this is closed with 1013.
+    #[arg(long, env = "PGBROADCAST_MAX_LAG", default_value = "30s", value_parser = duration_in::<100, 3_600_000>)]
+    pub max_lag: Duration,
+
+    /// Signals kept for clients that resume after a reconnect ...
+    #[arg(long, env = "PGBROADCAST_HISTORY_SIZE", default_value_t = 10_000, value_parser = count_in::<0, 10_000_000>)]
+    pub history_size: usize,
+
+    /// ... and for how long.
+    #[arg(long, env = "PGBROADCAST_HISTORY_AGE", default_value = "2m", value_parser = duration_in::<0, 86_400_000>)]
+    pub history_age: Duration,
+
     /// Interval of WebSocket pings; a peer silent for two intervals is dropped.
     #[arg(long, env = "PGBROADCAST_HEARTBEAT", default_value = "30s", value_parser = duration_in::<1000, 3_600_000>)]
     pub heartbeat: Duration,
@@ -111,16 +146,32 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connections: 50_000,
+            max_messages_per_second: 50,
             max_subscriptions: 1000,
             max_channels_per_message: 100,
             max_message_bytes: 64 * 1024,
             outbound_queue: 1024,
+            outbound_bytes: 1024 * 1024,
+            max_lag: Duration::from_secs(30),
+            history_size: 10_000,
+            history_age: Duration::from_secs(120),
             heartbeat: Duration::from_secs(30),
         }
     }
 }
 
 impl Limits {
+    /// The hub's share of these limits.
+    pub fn hub_config(&self) -> crate::hub::HubConfig {
+        crate::hub::HubConfig {
+            mailbox_frames: self.outbound_queue,
+            mailbox_bytes: self.outbound_bytes,
+            history_len: self.history_size,
+            history_age: self.history_age,
+        }
+    }
+
     /// Messages larger than this are not even read: the connection is closed (1009).
     pub fn hard_message_limit(&self) -> usize {
         self.max_message_bytes.saturating_mul(4)

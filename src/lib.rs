@@ -18,6 +18,7 @@ pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod listener;
+pub mod metrics;
 pub mod migrate;
 pub mod mutation;
 pub mod openapi;

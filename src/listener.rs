@@ -15,6 +15,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Notification};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, ResyncReason, Signal};
+use crate::metrics::Metrics;
 use crate::ws::protocol::valid_channel;
 
 /// `application_name` of the LISTEN connection, so a DBA can find it in `pg_stat_activity`.
@@ -37,9 +38,35 @@ pub struct Listener {
     /// `true` while the LISTEN is in effect.
     pub ready: watch::Sender<bool>,
     pub backoff: Backoff,
+    /// How often to read `pg_notification_queue_usage()`.
+    pub queue_check: Duration,
+    /// Warn when the NOTIFY queue is fuller than this fraction.
+    pub queue_warn: f64,
+    pub metrics: Arc<Metrics>,
+    listened_before: bool,
 }
 
 impl Listener {
+    pub fn new(
+        config: tokio_postgres::Config,
+        pg: &crate::config::PgArgs,
+        hub: Arc<Hub>,
+        ready: watch::Sender<bool>,
+    ) -> Listener {
+        let metrics = Arc::clone(hub.metrics_arc());
+        Listener {
+            config,
+            pg_channel: pg.pg_channel.clone(),
+            hub,
+            ready,
+            backoff: Backoff::new(Duration::from_millis(100), pg.reconnect_max),
+            queue_check: pg.queue_check,
+            queue_warn: pg.queue_warn_percent as f64 / 100.0,
+            metrics,
+            listened_before: false,
+        }
+    }
+
     /// Runs until `shutdown` fires.
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.config
@@ -55,6 +82,7 @@ impl Listener {
                 ended = self.listen_once() => ended,
             };
             self.ready.send_replace(false);
+            self.metrics.listener_up.set(0);
             match ended {
                 Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
                 Err(err) => tracing::warn!(error = %err, "LISTEN connection lost; reconnecting"),
@@ -99,12 +127,47 @@ impl Listener {
         // Anything committed from here on is delivered; anything before may
         // have been missed by clients that were already subscribed.
         self.hub.resync_all(ResyncReason::ListenerReconnected);
+        if self.listened_before {
+            self.metrics.listener_reconnects.inc();
+        }
+        self.listened_before = true;
         self.ready.send_replace(true);
+        self.metrics.listener_up.set(1);
         self.backoff.reset();
         tracing::info!(channel = %self.pg_channel, "LISTEN in effect");
-        let result = driver.await.unwrap_or(Ok(()));
+
+        let mut driver = driver;
+        let mut check = tokio::time::interval(self.queue_check);
+        let result = loop {
+            tokio::select! {
+                ended = &mut driver => break ended.unwrap_or(Ok(())),
+                _ = check.tick() => self.check_queue(&client).await,
+            }
+        };
         drop(client);
         result
+    }
+
+    /// A listener that stops consuming (anywhere in the cluster) fills the
+    /// NOTIFY queue, and once it is full every notifying commit fails.
+    async fn check_queue(&self, client: &tokio_postgres::Client) {
+        match client
+            .query_one("select pg_notification_queue_usage()", &[])
+            .await
+        {
+            Ok(row) => {
+                let usage: f64 = row.get(0);
+                self.metrics.notify_queue_usage.set(usage);
+                if usage > self.queue_warn {
+                    tracing::warn!(
+                        usage_percent = usage * 100.0,
+                        "Postgres's NOTIFY queue is filling up: some listener in the cluster is not consuming; \
+                         when it is full, every notifying commit fails"
+                    );
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "could not read the NOTIFY queue usage"),
+        }
     }
 }
 
@@ -112,6 +175,7 @@ fn forward(hub: &Hub, notification: &Notification) {
     match parse(notification.payload()) {
         Ok(signal) => hub.publish(&signal),
         Err(invalid) => {
+            hub.metrics().invalid_notifications.inc();
             tracing::warn!(
                 error = %invalid,
                 payload = %notification.payload().chars().take(200).collect::<String>(),

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -19,7 +20,8 @@ use crate::config::{Limits, PgArgs};
 use crate::demo::Demo;
 use crate::http::{AppState, router};
 use crate::hub::Hub;
-use crate::listener::{Backoff, Listener};
+use crate::listener::Listener;
+use crate::metrics::Metrics;
 
 /// How long sessions get to say goodbye on shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -69,16 +71,16 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
     } else {
         None
     };
-    let hub = Hub::new(settings.limits.outbound_queue);
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new(settings.limits.hub_config(), Arc::clone(&metrics));
     let (ready_tx, ready) = watch::channel(false);
     let shutdown = CancellationToken::new();
-    let listen = Listener {
-        config: settings.pg.clone(),
-        pg_channel: settings.pg_args.pg_channel.clone(),
-        hub: Arc::clone(&hub),
-        ready: ready_tx,
-        backoff: Backoff::new(Duration::from_millis(100), settings.pg_args.reconnect_max),
-    };
+    let listen = Listener::new(
+        settings.pg.clone(),
+        &settings.pg_args,
+        Arc::clone(&hub),
+        ready_tx,
+    );
     tokio::spawn(listen.run(shutdown.clone()));
     let addr = listener.local_addr()?;
     let state = AppState {
@@ -87,6 +89,8 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         ready: ready.clone(),
         shutdown: shutdown.clone(),
         sessions: TaskTracker::new(),
+        connections: Arc::new(AtomicUsize::new(0)),
+        metrics,
         demo,
     };
     let task = tokio::spawn(run(listener, state, shutdown.clone().cancelled_owned()));

@@ -52,6 +52,7 @@ async fn insert_update_delete_reach_subscribers_with_the_writers_txid() {
         s("deleted", "7", t3),
     ];
     for client in [&mut first, &mut second] {
+        let client_epoch = client.welcome["epoch"].clone();
         let frames = client.until("order", "barrier").await;
         let signals: Vec<_> = frames[..frames.len() - 1].iter().map(brief).collect();
         assert_eq!(signals, expected);
@@ -62,6 +63,7 @@ async fn insert_update_delete_reach_subscribers_with_the_writers_txid() {
                 "event": "created",
                 "payload": {"entity_id": "7", "txid": t1, "table": "orders", "op": "INSERT"},
                 "seq": frames[0]["seq"],
+                "epoch": client_epoch,
             })
         );
         assert!(frames[0]["seq"].as_u64().unwrap() < frames[1]["seq"].as_u64().unwrap());

@@ -4,6 +4,7 @@
 pub mod error;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Limits;
 use crate::demo::Demo;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::ws::session;
 
 /// Everything a request handler needs.
@@ -32,6 +34,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket sessions, awaited on shutdown (axum does not wait for upgraded connections).
     pub sessions: TaskTracker,
+    /// Open WebSocket connections, counted before the upgrade so a burst
+    /// cannot overshoot `max_connections`.
+    pub connections: Arc<AtomicUsize>,
+    pub metrics: Arc<Metrics>,
     /// The order example's API, when running `demo`.
     pub demo: Option<Demo>,
 }
@@ -42,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/ws/broadcast", get(ws_upgrade))
+        .route("/metrics", get(metrics))
         .with_state(state);
     match demo {
         Some(demo) => router.merge(crate::demo::router(demo)),
@@ -65,8 +72,52 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Holds one of `max_connections` until the session ends.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
+        let previous = counter.fetch_add(1, Ordering::AcqRel);
+        if previous >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnectionSlot(Arc::clone(counter)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     let limits = Arc::clone(&state.limits);
+    let Some(slot) = ConnectionSlot::take(&state.connections, limits.max_connections) else {
+        state.metrics.refuse("max_connections");
+        let body = json!({"error": {
+            "code": "too_many_connections",
+            "message": format!("this node holds its limit of {} connections; retry later or elsewhere", limits.max_connections),
+        }});
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            Json(body),
+        )
+            .into_response();
+    };
     let token = state.sessions.token();
     // Mostly small frames out, small messages in: keep per-socket buffers small
     // instead of tungstenite's 128 KiB defaults.
@@ -86,6 +137,7 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Resp
             )
             .await;
             tracing::debug!(?end, "session ended");
+            drop(slot);
             drop(token);
         })
 }

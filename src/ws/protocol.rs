@@ -45,6 +45,7 @@ pub enum ErrorCode {
     SubscriptionLimit,
     MessageTooLarge,
     BinaryNotSupported,
+    RateLimited,
 }
 
 /// Why a client message was refused; becomes an `error` frame.
@@ -224,6 +225,8 @@ pub enum Control<'a> {
     Welcome {
         protocol: u32,
         epoch: &'a str,
+        /// The node's latest seq: resume from here if nothing arrives before a reconnect.
+        seq: u64,
         limits: WelcomeLimits,
     },
     Subscribed {
@@ -243,7 +246,11 @@ pub struct WelcomeLimits {
     pub max_subscriptions: usize,
     pub max_channels_per_message: usize,
     pub max_message_bytes: usize,
+    pub max_messages_per_second: usize,
     pub heartbeat_ms: u128,
+    /// How far back (in signals and in time) a resume can reach.
+    pub history_size: usize,
+    pub history_age_ms: u128,
 }
 
 impl From<&Limits> for WelcomeLimits {
@@ -252,7 +259,10 @@ impl From<&Limits> for WelcomeLimits {
             max_subscriptions: l.max_subscriptions,
             max_channels_per_message: l.max_channels_per_message,
             max_message_bytes: l.max_message_bytes,
+            max_messages_per_second: l.max_messages_per_second,
             heartbeat_ms: l.heartbeat.as_millis(),
+            history_size: l.history_size,
+            history_age_ms: l.history_age.as_millis(),
         }
     }
 }
@@ -263,20 +273,22 @@ impl Control<'_> {
     }
 }
 
-/// `{"channel","event","payload","seq"}`: the signal frame, serialized once per signal.
-pub fn signal_frame(signal: &Signal, seq: u64) -> Frame {
+/// `{"channel","event","payload","seq","epoch"}`: the signal frame, serialized once per signal.
+pub fn signal_frame(signal: &Signal, seq: u64, epoch: &str) -> Frame {
     #[derive(Serialize)]
     struct SignalFrame<'a> {
         channel: &'a str,
         event: &'a str,
         payload: &'a RawValue,
         seq: u64,
+        epoch: &'a str,
     }
     to_frame(&SignalFrame {
         channel: &signal.channel,
         event: &signal.event,
         payload: &signal.payload,
         seq,
+        epoch,
     })
 }
 
@@ -411,8 +423,8 @@ mod tests {
             .unwrap(),
         };
         assert_eq!(
-            &*signal_frame(&signal, 43),
-            r#"{"channel":"order","event":"item_added","payload":{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"},"seq":43}"#
+            &*signal_frame(&signal, 43, "3f2a"),
+            r#"{"channel":"order","event":"item_added","payload":{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"},"seq":43,"epoch":"3f2a"}"#
         );
         let resync: Value =
             serde_json::from_str(&resync_frame("order", ResyncReason::SlowConsumer)).unwrap();

@@ -28,6 +28,8 @@ pub enum End {
     HeartbeatTimeout,
     /// The peer stopped reading: a write did not complete within a heartbeat interval.
     WriteTimeout,
+    /// The peer read, but stayed behind for longer than `max_lag` (closed with 1013).
+    TooSlow,
     SocketError(String),
 }
 
@@ -46,6 +48,7 @@ where
     let welcome = Control::Welcome {
         protocol: protocol::VERSION,
         epoch,
+        seq: session.start_seq(),
         limits: limits.into(),
     };
     match tokio::time::timeout(limits.heartbeat, socket.send(text(welcome.frame()))).await {
@@ -57,6 +60,7 @@ where
         tokio::time::interval_at(Instant::now() + limits.heartbeat, limits.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
+    let mut rate = RateLimit::new(limits.max_messages_per_second);
 
     loop {
         // Decide what to write; the write itself happens below, bounded.
@@ -84,9 +88,20 @@ where
                         }
                         return End::SocketError(e);
                     }
-                    Some(Ok(Message::Text(request))) => {
-                        handle(&request, &mut session, limits).into_iter().map(text).collect()
-                    }
+                    Some(Ok(Message::Text(request))) => match rate.admit() {
+                        Admit::Yes => handle(&request, &mut session, limits).into_iter().map(text).collect(),
+                        Admit::NoAndSay(dropped) => {
+                            session.metrics().messages_rate_limited.inc();
+                            vec![text(error(ErrorCode::RateLimited, &format!(
+                                "over {} messages per second: {dropped} message(s) dropped, not applied",
+                                limits.max_messages_per_second
+                            )))]
+                        }
+                        Admit::No => {
+                            session.metrics().messages_rate_limited.inc();
+                            Vec::new()
+                        }
+                    },
                     Some(Ok(Message::Binary(_))) => vec![text(error(
                         ErrorCode::BinaryNotSupported,
                         "binary frames are not part of the protocol; send JSON text",
@@ -96,14 +111,19 @@ where
                 }
             }
             outbound = session.next_outbound() => {
-                let mut out: Vec<Message> = match outbound {
-                    Outbound::Frame(frame) => vec![text(frame)],
-                    Outbound::Resyncs(frames) => frames.into_iter().map(text).collect(),
+                let (mut out, oldest): (Vec<Message>, Option<Instant>) = match outbound {
+                    Outbound::Frame(queued) => (vec![text(queued.frame)], Some(queued.at)),
+                    Outbound::Resyncs(frames) => (frames.into_iter().map(text).collect(), None),
                 };
                 // Batch what is already queued: one flush for many frames.
                 while out.len() < BATCH {
-                    let Some(frame) = session.try_recv() else { break };
-                    out.push(text(frame));
+                    let Some(queued) = session.try_recv() else { break };
+                    out.push(text(queued.frame));
+                }
+                let metrics = session.metrics();
+                metrics.frames_delivered.inc_by(out.len() as u64);
+                if let Some(at) = oldest {
+                    metrics.send_lag.observe(at.elapsed().as_secs_f64());
                 }
                 out
             }
@@ -115,6 +135,19 @@ where
                 vec![Message::Ping(Default::default())]
             }
         };
+        // A client that keeps falling behind is told so and let go.
+        if session
+            .behind_for(limits.max_lag)
+            .is_some_and(|behind| behind > limits.max_lag)
+        {
+            session.metrics().slow_consumer_disconnects.inc();
+            let reason = format!(
+                "too slow: behind for over {:?}; reconnect and resync",
+                limits.max_lag
+            );
+            close(&mut socket, close_code::AGAIN, &reason).await;
+            return End::TooSlow;
+        }
         if out.is_empty() {
             continue;
         }
@@ -153,22 +186,30 @@ fn handle(request: &str, session: &mut Session, limits: &Limits) -> Vec<Frame> {
                     ),
                 )];
             }
-            session.subscribe(&topics);
             let mut frames = vec![
                 Control::Subscribed {
                     channels: topics.iter().map(ToString::to_string).collect(),
                 }
                 .frame(),
             ];
-            if resume.is_some() {
-                // This node keeps no history to resume from: the client must
-                // assume it missed something on every channel it asked about.
-                let channels: BTreeSet<&str> = topics.iter().map(|t| t.channel.as_str()).collect();
-                frames.extend(
-                    channels
-                        .into_iter()
-                        .map(|c| protocol::resync_frame(c, ResyncReason::ResumeUnavailable)),
-                );
+            match resume.map(|resume| session.subscribe_resuming(&topics, &resume)) {
+                None => session.subscribe(&topics),
+                // Everything missed since `resume`, before any live frame.
+                Some(Some(replay)) => frames.extend(replay),
+                Some(None) => {
+                    // Cannot prove what was missed: the client must assume the worst.
+                    let channels: BTreeSet<&str> =
+                        topics.iter().map(|t| t.channel.as_str()).collect();
+                    for channel in channels {
+                        session
+                            .metrics()
+                            .resync(ResyncReason::ResumeUnavailable.as_str());
+                        frames.push(protocol::resync_frame(
+                            channel,
+                            ResyncReason::ResumeUnavailable,
+                        ));
+                    }
+                }
             }
             frames
         }
@@ -181,6 +222,55 @@ fn handle(request: &str, session: &mut Session, limits: &Limits) -> Vec<Frame> {
                 .frame(),
             ]
         }
+    }
+}
+
+/// Inbound messages per second: a token bucket holding one second's worth.
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+    dropped: u64,
+    last_notice: Option<Instant>,
+}
+
+enum Admit {
+    Yes,
+    /// Drop it, and tell the client how many were dropped (at most once a second).
+    NoAndSay(u64),
+    No,
+}
+
+impl RateLimit {
+    fn new(per_second: usize) -> RateLimit {
+        let per_second = per_second as f64;
+        RateLimit {
+            per_second,
+            tokens: per_second,
+            last: Instant::now(),
+            dropped: 0,
+            last_notice: None,
+        }
+    }
+
+    fn admit(&mut self) -> Admit {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.per_second);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Admit::Yes;
+        }
+        self.dropped += 1;
+        if self
+            .last_notice
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_notice = Some(now);
+            return Admit::NoAndSay(std::mem::take(&mut self.dropped));
+        }
+        Admit::No
     }
 }
 
@@ -325,7 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn welcome_subscribe_signal_unsubscribe() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
         let welcome = client.json().await;
         assert_eq!(welcome["type"], "welcome");
@@ -348,7 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_input_gets_error_frames_and_the_session_goes_on() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let limits = Limits {
             max_subscriptions: 2,
             ..Limits::default()
@@ -370,7 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn slow_consumer_gets_resync_after_its_queued_frames() {
-        let hub = Hub::new(2);
+        let hub = crate::hub::tests::test_hub(2);
         let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
         client.json().await;
         client.send(r#"{"subscribe": ["order"]}"#);
@@ -391,7 +481,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_sends_close_1001() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let (mut client, task, stop) = spawn_session(&hub, Limits::default());
         client.json().await;
         stop.cancel();
@@ -405,7 +495,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn silent_peer_is_dropped_after_two_heartbeats() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let limits = Limits {
             heartbeat: Duration::from_secs(10),
             ..Limits::default()
@@ -423,7 +513,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pongs_keep_a_peer_alive() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let limits = Limits {
             heartbeat: Duration::from_secs(10),
             ..Limits::default()
@@ -506,7 +596,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_stops_reading_is_dropped_after_a_heartbeat_interval() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let (to_server, _stalled, task, _stop) = spawn_stuck(&hub);
         to_server
             .unbounded_send(Ok(Message::Text(r#"{"subscribe": ["order"]}"#.into())))
@@ -519,7 +609,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_is_not_held_up_by_a_stuck_write() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let (to_server, stalled, task, stop) = spawn_stuck(&hub);
         to_server
             .unbounded_send(Ok(Message::Text(r#"{"subscribe": ["order"]}"#.into())))
@@ -533,7 +623,7 @@ mod tests {
 
     #[tokio::test]
     async fn resume_without_history_gets_a_resync_per_channel() {
-        let hub = Hub::new(8);
+        let hub = crate::hub::tests::test_hub(8);
         let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
         client.json().await;
         client.send(r#"{"subscribe": ["order", "order:1", "contact"], "resume": {"epoch": "old", "seq": 7}}"#);
@@ -546,6 +636,151 @@ mod tests {
                 serde_json::json!({"channel": "contact", "event": "resync", "payload": {"reason": "resume_unavailable"}}),
                 serde_json::json!({"channel": "order", "event": "resync", "payload": {"reason": "resume_unavailable"}}),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn resume_in_the_same_epoch_replays_then_goes_live_without_a_seam() {
+        let hub = crate::hub::tests::test_hub(8);
+        hub.publish(&signal("order", "1"));
+        let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
+        let welcome = client.json().await;
+        assert_eq!(welcome["seq"], 1);
+        hub.publish(&signal("order", "2"));
+        hub.publish(&signal("contact", "3"));
+        hub.publish(&signal("order", "4"));
+        let resume =
+            serde_json::json!({"subscribe": ["order"], "resume": {"epoch": hub.epoch(), "seq": 1}});
+        client.send(&resume.to_string());
+        assert_eq!(client.json().await["type"], "subscribed");
+        hub.publish(&signal("order", "5"));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let frame = client.json().await;
+            assert_eq!(frame["epoch"], hub.epoch());
+            got.push((
+                frame["seq"].as_u64().unwrap(),
+                frame["payload"]["entity_id"].as_str().unwrap().to_owned(),
+            ));
+        }
+        assert_eq!(got, vec![(2, "2".into()), (4, "4".into()), (5, "5".into())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_over_the_rate_are_dropped_and_the_client_is_told() {
+        let hub = crate::hub::tests::test_hub(8);
+        let limits = Limits {
+            max_messages_per_second: 5,
+            ..Limits::default()
+        };
+        let (mut client, _task, _stop) = spawn_session(&hub, limits);
+        client.json().await;
+        for i in 0..8 {
+            client.send(&format!(r#"{{"subscribe": ["c{i}"]}}"#));
+        }
+        for _ in 0..5 {
+            assert_eq!(client.json().await["type"], "subscribed");
+        }
+        let error = client.json().await;
+        assert_eq!(error["code"], "rate_limited");
+        assert_eq!(hub.stats().channels, 5);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        client.send(r#"{"subscribe": ["later"]}"#);
+        assert_eq!(client.json().await["type"], "subscribed");
+    }
+
+    /// A sink that takes `per_message` (of tokio's clock) for every message.
+    struct Slow {
+        per_message: Duration,
+        sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        got: std::sync::Arc<std::sync::Mutex<Vec<Message>>>,
+    }
+
+    impl Sink<Message> for Slow {
+        type Error = String;
+        fn poll_ready(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            let per_message = self.per_message;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(per_message)));
+            std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+            self.sleep = None;
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, item: Message) -> Result<(), String> {
+            self.got.lock().unwrap().push(item);
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stays_behind_is_closed_with_1013() {
+        let hub = crate::hub::tests::test_hub(4);
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (to_server, inbound) = mpsc::unbounded::<Result<Message, String>>();
+        let sink = Slow {
+            per_message: Duration::from_millis(10),
+            sleep: None,
+            got: got.clone(),
+        };
+        let io = Joined {
+            stream: inbound,
+            sink,
+        };
+        let limits = Limits {
+            max_lag: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let mut session = hub.connect();
+        session.subscribe(&[crate::hub::Topic {
+            channel: "order".into(),
+            entity: None,
+        }]);
+        let epoch = hub.epoch().to_owned();
+        let task = tokio::spawn(async move {
+            run(io, session, &epoch, &limits, CancellationToken::new()).await
+        });
+        // Signals every 2 ms; the client takes 10 ms per frame.
+        let publisher = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    hub.publish(&signal("order", &i.to_string()));
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        };
+        let end = task.await.unwrap();
+        publisher.abort();
+        drop(to_server);
+        assert_eq!(end, End::TooSlow);
+        let got = got.lock().unwrap();
+        match got.last() {
+            Some(Message::Close(Some(frame))) => {
+                assert_eq!(frame.code, close_code::AGAIN);
+                assert!(frame.reason.contains("too slow"), "{}", frame.reason);
+            }
+            other => panic!("expected a 1013 close, got {other:?}"),
+        }
+        // It was told about the gaps before being let go.
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, Message::Text(t) if t.contains("slow_consumer")))
         );
     }
 }

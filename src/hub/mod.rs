@@ -1,17 +1,24 @@
 //! The hub: which sessions want which channels, and the fan-out. Each signal
-//! gets the node's next `seq` and is serialized once; every matching session
-//! receives the same shared bytes through its bounded mailbox. A session whose
-//! mailbox is full is owed a `resync` for that channel instead of a silent gap.
+//! gets the node's next `seq`, is serialized once and kept in a bounded
+//! [`history`] for clients that resume; every matching session receives the
+//! same shared bytes through its bounded mailbox. A session whose mailbox is
+//! full is owed a `resync` for that channel instead of a silent gap.
+
+pub mod history;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
-use crate::ws::protocol;
+use crate::metrics::Metrics;
+use crate::ws::protocol::{self, Resume};
+use history::History;
 
 /// One serialized server → client frame, shared by every recipient.
 pub type Frame = Utf8Bytes;
@@ -32,6 +39,15 @@ pub struct Signal {
 pub struct Topic {
     pub channel: String,
     pub entity: Option<String>,
+}
+
+impl Topic {
+    /// Does a signal on `channel` about `entity` concern this topic? A
+    /// channel-wide signal (no entity) concerns every entity topic too.
+    pub fn wants(&self, channel: &str, entity: Option<&str>) -> bool {
+        self.channel == channel
+            && (self.entity.is_none() || entity.is_none() || self.entity.as_deref() == entity)
+    }
 }
 
 impl std::fmt::Display for Topic {
@@ -76,18 +92,43 @@ pub struct Stats {
     pub channels: usize,
 }
 
+/// Bounds of the hub's memory.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames a session may have queued before it is owed a resync.
+    pub mailbox_frames: usize,
+    /// Bytes a session may have queued before it is owed a resync.
+    pub mailbox_bytes: usize,
+    /// Signals kept for resuming clients, at most this many ...
+    pub history_len: usize,
+    /// ... and at most this old.
+    pub history_age: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            mailbox_frames: 1024,
+            mailbox_bytes: 4 * 1024 * 1024,
+            history_len: 10_000,
+            history_age: Duration::from_secs(120),
+        }
+    }
+}
+
 pub struct Hub {
     registry: Mutex<Registry>,
     epoch: String,
     next_session: AtomicU64,
-    mailbox_capacity: usize,
+    config: HubConfig,
+    metrics: Arc<Metrics>,
 }
 
-#[derive(Default)]
 struct Registry {
     channels: HashMap<String, Subscribers>,
     sessions: HashMap<SessionId, Arc<Mailbox>>,
     seq: u64,
+    history: History,
 }
 
 /// Who wants one channel. Indexed by entity, so a signal for `order:123`
@@ -131,23 +172,63 @@ impl Subscribers {
     }
 }
 
+/// A frame waiting for its session, with when the hub handed it over.
+pub struct Queued {
+    pub frame: Frame,
+    pub at: Instant,
+}
+
 struct Mailbox {
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::Sender<Queued>,
+    bytes: AtomicUsize,
+    max_bytes: usize,
     /// Channels owed a resync; further signals on them are skipped until it is sent.
     missed: Mutex<BTreeMap<String, ResyncReason>>,
+    /// The current streak of overflows: (first, latest).
+    overflows: Mutex<Option<(Instant, Instant)>>,
     wake: Notify,
 }
 
 impl Mailbox {
-    /// Queues `frame`; if the queue is full, the channel is owed a resync for
-    /// `reason_if_full` instead (the first reason owed is kept).
-    fn deliver(&self, channel: &str, frame: &Frame, reason_if_full: ResyncReason) {
+    /// Queues `frame`; if the queue is full (frames or bytes), the channel is
+    /// owed a resync for `reason_if_full` instead (the first reason owed is kept).
+    fn deliver(
+        &self,
+        channel: &str,
+        frame: &Frame,
+        reason_if_full: ResyncReason,
+        metrics: &Metrics,
+    ) {
         let mut missed = lock(&self.missed);
         if missed.contains_key(channel) {
+            metrics.slow_consumer_frames_dropped.inc();
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame.clone()) {
+        let len = frame.len();
+        let fits = self.bytes.load(Ordering::Relaxed) + len <= self.max_bytes;
+        let queued = fits
+            && self
+                .tx
+                .try_send(Queued {
+                    frame: frame.clone(),
+                    at: Instant::now(),
+                })
+                .is_ok();
+        if queued {
+            self.bytes.fetch_add(len, Ordering::Relaxed);
+        } else if !self.tx.is_closed() {
             missed.insert(channel.to_owned(), reason_if_full);
+            metrics.slow_consumer_frames_dropped.inc();
+            if reason_if_full == ResyncReason::SlowConsumer {
+                // A new resync; others were counted when they were sent.
+                metrics.resync(reason_if_full.as_str());
+            }
+            let now = Instant::now();
+            let mut overflows = lock(&self.overflows);
+            *overflows = Some(match *overflows {
+                Some((first, _)) => (first, now),
+                None => (now, now),
+            });
             self.wake.notify_one();
         }
     }
@@ -160,13 +241,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// `mailbox_capacity`: frames a session may have queued before it is owed a resync.
-    pub fn new(mailbox_capacity: usize) -> Arc<Hub> {
+    pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Arc<Hub> {
+        let history = History::new(config.history_len, config.history_age);
         Arc::new(Hub {
-            registry: Mutex::default(),
+            registry: Mutex::new(Registry {
+                channels: HashMap::new(),
+                sessions: HashMap::new(),
+                seq: 0,
+                history,
+            }),
             epoch: format!("{:016x}", rand::random::<u64>()),
             next_session: AtomicU64::new(1),
-            mailbox_capacity: mailbox_capacity.max(1),
+            config,
+            metrics,
         })
     }
 
@@ -175,56 +262,105 @@ impl Hub {
         &self.epoch
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn metrics_arc(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Registers a new session with an empty subscription set.
     pub fn connect(self: &Arc<Self>) -> Session {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.mailbox_capacity);
+        let (tx, rx) = mpsc::channel(self.config.mailbox_frames.max(1));
         let mailbox = Arc::new(Mailbox {
             tx,
+            bytes: AtomicUsize::new(0),
+            max_bytes: self.config.mailbox_bytes,
             missed: Mutex::default(),
+            overflows: Mutex::default(),
             wake: Notify::new(),
         });
-        lock(&self.registry)
-            .sessions
-            .insert(id, Arc::clone(&mailbox));
+        let mut registry = lock(&self.registry);
+        registry.sessions.insert(id, Arc::clone(&mailbox));
+        let start_seq = registry.seq;
+        drop(registry);
+        self.metrics.connections.inc();
         Session {
             hub: Arc::clone(self),
             id,
             mailbox,
             rx,
             topics: HashSet::new(),
+            start_seq,
         }
     }
 
-    /// Fans a signal out to every session that wants it.
+    /// Records a signal in the history and fans it out to every session that wants it.
     pub fn publish(&self, signal: &Signal) {
+        self.metrics.signals_received.inc();
         let mut registry = lock(&self.registry);
         registry.seq += 1;
+        let seq = registry.seq;
+        let frame = protocol::signal_frame(signal, seq, &self.epoch);
+        let entity = signal.entity_id.as_deref();
+        registry
+            .history
+            .push_signal(seq, &signal.channel, entity, &frame);
         let Some(subscribers) = registry.channels.get(&signal.channel) else {
             return;
         };
-        let frame = protocol::signal_frame(signal, registry.seq);
-        subscribers.for_each_recipient(signal.entity_id.as_deref(), |id| {
+        subscribers.for_each_recipient(entity, |id| {
             if let Some(mailbox) = registry.sessions.get(&id) {
-                mailbox.deliver(&signal.channel, &frame, ResyncReason::SlowConsumer);
+                mailbox.deliver(
+                    &signal.channel,
+                    &frame,
+                    ResyncReason::SlowConsumer,
+                    &self.metrics,
+                );
             }
         });
     }
 
-    /// Sends `resync` on every channel that has subscribers (e.g. after the listener reconnected).
+    /// Signals may have been missed on every channel (e.g. the listener
+    /// reconnected): every subscribed channel gets `resync`, and resuming
+    /// across this point is refused.
     pub fn resync_all(&self, reason: ResyncReason) {
-        let registry = lock(&self.registry);
+        let mut registry = lock(&self.registry);
+        registry.seq += 1;
+        let seq = registry.seq;
+        registry.history.push_gap(seq, None);
         for (channel, subscribers) in &registry.channels {
-            resync_subscribers(&registry, channel, subscribers, reason);
+            self.resync_subscribers(&registry, channel, subscribers, reason);
         }
     }
 
-    /// Sends `resync` on one channel (e.g. a signal for it could not be read).
+    /// Signals may have been missed on one channel (e.g. one could not be read).
     pub fn resync(&self, channel: &str, reason: ResyncReason) {
-        let registry = lock(&self.registry);
+        let mut registry = lock(&self.registry);
+        registry.seq += 1;
+        let seq = registry.seq;
+        registry.history.push_gap(seq, Some(channel));
         if let Some(subscribers) = registry.channels.get(channel) {
-            resync_subscribers(&registry, channel, subscribers, reason);
+            self.resync_subscribers(&registry, channel, subscribers, reason);
         }
+    }
+
+    fn resync_subscribers(
+        &self,
+        registry: &Registry,
+        channel: &str,
+        subscribers: &Subscribers,
+        reason: ResyncReason,
+    ) {
+        let frame = protocol::resync_frame(channel, reason);
+        subscribers.for_each_recipient(None, |id| {
+            if let Some(mailbox) = registry.sessions.get(&id) {
+                self.metrics.resync(reason.as_str());
+                mailbox.deliver(channel, &frame, reason, &self.metrics);
+            }
+        });
     }
 
     pub fn stats(&self) -> Stats {
@@ -238,22 +374,8 @@ impl Hub {
 
 /// See [`Session::next_outbound`].
 pub enum Outbound {
-    Frame(Frame),
+    Frame(Queued),
     Resyncs(Vec<Frame>),
-}
-
-fn resync_subscribers(
-    registry: &Registry,
-    channel: &str,
-    subscribers: &Subscribers,
-    reason: ResyncReason,
-) {
-    let frame = protocol::resync_frame(channel, reason);
-    subscribers.for_each_recipient(None, |id| {
-        if let Some(mailbox) = registry.sessions.get(&id) {
-            mailbox.deliver(channel, &frame, reason);
-        }
-    });
 }
 
 /// A client's registration with the hub; unregisters itself when dropped.
@@ -261,19 +383,56 @@ pub struct Session {
     hub: Arc<Hub>,
     id: SessionId,
     mailbox: Arc<Mailbox>,
-    rx: mpsc::Receiver<Frame>,
+    rx: mpsc::Receiver<Queued>,
     topics: HashSet<Topic>,
+    start_seq: u64,
 }
 
 impl Session {
+    pub fn metrics(&self) -> &Metrics {
+        &self.hub.metrics
+    }
+
+    /// The node's latest `seq` when this session connected: where a client
+    /// that has seen nothing yet can resume from.
+    pub fn start_seq(&self) -> u64 {
+        self.start_seq
+    }
+
     /// Adds topics. Once this returns, every signal the hub publishes for them
     /// reaches this session (or a resync does).
     pub fn subscribe(&mut self, topics: &[Topic]) {
-        let mut registry = lock(&self.hub.registry);
+        let hub = Arc::clone(&self.hub);
+        let mut registry = lock(&hub.registry);
+        self.add_topics(&mut registry, topics);
+    }
+
+    /// Adds topics and, atomically with that, collects what the client missed
+    /// on the new ones since `resume`: the frames to write before any live
+    /// frame, or `None` if that cannot be proven complete (the client must resync).
+    pub fn subscribe_resuming(&mut self, topics: &[Topic], resume: &Resume) -> Option<Vec<Frame>> {
+        let hub = Arc::clone(&self.hub);
+        let mut registry = lock(&hub.registry);
+        // Topics already held are live: replaying them would duplicate.
+        let fresh: Vec<Topic> = topics
+            .iter()
+            .filter(|t| !self.topics.contains(*t))
+            .cloned()
+            .collect();
+        let current = registry.seq;
+        let replay = (resume.epoch == hub.epoch)
+            .then(|| registry.history.replay(resume.seq, current, &fresh))
+            .flatten();
+        self.add_topics(&mut registry, topics);
+        replay
+    }
+
+    fn add_topics(&mut self, registry: &mut Registry, topics: &[Topic]) {
         for topic in topics {
             if !self.topics.insert(topic.clone()) {
                 continue;
             }
+            self.hub.metrics.subscriptions.inc();
             let subscribers = registry.channels.entry(topic.channel.clone()).or_default();
             match &topic.entity {
                 None => subscribers.whole.insert(self.id),
@@ -291,6 +450,7 @@ impl Session {
         let mut registry = lock(&self.hub.registry);
         for topic in topics {
             if self.topics.remove(topic) {
+                self.hub.metrics.subscriptions.dec();
                 remove_interest(&mut registry, self.id, topic);
             }
         }
@@ -310,14 +470,13 @@ impl Session {
             .count()
     }
 
-    /// The next queued frame.
-    pub async fn recv(&mut self) -> Option<Frame> {
-        self.rx.recv().await
-    }
-
     /// A queued frame, if one is ready now.
-    pub fn try_recv(&mut self) -> Option<Frame> {
-        self.rx.try_recv().ok()
+    pub fn try_recv(&mut self) -> Option<Queued> {
+        let queued = self.rx.try_recv().ok()?;
+        self.mailbox
+            .bytes
+            .fetch_sub(queued.frame.len(), Ordering::Relaxed);
+        Some(queued)
     }
 
     /// The next thing to write: a queued frame or, once the queue is drained
@@ -326,7 +485,10 @@ impl Session {
         tokio::select! {
             biased;
             // Queued frames are older than the overflow that caused a resync.
-            Some(frame) = self.rx.recv() => Outbound::Frame(frame),
+            Some(queued) = self.rx.recv() => {
+                self.mailbox.bytes.fetch_sub(queued.frame.len(), Ordering::Relaxed);
+                Outbound::Frame(queued)
+            }
             () = self.mailbox.wake.notified() => Outbound::Resyncs(self.take_missed()),
         }
     }
@@ -338,6 +500,19 @@ impl Session {
             .into_iter()
             .map(|(channel, reason)| protocol::resync_frame(&channel, reason))
             .collect()
+    }
+
+    /// How long this session has been falling behind: the span of its
+    /// current streak of queue overflows, each within `window` of the last.
+    /// A session that overflows once and then keeps up has no streak.
+    pub fn behind_for(&self, window: Duration) -> Option<Duration> {
+        let mut overflows = lock(&self.mailbox.overflows);
+        let (first, last) = (*overflows)?;
+        if last.elapsed() > window {
+            *overflows = None;
+            return None;
+        }
+        Some(last.duration_since(first))
     }
 }
 
@@ -370,11 +545,16 @@ impl Drop for Session {
             remove_interest(&mut registry, self.id, topic);
         }
         registry.sessions.remove(&self.id);
+        self.hub
+            .metrics
+            .subscriptions
+            .dec_by(self.topics.len() as i64);
+        self.hub.metrics.connections.dec();
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn topic(s: &str) -> Topic {
@@ -403,15 +583,23 @@ mod tests {
         }
     }
 
+    pub(crate) fn test_hub(frames: usize) -> Arc<Hub> {
+        let config = HubConfig {
+            mailbox_frames: frames,
+            ..HubConfig::default()
+        };
+        Hub::new(config, Arc::new(Metrics::new()))
+    }
+
     fn frames(session: &mut Session) -> Vec<serde_json::Value> {
         std::iter::from_fn(|| session.try_recv())
-            .map(|f| serde_json::from_str(&f).unwrap())
+            .map(|q| serde_json::from_str(&q.frame).unwrap())
             .collect()
     }
 
     #[test]
     fn delivers_to_channel_and_entity_subscribers_once() {
-        let hub = Hub::new(16);
+        let hub = test_hub(16);
         let mut whole = hub.connect();
         let mut one = hub.connect();
         let mut both = hub.connect();
@@ -442,7 +630,7 @@ mod tests {
 
     #[test]
     fn seq_increases_per_signal() {
-        let hub = Hub::new(16);
+        let hub = test_hub(16);
         let mut s = hub.connect();
         s.subscribe(&[topic("order")]);
         hub.publish(&signal("order", Some("1")));
@@ -457,7 +645,7 @@ mod tests {
 
     #[test]
     fn unsubscribe_and_drop_remove_interest() {
-        let hub = Hub::new(16);
+        let hub = test_hub(16);
         let mut s = hub.connect();
         s.subscribe(&[topic("order"), topic("order:1")]);
         s.unsubscribe(&[topic("order")]);
@@ -479,7 +667,7 @@ mod tests {
 
     #[test]
     fn full_mailbox_owes_one_resync_per_channel_and_skips_until_paid() {
-        let hub = Hub::new(2);
+        let hub = test_hub(2);
         let mut s = hub.connect();
         s.subscribe(&[topic("order"), topic("contact")]);
         for _ in 0..5 {
@@ -510,7 +698,7 @@ mod tests {
 
     #[test]
     fn the_first_reason_owed_is_kept() {
-        let hub = Hub::new(1);
+        let hub = test_hub(1);
         let mut s = hub.connect();
         s.subscribe(&[topic("order")]);
         hub.publish(&signal("order", Some("1")));
@@ -528,7 +716,7 @@ mod tests {
 
     #[test]
     fn resync_all_reaches_every_subscribed_channel() {
-        let hub = Hub::new(16);
+        let hub = test_hub(16);
         let mut s = hub.connect();
         s.subscribe(&[topic("order:1"), topic("contact")]);
         hub.resync_all(ResyncReason::ListenerReconnected);

@@ -1,0 +1,155 @@
+//! Prometheus metrics, served as text at `GET /metrics`. Labels are bounded
+//! (resync reasons, refusal reasons): never a channel or entity.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub subscriptions: Gauge,
+    pub signals_received: Counter,
+    pub invalid_notifications: Counter,
+    pub frames_delivered: Counter,
+    pub resyncs: Family<Reason, Counter>,
+    pub slow_consumer_frames_dropped: Counter,
+    pub slow_consumer_disconnects: Counter,
+    pub connections_refused: Family<Reason, Counter>,
+    pub messages_rate_limited: Counter,
+    pub listener_up: Gauge,
+    pub listener_reconnects: Counter,
+    pub notify_queue_usage: Gauge<f64, AtomicU64>,
+    pub send_lag: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("pgbroadcast"),
+            connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            signals_received: Counter::default(),
+            invalid_notifications: Counter::default(),
+            frames_delivered: Counter::default(),
+            resyncs: Family::default(),
+            slow_consumer_frames_dropped: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            connections_refused: Family::default(),
+            messages_rate_limited: Counter::default(),
+            listener_up: Gauge::default(),
+            listener_reconnects: Counter::default(),
+            notify_queue_usage: Gauge::default(),
+            // 50 µs … ~1.6 s
+            send_lag: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Topics held by all connections",
+            m.subscriptions.clone(),
+        );
+        r.register(
+            "signals_received",
+            "Signals received from Postgres",
+            m.signals_received.clone(),
+        );
+        r.register(
+            "invalid_notifications",
+            "Notifications on the Postgres channel that were not valid signals",
+            m.invalid_notifications.clone(),
+        );
+        r.register(
+            "frames_delivered",
+            "Signal and resync frames written to clients",
+            m.frames_delivered.clone(),
+        );
+        r.register(
+            "resyncs",
+            "Resync frames owed to clients, by reason",
+            m.resyncs.clone(),
+        );
+        r.register(
+            "slow_consumer_frames_dropped",
+            "Frames not queued because a client's queue was full (covered by a resync)",
+            m.slow_consumer_frames_dropped.clone(),
+        );
+        r.register(
+            "slow_consumer_disconnects",
+            "Connections closed with 1013 for staying behind too long",
+            m.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "WebSocket connections refused, by reason",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "messages_rate_limited",
+            "Client messages dropped for exceeding the per-connection rate",
+            m.messages_rate_limited.clone(),
+        );
+        r.register(
+            "listener_up",
+            "1 while the LISTEN is in effect",
+            m.listener_up.clone(),
+        );
+        r.register(
+            "listener_reconnects",
+            "Times the LISTEN connection was re-established after a loss",
+            m.listener_reconnects.clone(),
+        );
+        r.register(
+            "notify_queue_usage_ratio",
+            "pg_notification_queue_usage(): fraction of Postgres's NOTIFY queue in use",
+            m.notify_queue_usage.clone(),
+        );
+        r.register(
+            "send_lag_seconds",
+            "From a notification reaching pgbroadcast to its frame being written to a client (oldest frame of each write)",
+            m.send_lag.clone(),
+        );
+        m
+    }
+
+    pub fn resync(&self, reason: &'static str) {
+        self.resyncs.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn refuse(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encode metrics");
+        out
+    }
+}
