@@ -99,13 +99,31 @@ impl Listener {
     async fn listen_once(&mut self) -> Result<(), tokio_postgres::Error> {
         let (client, mut connection) = self.config.connect(NoTls).await?;
         let hub = Arc::clone(&self.hub);
+        // Until the resync for this (re)connection is out, notifications wait
+        // here: no client may see a signal from after the gap before the
+        // resync that announces the gap.
+        let held: Arc<std::sync::Mutex<Option<Vec<Notification>>>> =
+            Arc::new(std::sync::Mutex::new(Some(Vec::new())));
+        let gate = Arc::clone(&held);
         // The connection must be polled for the LISTEN query to complete, so it
         // runs as its own task; it publishes straight into the hub.
         let driver = tokio::spawn(async move {
+            let mut open = false;
             let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message? {
-                    AsyncMessage::Notification(n) => forward(&hub, &n),
+                    AsyncMessage::Notification(n) if open => forward(&hub, &n),
+                    AsyncMessage::Notification(n) => {
+                        let mut held = gate.lock().unwrap_or_else(|p| p.into_inner());
+                        match held.as_mut() {
+                            Some(waiting) => waiting.push(n),
+                            None => {
+                                open = true;
+                                drop(held);
+                                forward(&hub, &n);
+                            }
+                        }
+                    }
                     AsyncMessage::Notice(notice) => {
                         tracing::info!(notice = %notice, "notice on LISTEN connection")
                     }
@@ -125,8 +143,15 @@ impl Listener {
             return Err(err);
         }
         // Anything committed from here on is delivered; anything before may
-        // have been missed by clients that were already subscribed.
-        self.hub.resync_all(ResyncReason::ListenerReconnected);
+        // have been missed by clients that were already subscribed. The
+        // resync goes first, then what arrived meanwhile, then the rest.
+        {
+            let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+            self.hub.resync_all(ResyncReason::ListenerReconnected);
+            for n in held.take().unwrap_or_default() {
+                forward(&self.hub, &n);
+            }
+        }
         if self.listened_before {
             self.metrics.listener_reconnects.inc();
         }
@@ -247,8 +272,10 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Exponential backoff with jitter: attempt n waits between half and all of
-/// `min(max, base * 2^n)`, so reconnecting nodes spread out but never stall.
+/// Exponential backoff with jitter: the first retry is immediate (most losses
+/// are a terminated backend or a restart that is already over); retry n ≥ 1
+/// waits between half and all of `min(max, base * 2^(n-1))`, so reconnecting
+/// nodes spread out but never stall.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
@@ -266,11 +293,15 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
+        let attempt = self.attempt;
+        self.attempt = self.attempt.saturating_add(1);
+        if attempt == 0 {
+            return Duration::ZERO;
+        }
         let ceiling = self
             .base
-            .saturating_mul(2u32.saturating_pow(self.attempt.min(20)))
+            .saturating_mul(2u32.saturating_pow((attempt - 1).min(20)))
             .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
         half + half.mul_f64(rand::random::<f64>())
     }
@@ -329,6 +360,7 @@ mod tests {
     #[test]
     fn backoff_grows_within_bounds_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        assert_eq!(b.next_delay(), Duration::ZERO);
         let mut ceiling = Duration::from_millis(100);
         for _ in 0..12 {
             let d = b.next_delay();
@@ -340,6 +372,7 @@ mod tests {
             ceiling = (ceiling * 2).min(Duration::from_secs(5));
         }
         b.reset();
+        assert_eq!(b.next_delay(), Duration::ZERO);
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -3,6 +3,8 @@
 //! 127.0.0.1:0, and real WebSocket clients.
 #![allow(dead_code)]
 
+pub mod checker;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -171,6 +173,11 @@ impl WsClient {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
+        WsClient::from_stream(ws).await
+    }
+
+    /// Wraps a connected socket and reads its `welcome`.
+    pub async fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
         let mut client = WsClient {
             ws,
             welcome: Value::Null,
@@ -246,6 +253,12 @@ impl WsClient {
 
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    /// Drops the TCP connection without a closing handshake, as a crashed
+    /// client or a dead network would.
+    pub fn kill(self) {
+        drop(self.ws);
     }
 }
 

@@ -1,0 +1,660 @@
+//! The fault suite. Under continuous writes, every client's stream is checked
+//! against the committed writes: per connection, signals arrive in commit
+//! order, or the client receives `resync` for the channel — never a silent
+//! gap, never a duplicate, never out of order. Each test prints one
+//! `fault-report` line with what it observed.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::checker::{Report, Seen, check};
+use common::{Bridge, PATIENCE, TestDb, WsClient};
+use pgbroadcast::config::{Limits, PgArgs};
+use pgbroadcast::server::{self, Running, Settings};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One sequential writer: `n` = 1, 2, 3, ... each in its own transaction, so
+/// commit order is `n` order. It survives a lost connection (the row that was
+/// in flight may or may not have committed: the table says which).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    progress: watch::Receiver<i64>,
+    task: JoinHandle<()>,
+}
+
+impl Writer {
+    /// `pad` > 0: signals carry that many bytes of `extra` (sent with `emit`);
+    /// otherwise they come from the route on `ticks`.
+    fn start(config: tokio_postgres::Config, pad: i32) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, progress) = watch::channel(0);
+        let flag = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let sql = if pad > 0 {
+                "with t as (insert into ticks (n) values ($1)) \
+                 select broadcast.emit('tick', 'tick', $1::text, jsonb_build_object('pad', repeat('x', $2)))"
+            } else {
+                "insert into ticks (n) select $1 where $2::int >= 0"
+            };
+            let mut pg: Option<Client> = None;
+            let mut n: i64 = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let Some(client) = pg.as_ref() else {
+                    match config.connect(tokio_postgres::NoTls).await {
+                        Ok((client, connection)) => {
+                            tokio::spawn(connection);
+                            pg = Some(client);
+                        }
+                        // The database is away (a fault under test): try again shortly.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                    continue;
+                };
+                n += 1;
+                match client.execute(sql, &[&n, &pad]).await {
+                    Ok(_) => {
+                        tx.send_replace(n);
+                    }
+                    Err(_) => pg = None,
+                }
+            }
+        });
+        Writer {
+            stop,
+            progress,
+            task,
+        }
+    }
+
+    /// Waits until `count` more writes have committed.
+    async fn advance(&mut self, count: i64) {
+        let target = *self.progress.borrow() + count;
+        tokio::time::timeout(PATIENCE, self.progress.wait_for(|n| *n >= target))
+            .await
+            .expect("the writer stalled")
+            .unwrap();
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
+async fn ticks_db(route: bool) -> TestDb {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    pg.batch_execute("create table ticks (n bigint primary key)")
+        .await
+        .unwrap();
+    if route {
+        pg.batch_execute("select broadcast.enable('ticks', 'tick')")
+            .await
+            .unwrap();
+    }
+    db
+}
+
+/// The committed writes, in commit order.
+async fn truth(pg: &Client) -> Vec<i64> {
+    pg.query("select n from ticks order by n", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn barrier(pg: &Client) {
+    pg.batch_execute("select broadcast.emit('tick', 'barrier', null)")
+        .await
+        .unwrap();
+}
+
+/// A client's view of channel `tick`, across reconnects.
+struct Recorder {
+    url: String,
+    /// `None` between a lost connection and the reconnect.
+    client: Option<WsClient>,
+    seen: Vec<Seen>,
+    epoch: String,
+    seq: u64,
+    reconnects: usize,
+}
+
+impl Recorder {
+    async fn connect(url: &str) -> Recorder {
+        let mut client = WsClient::connect(url).await;
+        client.subscribe(&["tick"]).await;
+        let epoch = client.welcome["epoch"].as_str().unwrap().to_owned();
+        let seq = client.welcome["seq"].as_u64().unwrap();
+        Recorder {
+            url: url.to_owned(),
+            client: Some(client),
+            seen: Vec::new(),
+            epoch,
+            seq,
+            reconnects: 0,
+        }
+    }
+
+    /// Records one frame; `false` at the barrier.
+    fn record(&mut self, frame: &Value) -> bool {
+        if frame["channel"] != "tick" {
+            return true;
+        }
+        match frame["event"].as_str().unwrap() {
+            "barrier" => return false,
+            "resync" => self.seen.push(Seen::Resync(
+                frame["payload"]["reason"].as_str().unwrap().to_owned(),
+            )),
+            _ => {
+                let n = frame["payload"]["entity_id"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                self.seen.push(Seen::Signal(n));
+            }
+        }
+        if let Some(seq) = frame["seq"].as_u64() {
+            self.seq = seq;
+            self.epoch = frame["epoch"].as_str().unwrap().to_owned();
+        }
+        true
+    }
+
+    /// Reads until `count` more signals (or resyncs) have been recorded.
+    async fn read(&mut self, count: usize) {
+        let target = self.seen.len() + count;
+        while self.seen.len() < target {
+            let frame = self.ws().next().await;
+            assert!(self.record(&frame), "barrier before {count} frames");
+        }
+    }
+
+    /// Reads until the barrier; if the server goes away, reconnects to
+    /// `self.url` and resumes from the last signal seen.
+    async fn read_to_barrier(&mut self) {
+        loop {
+            match self.ws().next_message().await {
+                Message::Text(text) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    if !self.record(&frame) {
+                        return;
+                    }
+                }
+                Message::Close(_) => self.reconnect().await,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Connects again (to `self.url`, retrying while the server is away) and
+    /// resumes from the last signal seen.
+    async fn reconnect(&mut self) {
+        let client = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Ok((ws, _)) = tokio_tungstenite::connect_async(self.url.as_str()).await {
+                    break WsClient::from_stream(ws).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("could not reconnect");
+        self.client = Some(client);
+        self.reconnects += 1;
+        let resume =
+            json!({"subscribe": ["tick"], "resume": {"epoch": self.epoch, "seq": self.seq}});
+        self.ws().send(resume).await;
+        let ack = self.ws().next().await;
+        assert_eq!(ack["type"], "subscribed", "{ack}");
+    }
+
+    fn ws(&mut self) -> &mut WsClient {
+        self.client.as_mut().expect("connected")
+    }
+
+    /// The connection dies mid-stream, frames possibly in flight.
+    fn kill(&mut self) {
+        if let Some(client) = self.client.take() {
+            client.kill();
+        }
+    }
+
+    fn check(&self, truth: &[i64]) -> Report {
+        check(&self.seen, truth, false).unwrap_or_else(|e| panic!("{e}\nseen: {:?}", self.seen))
+    }
+}
+
+fn report_line(scenario: &str, written: usize, reports: &[Report], extra: &str) {
+    let delivered: usize = reports.iter().map(|r| r.delivered).sum();
+    let resyncs: usize = reports.iter().map(|r| r.resyncs).sum();
+    let covered: usize = reports.iter().map(|r| r.covered).sum();
+    println!(
+        "fault-report scenario={scenario} clients={} written={written} delivered={delivered} resyncs={resyncs} covered_by_resync={covered} {extra}",
+        reports.len()
+    );
+}
+
+async fn read_all(recorders: Vec<Recorder>) -> Vec<Recorder> {
+    let tasks: Vec<JoinHandle<Recorder>> = recorders
+        .into_iter()
+        .map(|mut r| {
+            tokio::spawn(async move {
+                r.read_to_barrier().await;
+                r
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+async fn listener_reconnects(bridge: &Bridge) -> u64 {
+    bridge.running.hub.metrics().listener_reconnects.get()
+}
+
+#[tokio::test]
+async fn listener_backend_terminated_repeatedly() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    let mut recorders = Vec::new();
+    for _ in 0..4 {
+        recorders.push(Recorder::connect(&bridge.ws_url()).await);
+    }
+    let readers = tokio::spawn(read_all(recorders));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    for round in 1..=3 {
+        writer.advance(150).await;
+        bridge.wait_ready(true).await;
+        pg.batch_execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity \
+             where application_name = 'pgbroadcast-listener' and datname = current_database()",
+        )
+        .await
+        .unwrap();
+        // Wait for the listener to be back (its reconnect count tells).
+        tokio::time::timeout(PATIENCE, async {
+            while listener_reconnects(&bridge).await < round {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the listener did not come back");
+    }
+    writer.advance(150).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    let recorders = readers.await.unwrap();
+    let reports: Vec<Report> = recorders.iter().map(|r| r.check(&truth)).collect();
+    for r in &reports {
+        assert!(
+            r.resyncs >= 1,
+            "each client must have been told about the gaps: {r:?}"
+        );
+    }
+    let metrics = reqwest::get(bridge.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pgbroadcast_listener_reconnects_total 3"),
+        "{metrics}"
+    );
+    report_line("listener_terminated_x3", truth.len(), &reports, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_stopped_and_started() {
+    let mut cluster = common::test_cluster().unwrap();
+    let db = common::fresh_db_in(&cluster).await;
+    {
+        let mut pg = db.client().await;
+        pgbroadcast::migrate::run(&mut pg).await.unwrap();
+        pg.batch_execute(
+            "create table ticks (n bigint primary key); select broadcast.enable('ticks', 'tick');",
+        )
+        .await
+        .unwrap();
+    }
+    let bridge = Bridge::start(&db).await;
+    let mut recorders = Vec::new();
+    for _ in 0..3 {
+        recorders.push(Recorder::connect(&bridge.ws_url()).await);
+    }
+    let readers = tokio::spawn(read_all(recorders));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    writer.advance(200).await;
+    tokio::task::block_in_place(|| cluster.stop()).unwrap();
+    bridge.wait_ready(false).await;
+    tokio::task::block_in_place(|| cluster.start()).unwrap();
+    bridge.wait_ready(true).await;
+    writer.advance(200).await;
+    writer.stop().await;
+    let pg = db.client().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    let reports: Vec<Report> = readers
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.check(&truth))
+        .collect();
+    for r in &reports {
+        assert!(r.resyncs >= 1, "{r:?}");
+    }
+    report_line("cluster_restart", truth.len(), &reports, "");
+}
+
+#[tokio::test]
+async fn a_killed_client_resumes_without_loss() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    let mut steady = Recorder::connect(&bridge.ws_url()).await;
+    let mut crashing = Recorder::connect(&bridge.ws_url()).await;
+    let mut writer = Writer::start(db.config.clone(), 0);
+    let mut kills = 0;
+    for _ in 0..3 {
+        crashing.read(100).await;
+        crashing.kill();
+        kills += 1;
+        writer.advance(50).await;
+        crashing.reconnect().await;
+    }
+    writer.advance(100).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    crashing.read_to_barrier().await;
+    steady.read_to_barrier().await;
+    let reports = [steady.check(&truth), crashing.check(&truth)];
+    for r in &reports {
+        assert_eq!(
+            r.resyncs, 0,
+            "resume within the history must not need a resync: {r:?}"
+        );
+        assert_eq!(r.delivered, truth.len());
+    }
+    report_line(
+        "client_killed_and_resumed",
+        truth.len(),
+        &reports,
+        &format!("kills={kills}"),
+    );
+}
+
+#[tokio::test]
+async fn a_slow_client_never_costs_the_fast_ones_anything() {
+    let db = ticks_db(false).await;
+    let pg = db.client().await;
+    let limits = Limits {
+        outbound_queue: 64,
+        ..Limits::default()
+    };
+    let bridge = Bridge::start_with(&db, limits).await;
+    let mut fast = Vec::new();
+    for _ in 0..3 {
+        fast.push(Recorder::connect(&bridge.ws_url()).await);
+    }
+    let mut slow = Recorder::connect(&bridge.ws_url()).await;
+    let fast_readers = tokio::spawn(read_all(fast));
+    // 6 KB signals: the slow client's socket buffers fill within a few hundred.
+    let mut writer = Writer::start(db.config.clone(), 6000);
+    writer.advance(2500).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    // Only now does the slow client read anything. Its queue overflowed, so
+    // the channel (the barrier included) is skipped until its resync is out:
+    // read up to the resync, then to a fresh barrier.
+    while !slow.seen.iter().any(|s| matches!(s, Seen::Resync(_))) {
+        slow.read(1).await;
+    }
+    barrier(&pg).await;
+    slow.read_to_barrier().await;
+    let fast_reports: Vec<Report> = fast_readers
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.check(&truth))
+        .collect();
+    for r in &fast_reports {
+        assert_eq!(
+            (r.resyncs, r.delivered),
+            (0, truth.len()),
+            "a fast client lost something"
+        );
+    }
+    let slow_report = slow.check(&truth);
+    assert!(
+        slow.seen.contains(&Seen::Resync("slow_consumer".into())),
+        "{slow_report:?}"
+    );
+    assert!(slow_report.covered > 0);
+    let mut reports = fast_reports;
+    reports.push(slow_report);
+    report_line("slow_client_beside_fast", truth.len(), &reports, "");
+}
+
+#[tokio::test]
+async fn a_thousand_clients_churning() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    let mut stable = Vec::new();
+    for _ in 0..2 {
+        stable.push(Recorder::connect(&bridge.ws_url()).await);
+    }
+    let stable_readers = tokio::spawn(read_all(stable));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    writer.advance(50).await;
+    const TASKS: usize = 25;
+    const CYCLES: usize = 40;
+    let mut churners = Vec::new();
+    for t in 0..TASKS {
+        let url = bridge.ws_url();
+        churners.push(tokio::spawn(async move {
+            let mut windows = Vec::new();
+            for c in 0..CYCLES {
+                let mut r = Recorder::connect(&url).await;
+                r.read(3).await;
+                // Half leave politely, half just vanish.
+                if (t + c) % 2 == 0 {
+                    r.client.take().unwrap().close().await;
+                } else {
+                    r.kill();
+                }
+                windows.push(r.seen);
+            }
+            windows
+        }));
+    }
+    let mut windows = Vec::new();
+    for c in churners {
+        windows.extend(c.await.unwrap());
+    }
+    writer.advance(50).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    let mut reports: Vec<Report> = stable_readers
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.check(&truth))
+        .collect();
+    for r in &reports {
+        assert_eq!((r.resyncs, r.delivered), (0, truth.len()));
+    }
+    for seen in &windows {
+        reports.push(
+            check(seen, &truth, true).unwrap_or_else(|e| panic!("churn client: {e}: {seen:?}")),
+        );
+    }
+    assert_eq!(windows.len(), TASKS * CYCLES);
+    // Every churned session is gone from the hub; only the stable two remain.
+    tokio::time::timeout(PATIENCE, async {
+        while bridge.running.hub.stats().sessions != 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("churned sessions were not cleaned up");
+    report_line("churn_1000_clients", truth.len(), &reports, "");
+}
+
+async fn serve_on(db: &TestDb, addr: std::net::SocketAddr) -> Running {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let settings = Settings {
+        pg: db.config.clone(),
+        pg_args: PgArgs::default(),
+        limits: Limits::default(),
+        migrate: true,
+        demo: false,
+    };
+    let running = server::start(listener, settings).await.unwrap();
+    let mut ready = running.ready.clone();
+    tokio::time::timeout(PATIENCE, ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    running
+}
+
+#[tokio::test]
+async fn the_bridge_process_restarts() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let first = serve_on(&db, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = first.addr;
+    let url = format!("ws://{addr}/ws/broadcast");
+    let mut recorders = Vec::new();
+    for _ in 0..3 {
+        recorders.push(Recorder::connect(&url).await);
+    }
+    let readers = tokio::spawn(read_all(recorders));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    writer.advance(200).await;
+    first.shutdown().await.unwrap();
+    writer.advance(100).await;
+    let second = serve_on(&db, addr).await;
+    writer.advance(200).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    let recorders = readers.await.unwrap();
+    let reports: Vec<Report> = recorders.iter().map(|r| r.check(&truth)).collect();
+    for (r, rec) in reports.iter().zip(&recorders) {
+        assert_eq!(rec.reconnects, 1);
+        assert!(
+            rec.seen
+                .contains(&Seen::Resync("resume_unavailable".into())),
+            "a client that moved to a new epoch must be told: {r:?}"
+        );
+    }
+    second.shutdown().await.unwrap();
+    report_line("bridge_restart", truth.len(), &reports, "");
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_database() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let a = serve_on(&db, "127.0.0.1:0".parse().unwrap()).await;
+    let b = serve_on(&db, "127.0.0.1:0".parse().unwrap()).await;
+    let url_a = format!("ws://{}/ws/broadcast", a.addr);
+    let url_b = format!("ws://{}/ws/broadcast", b.addr);
+    let mut recorders = Vec::new();
+    for url in [&url_a, &url_a, &url_b, &url_b] {
+        recorders.push(Recorder::connect(url).await);
+    }
+    let mut mover = Recorder::connect(&url_a).await;
+    assert_ne!(a.hub.epoch(), b.hub.epoch());
+    let readers = tokio::spawn(read_all(recorders));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    mover.read(150).await;
+    // The mover's node goes away for it; it lands on the other node.
+    mover.kill();
+    mover.url = url_b.clone();
+    mover.reconnect().await;
+    writer.advance(200).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    mover.read_to_barrier().await;
+    let mut reports: Vec<Report> = readers
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.check(&truth))
+        .collect();
+    for r in &reports {
+        assert_eq!(
+            (r.resyncs, r.delivered),
+            (0, truth.len()),
+            "each node delivers everything"
+        );
+    }
+    let moved = mover.check(&truth);
+    assert!(
+        mover
+            .seen
+            .contains(&Seen::Resync("resume_unavailable".into())),
+        "{moved:?}"
+    );
+    reports.push(moved);
+    report_line("two_nodes", truth.len(), &reports, "");
+}
+
+#[test]
+fn the_checker_itself() {
+    use Seen::*;
+    let truth = [1, 2, 3, 4, 5];
+    let all: Vec<Seen> = truth.iter().map(|n| Signal(*n)).collect();
+    assert_eq!(check(&all, &truth, false).unwrap().delivered, 5);
+    // A gap is fine only behind a resync that comes after it starts.
+    let gap = [Signal(1), Signal(2), Signal(4), Signal(5)];
+    assert!(check(&gap, &truth, false).is_err());
+    let covered = [
+        Signal(1),
+        Signal(2),
+        Resync("x".into()),
+        Signal(4),
+        Signal(5),
+    ];
+    assert_eq!(check(&covered, &truth, false).unwrap().covered, 1);
+    let too_early = [
+        Signal(1),
+        Resync("x".into()),
+        Signal(2),
+        Signal(4),
+        Signal(5),
+    ];
+    assert!(check(&too_early, &truth, false).is_err());
+    assert!(check(&[Signal(1), Signal(1)], &truth, true).is_err());
+    assert!(check(&[Signal(2), Signal(1)], &truth, true).is_err());
+    assert!(check(&[Signal(9)], &truth, true).is_err());
+    // The tail must arrive too, unless a resync covers it.
+    assert!(check(&[Signal(1), Signal(2)], &truth, false).is_err());
+    assert!(check(&[Signal(1), Signal(2), Resync("x".into())], &truth, false).is_ok());
+    // A window checks only between its first and last signal.
+    assert!(check(&[Signal(2), Signal(3)], &truth, true).is_ok());
+    assert!(check(&[Signal(2), Signal(4)], &truth, true).is_err());
+}
