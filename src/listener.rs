@@ -375,4 +375,21 @@ mod tests {
         assert_eq!(b.next_delay(), Duration::ZERO);
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_notifications_never_panic(payload in ".{0,300}") {
+            let _ = parse(&payload);
+        }
+
+        #[test]
+        fn near_miss_notifications_never_panic(
+            channel in ".{0,70}", event in ".{0,70}", entity in proptest::option::of(".{0,40}")
+        ) {
+            let payload = serde_json::json!({
+                "channel": channel, "event": event, "payload": {"entity_id": entity, "txid": 1}
+            });
+            let _ = parse(&payload.to_string());
+        }
+    }
 }

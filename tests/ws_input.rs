@@ -138,3 +138,86 @@ async fn a_client_that_closes_gets_the_closing_handshake() {
         other => panic!("expected the server's close reply, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_before_the_upgrade() {
+    let db = TestDb::migrated().await;
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let bridge = Bridge::start_with(&db, limits).await;
+    let first = bridge.client().await;
+    let _second = bridge.client().await;
+    match tokio_tungstenite::connect_async(bridge.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_connections");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // A slot frees when a connection ends.
+    first.close().await;
+    tokio::time::timeout(common::PATIENCE, async {
+        while tokio_tungstenite::connect_async(bridge.ws_url())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the freed slot was never reused");
+    let metrics = reqwest::get(bridge.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"pgbroadcast_connections_refused_total{reason="max_connections"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text() {
+    let db = TestDb::migrated().await;
+    let mut pg = db.client().await;
+    pg.batch_execute(
+        "create table things (id int primary key); select broadcast.enable('things', 'thing');",
+    )
+    .await
+    .unwrap();
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["thing", "thing:1"]).await;
+    write(&mut pg, "insert into things values (1)").await;
+    client.next().await;
+    let response = reqwest::get(bridge.http_url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for line in [
+        "pgbroadcast_connections 1",
+        "pgbroadcast_subscriptions 2",
+        "pgbroadcast_signals_received_total 1",
+        "pgbroadcast_frames_delivered_total 1",
+        "pgbroadcast_listener_up 1",
+        "pgbroadcast_listener_reconnects_total 0",
+        "pgbroadcast_send_lag_seconds_count 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.contains("pgbroadcast_notify_queue_usage_ratio"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("thing"),
+        "no channel or entity labels: {text}"
+    );
+}

@@ -446,4 +446,64 @@ mod tests {
         );
         assert!(error.get("channel").is_none());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                any::<i64>().prop_map(|i| serde_json::json!(i)),
+                ".{0,80}".prop_map(Value::String),
+                Just(Value::String("subscribe".into())),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("subscribe".to_owned()),
+                            Just("unsubscribe".to_owned()),
+                            Just("resume".to_owned()),
+                            Just("epoch".to_owned()),
+                            Just("seq".to_owned()),
+                            ".{0,10}"
+                        ],
+                        inner,
+                        0..4
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse(&String::from_utf8_lossy(&bytes), &Limits::default());
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics(value in json()) {
+                let _ = parse(&value.to_string(), &Limits::default());
+            }
+
+            #[test]
+            fn valid_topics_round_trip(
+                topics in prop::collection::vec("[A-Za-z0-9_./-]{1,64}(:[a-zA-Z0-9 :é-]{1,30})?", 1..20)
+            ) {
+                let message = serde_json::json!({ "subscribe": topics }).to_string();
+                match parse(&message, &Limits::default()) {
+                    Ok(Request::Subscribe { topics: parsed, resume: None }) => {
+                        let back: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+                        prop_assert_eq!(back, topics);
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
 }
