@@ -26,6 +26,9 @@ pub enum Command {
     /// `serve` plus the order example: tables and routes in SQL, a REST API
     /// under /api whose mutations return txids, and /openapi.json with x-sync.
     Demo(ServeArgs),
+    /// Measure a server: WebSocket clients, writes through routed tables,
+    /// commit → client latency, deliveries/s, losses, server CPU and memory.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

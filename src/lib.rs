@@ -12,6 +12,7 @@
 //! installs the SQL kit; [`cluster`] starts a private Postgres when no
 //! `DATABASE_URL` is given; [`config`] holds the CLI.
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod demo;
@@ -36,4 +37,6 @@ pub enum Error {
     Postgres(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("bench: {0}")]
+    Bench(#[from] bench::Error),
 }

@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args, false).await,
         Command::Demo(args) => serve(args, true).await,
         Command::Migrate(args) => run_migrate(args).await,
+        Command::Bench(args) => run_bench(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,6 +81,18 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
         tokio::task::spawn_blocking(move || drop(cluster))
             .await
             .ok();
+    }
+    Ok(())
+}
+
+async fn run_bench(args: pgbroadcast::bench::BenchArgs) -> Result<(), Error> {
+    let out = args.out.clone();
+    let report = pgbroadcast::bench::run(args).await?;
+    println!("{}", pgbroadcast::bench::table(&report));
+    println!("details: {}/", out.display());
+    if report.lost > 0 {
+        tracing::error!(lost = report.lost, "signals were lost");
+        return Err(Error::Io(std::io::Error::other("signals were lost")));
     }
     Ok(())
 }

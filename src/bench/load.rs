@@ -1,0 +1,296 @@
+//! The load: WebSocket clients spread over loopback source addresses, and
+//! writers committing rows into routed tables at a target rate. Every
+//! timestamp is nanoseconds on one [`Clock`], so commit and receive times
+//! compare directly (the load and the server share this machine).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::TcpSocket;
+use tokio_postgres::Client;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Nanoseconds since the run began.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock(Instant::now())
+    }
+
+    pub fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+/// Loopback source addresses the clients spread over: each has its own
+/// ephemeral port range, so tens of thousands of sockets fit.
+pub const SOURCE_ADDRESSES: u8 = 64;
+
+/// One client's subscription.
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    pub table: usize,
+    /// `Some(slot)`: subscribed to one entity of the channel.
+    pub slot: Option<i32>,
+    /// Record every signal's receive time (for latency), not just count it.
+    pub sample: bool,
+}
+
+/// What one client saw.
+#[derive(Debug, Default)]
+pub struct ClientResult {
+    pub plan_table: usize,
+    pub plan_slot: Option<i32>,
+    pub signals: u64,
+    pub resyncs: u64,
+    /// `(txid, receive time)` when sampling.
+    pub samples: Vec<(u32, u64)>,
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a str>,
+    #[serde(borrow)]
+    event: Option<&'a str>,
+    payload: Option<Payload>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    txid: Option<u32>,
+}
+
+pub fn channel(table: usize) -> String {
+    format!("bench-{table}")
+}
+
+pub fn table_name(table: usize) -> String {
+    format!("pgbroadcast_bench_{table}")
+}
+
+/// A connected, subscribed client, ready to read.
+pub struct Connected {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    plan: ClientPlan,
+}
+
+/// Connects client `index` from its loopback source address and subscribes.
+pub async fn connect(
+    url: &str,
+    server: SocketAddr,
+    index: usize,
+    plan: ClientPlan,
+) -> Result<Connected, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if server.ip().is_loopback() {
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (index % SOURCE_ADDRESSES as usize) as u8);
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+    }
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    let topic = match plan.slot {
+        Some(slot) => format!("{}:{slot}", channel(plan.table)),
+        None => channel(plan.table),
+    };
+    let subscribe = serde_json::json!({ "subscribe": [topic] }).to_string();
+    ws.send(Message::text(subscribe))
+        .await
+        .map_err(|e| e.to_string())?;
+    // welcome, then subscribed: from then on every signal is ours to count.
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("\"subscribed\"") => break,
+            Some(Ok(Message::Text(text))) if text.contains("\"error\"") => {
+                return Err(text.to_string());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed before subscribing".into()),
+        }
+    }
+    Ok(Connected { ws, plan })
+}
+
+impl Connected {
+    /// Reads until `stop`; counts signals into `delivered` as they arrive.
+    pub async fn read(
+        mut self,
+        clock: Clock,
+        delivered: Arc<AtomicU64>,
+        stop: CancellationToken,
+    ) -> ClientResult {
+        let mut result = ClientResult {
+            plan_table: self.plan.table,
+            plan_slot: self.plan.slot,
+            ..ClientResult::default()
+        };
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => break,
+                message = self.ws.next() => message,
+            };
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let now = clock.now();
+                    let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+                        result.error = Some(format!("unreadable frame: {text}"));
+                        continue;
+                    };
+                    if frame.kind.is_some() {
+                        continue;
+                    }
+                    if frame.event == Some("resync") {
+                        result.resyncs += 1;
+                        continue;
+                    }
+                    result.signals += 1;
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    if self.plan.sample
+                        && let Some(txid) = frame.payload.and_then(|p| p.txid)
+                    {
+                        result.samples.push((txid, now));
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    result.error = Some(format!("closed by the server: {frame:?}"));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    result.error = Some(e.to_string());
+                    break;
+                }
+                None => {
+                    result.error = Some("connection ended".into());
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+        result
+    }
+}
+
+/// One committed write.
+#[derive(Debug, Clone, Copy)]
+pub struct Write {
+    pub txid: u32,
+    /// When the commit was acknowledged to the writer.
+    pub ack: u64,
+    pub table: usize,
+    pub slot: i32,
+}
+
+/// Creates the routed tables (dropping earlier ones).
+pub async fn setup(pg: &Client, tables: usize) -> Result<(), tokio_postgres::Error> {
+    for t in 0..tables {
+        let name = table_name(t);
+        pg.batch_execute(&format!(
+            "set client_min_messages = warning;
+             drop table if exists {name};
+             create table {name} (id bigserial primary key, slot int not null);
+             select broadcast.enable('{name}', '{channel}', id_column => 'slot', events => '{{\"INSERT\": \"tick\"}}');",
+            channel = channel(t)
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn teardown(pg: &Client, tables: usize) -> Result<(), tokio_postgres::Error> {
+    for t in 0..tables {
+        pg.batch_execute(&format!("drop table if exists {}", table_name(t)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the writers should do.
+#[derive(Debug, Clone)]
+pub struct WritePlan {
+    pub tables: usize,
+    pub slots: i32,
+    /// Total commits per second over all writers; `None`: as fast as possible.
+    pub rate: Option<f64>,
+    pub duration: Duration,
+}
+
+/// Runs `writers` connections for `plan.duration`; returns every committed write.
+pub async fn write(
+    config: &tokio_postgres::Config,
+    writers: usize,
+    plan: &WritePlan,
+    clock: Clock,
+    counter: Arc<AtomicU64>,
+) -> Result<Vec<Write>, tokio_postgres::Error> {
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let plan = plan.clone();
+        let counter = Arc::clone(&counter);
+        let period = plan
+            .rate
+            .map(|rate| Duration::from_secs_f64(writers as f64 / rate.max(0.001)));
+        tasks.push(tokio::spawn(async move {
+            let mut statements = Vec::new();
+            for t in 0..plan.tables {
+                let sql = format!(
+                    "insert into {} (slot) values ($1) returning pg_current_xact_id()::xid::text::bigint",
+                    table_name(t)
+                );
+                statements.push(client.prepare(&sql).await?);
+            }
+            let mut ticker = period.map(|p| {
+                let mut i = tokio::time::interval(p);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                i
+            });
+            let end = tokio::time::Instant::now() + plan.duration;
+            let mut done = Vec::new();
+            while tokio::time::Instant::now() < end {
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
+                let id = counter.fetch_add(1, Ordering::Relaxed);
+                let table = (id % plan.tables as u64) as usize;
+                let slot = (id % plan.slots as u64) as i32;
+                let row = client.query_one(&statements[table], &[&slot]).await?;
+                let ack = clock.now();
+                let txid: i64 = row.get(0);
+                done.push(Write {
+                    txid: txid as u32,
+                    ack,
+                    table,
+                    slot,
+                });
+            }
+            Ok::<_, tokio_postgres::Error>(done)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("writer task")?);
+    }
+    Ok(all)
+}

@@ -1,0 +1,712 @@
+//! `pgbroadcast bench`: a real run against a real server. It opens WebSocket
+//! clients ([`load`]), commits rows through routed tables at a target rate,
+//! matches what each client received to the commits by txid, watches the
+//! server process from `/proc` ([`probe`]), and reports a table, JSON and an
+//! SVG plot ([`plot`]). Against `--target` it measures any server speaking
+//! the SYNC-009 protocol.
+
+pub mod load;
+pub mod plot;
+pub mod probe;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use load::{ClientPlan, ClientResult, Clock, WritePlan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// 1,000 clients, 500 tx/s, 60 s: commit → client latency.
+    Latency,
+    /// 10,000 clients on one channel, 10 signals/s: commit → the last client.
+    Fanout,
+    /// 1,000 clients; the write rate doubles each step until deliveries/s stop growing.
+    Throughput,
+    /// 50,000 subscribed idle sockets: server memory per socket.
+    Idle,
+    /// Writes as fast as Postgres commits them; the server's CPU while it keeps up.
+    Ceiling,
+    /// A few hundred clients for a few seconds (the test suite runs this).
+    Smoke,
+}
+
+/// `pgbroadcast bench` options; unset ones take the scenario's defaults.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "latency")]
+    pub scenario: Scenario,
+    /// WebSocket URL of a server to measure; without it, `pgbroadcast serve`
+    /// is started on its embedded default.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The database the target server listens to (required with --target).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The target server's pid, to read its CPU and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Channels the clients spread over (one routed table each).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Share of clients subscribed to one entity (`channel:slot`) instead of a channel.
+    #[arg(long, default_value_t = 0.0)]
+    pub entity_share: f64,
+    /// Commits per second (all writers); 0 = as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Writer connections.
+    #[arg(long)]
+    pub writers: Option<usize>,
+    /// Seconds of writing.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Where to write `<scenario>.json` and `<scenario>.svg`.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// The pgbroadcast binary to start when there is no --target.
+    #[arg(long, hide = true)]
+    pub server_bin: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    pub fn new(scenario: Scenario) -> BenchArgs {
+        BenchArgs {
+            scenario,
+            target: None,
+            database_url: None,
+            server_pid: None,
+            clients: None,
+            channels: None,
+            entity_share: 0.0,
+            rate: None,
+            writers: None,
+            duration: None,
+            out: PathBuf::from("bench-results"),
+            server_bin: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Setup(String),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Resolved parameters of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub clients: usize,
+    pub channels: usize,
+    pub entity_share: f64,
+    /// Commits per second; `None`: as fast as possible. Throughput: the first step.
+    pub rate: Option<f64>,
+    pub writers: usize,
+    pub duration_s: u64,
+    /// Clients whose every receive time is recorded for latency.
+    pub sampled_clients: usize,
+}
+
+impl Plan {
+    fn from(args: &BenchArgs) -> Plan {
+        use Scenario::*;
+        let (clients, channels, rate, writers, duration) = match args.scenario {
+            Latency => (1000, 1, Some(500.0), 4, 60),
+            Fanout => (10_000, 1, Some(10.0), 1, 20),
+            Throughput => (1000, 1, Some(50.0), 8, 5),
+            Idle => (50_000, 1, Some(1.0), 1, 1),
+            Ceiling => (10, 1, None, 8, 20),
+            Smoke => (200, 3, Some(100.0), 2, 3),
+        };
+        let clients = args.clients.unwrap_or(clients);
+        let sampled = match args.scenario {
+            Fanout | Smoke | Idle | Ceiling => clients,
+            _ => clients.min(100),
+        };
+        Plan {
+            scenario: args.scenario,
+            clients,
+            channels: args.channels.unwrap_or(channels).max(1),
+            entity_share: args.entity_share.clamp(0.0, 1.0),
+            rate: match args.rate {
+                Some(r) if r <= 0.0 => None,
+                Some(r) => Some(r),
+                None => rate,
+            },
+            writers: args.writers.unwrap_or(writers).max(1),
+            duration_s: args.duration.unwrap_or(duration),
+            sampled_clients: sampled,
+        }
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |v: u64| v as f64 / 1e6;
+        Latency {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub deliveries_per_s: f64,
+    pub server_cpu_percent: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+}
+
+/// One rate step of the throughput scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub target_rate: f64,
+    pub commits_per_s: f64,
+    pub deliveries_per_s: f64,
+    pub server_cpu_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub plan: Plan,
+    pub commits: u64,
+    pub commits_per_s: f64,
+    pub deliveries: u64,
+    pub deliveries_per_s: f64,
+    /// Signals a client should have received and did not (resyncs counted apart).
+    pub lost: u64,
+    pub resyncs: u64,
+    pub client_errors: u64,
+    /// Commit acknowledged to the writer → frame received by a client.
+    pub latency: Latency,
+    /// Commit → the last client that should get it has it (per signal).
+    pub last_client_latency: Latency,
+    pub server_cpu_percent: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+    pub server_rss_per_connection_kib: Option<f64>,
+    pub steps: Vec<Step>,
+    pub timeline: Vec<Sample>,
+    /// Latency distribution for the plot: (upper bound in ms, count).
+    pub latency_buckets: Vec<(f64, u64)>,
+}
+
+/// The server under test.
+struct Server {
+    ws_url: String,
+    addr: SocketAddr,
+    database: tokio_postgres::Config,
+    pid: Option<u32>,
+    child: Option<tokio::process::Child>,
+}
+
+async fn start_server(args: &BenchArgs, plan: &Plan) -> Result<Server, Error> {
+    if let Some(target) = &args.target {
+        let database = args
+            .database_url
+            .as_ref()
+            .ok_or_else(|| Error::Setup("--target needs --database-url (or DATABASE_URL): the database its server listens to".into()))?
+            .parse()?;
+        let addr = target
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .and_then(|hostport| {
+                std::net::ToSocketAddrs::to_socket_addrs(hostport)
+                    .ok()?
+                    .next()
+            })
+            .ok_or_else(|| Error::Setup(format!("cannot resolve {target}")))?;
+        return Ok(Server {
+            ws_url: target.clone(),
+            addr,
+            database,
+            pid: args.server_pid,
+            child: None,
+        });
+    }
+    let bin = match &args.server_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut child = tokio::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--max-connections", &(plan.clients + 100).to_string()])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut url = None;
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .map_err(|_| Error::Setup("the server did not start within 60 s".into()))??
+            .ok_or_else(|| Error::Setup("the server exited while starting".into()))?;
+        if let Some(rest) = line.strip_prefix("private Postgres (removed on exit): ") {
+            url = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("listening on http://") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    // Keep reading so the server never blocks on a full stdout pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let database = url
+        .ok_or_else(|| Error::Setup("the server printed no database URL".into()))?
+        .parse()?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| Error::Setup(format!("bad listen address {addr}")))?;
+    Ok(Server {
+        ws_url: format!("ws://{addr}/ws/broadcast"),
+        addr,
+        database,
+        pid: child.id(),
+        child: Some(child),
+    })
+}
+
+/// Raises this process's open-file limit as far as it may go (hard limit
+/// too, where privileged): every client is a socket.
+pub fn raise_fd_limit(wanted: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let target = wanted.max(soft);
+        if target > hard && setrlimit(Resource::RLIMIT_NOFILE, target, target).is_ok() {
+            return;
+        }
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, target.min(hard), hard);
+    }
+}
+
+fn plans_for_clients(plan: &Plan) -> Vec<ClientPlan> {
+    (0..plan.clients)
+        .map(|i| {
+            let entity = (i as f64) < plan.entity_share * plan.clients as f64;
+            ClientPlan {
+                table: i % plan.channels,
+                slot: entity.then_some((i % SLOTS as usize) as i32),
+                sample: i % (plan.clients / plan.sampled_clients.max(1)).max(1) == 0,
+            }
+        })
+        .collect()
+}
+
+/// Entities per channel (`slot` values), for entity subscriptions.
+const SLOTS: i32 = 16;
+
+/// Runs one scenario and writes `<out>/<scenario>.json` and `.svg`.
+pub async fn run(args: BenchArgs) -> Result<Report, Error> {
+    let plan = Plan::from(&args);
+    raise_fd_limit(2 * plan.clients as u64 + 1024);
+    let mut server = start_server(&args, &plan).await?;
+    let (pg, connection) = server.database.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    load::setup(&pg, plan.channels).await?;
+    let result = drive(&plan, &server).await;
+    load::teardown(&pg, plan.channels).await?;
+    if let Some(mut child) = server.child.take() {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    }
+    let report = result?;
+    std::fs::create_dir_all(&args.out)?;
+    let name = format!("{:?}", plan.scenario).to_lowercase();
+    std::fs::write(
+        args.out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&report).expect("report serializes"),
+    )?;
+    if let Err(err) = plot::draw(&report, &args.out.join(format!("{name}.svg"))) {
+        eprintln!("no plot: {err}");
+    }
+    Ok(report)
+}
+
+async fn drive(plan: &Plan, server: &Server) -> Result<Report, Error> {
+    let clock = Clock::start();
+    let rss_before = server.pid.and_then(probe::read).map(|r| r.rss);
+
+    // Connect everyone (a few hundred at a time) before the first write.
+    let plans = plans_for_clients(plan);
+    let connecting = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut handles = Vec::with_capacity(plans.len());
+    for (i, client_plan) in plans.into_iter().enumerate() {
+        let permit = Arc::clone(&connecting);
+        let url = server.ws_url.clone();
+        let addr = server.addr;
+        handles.push(tokio::spawn(async move {
+            let _permit = permit.acquire().await;
+            load::connect(&url, addr, i, client_plan).await
+        }));
+    }
+    let mut connected = Vec::with_capacity(handles.len());
+    for (i, handle) in handles.into_iter().enumerate() {
+        match handle.await.expect("connect task") {
+            Ok(c) => connected.push(c),
+            Err(e) => return Err(Error::Setup(format!("client {i}: {e}"))),
+        }
+        if (i + 1) % 5000 == 0 {
+            eprintln!("  {} clients connected", i + 1);
+        }
+    }
+    let rss_connected = server.pid.and_then(probe::read).map(|r| r.rss);
+
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let readers: Vec<_> = connected
+        .into_iter()
+        .map(|c| tokio::spawn(c.read(clock, Arc::clone(&delivered), stop.clone())))
+        .collect();
+
+    let sampler_stop = CancellationToken::new();
+    let sampler = tokio::spawn(sample_every_second(
+        server.pid,
+        Arc::clone(&delivered),
+        sampler_stop.clone(),
+        plan.duration_s,
+    ));
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let cpu_start = server.pid.and_then(probe::read).map(|r| r.cpu);
+    let started = std::time::Instant::now();
+    let mut writes = Vec::new();
+    let mut steps = Vec::new();
+    if plan.scenario == Scenario::Throughput {
+        let mut rate = plan.rate.unwrap_or(50.0);
+        let mut best = 0.0f64;
+        loop {
+            let before = delivered.load(Ordering::Relaxed);
+            let cpu0 = server.pid.and_then(probe::read).map(|r| r.cpu);
+            let t0 = std::time::Instant::now();
+            let step = load::write(
+                &server.database,
+                plan.writers,
+                &write_plan(plan, Some(rate)),
+                clock,
+                Arc::clone(&counter),
+            )
+            .await?;
+            let secs = t0.elapsed().as_secs_f64();
+            let per_s = (delivered.load(Ordering::Relaxed) - before) as f64 / secs;
+            let cpu = cpu_percent(server.pid, cpu0, secs);
+            eprintln!(
+                "  step {rate:.0} tx/s: {:.0} commits/s, {per_s:.0} deliveries/s",
+                step.len() as f64 / secs
+            );
+            steps.push(Step {
+                target_rate: rate,
+                commits_per_s: step.len() as f64 / secs,
+                deliveries_per_s: per_s,
+                server_cpu_percent: cpu,
+            });
+            writes.extend(step);
+            // The knee: deliveries/s grew less than 10% over the best so far.
+            if per_s < best * 1.10 || steps.len() >= 12 {
+                break;
+            }
+            best = best.max(per_s);
+            rate *= 2.0;
+        }
+    } else {
+        writes = load::write(
+            &server.database,
+            plan.writers,
+            &write_plan(plan, plan.rate),
+            clock,
+            Arc::clone(&counter),
+        )
+        .await?;
+    }
+    let write_secs = started.elapsed().as_secs_f64();
+
+    // Wait (bounded) until every client has what it should have.
+    let expected_total: u64 = expected_per_client(plan, &writes).iter().sum();
+    let drain_deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::Relaxed) < expected_total
+        && std::time::Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_percent(server.pid, cpu_start, elapsed);
+    stop.cancel();
+    sampler_stop.cancel();
+    let mut results = Vec::with_capacity(readers.len());
+    for r in readers {
+        results.push(r.await.expect("reader task"));
+    }
+    let timeline = sampler.await.expect("sampler");
+    Ok(summarize(
+        plan,
+        &writes,
+        &results,
+        write_secs,
+        cpu,
+        rss_before,
+        rss_connected,
+        steps,
+        timeline,
+    ))
+}
+
+fn write_plan(plan: &Plan, rate: Option<f64>) -> WritePlan {
+    WritePlan {
+        tables: plan.channels,
+        slots: SLOTS,
+        rate,
+        duration: Duration::from_secs(plan.duration_s),
+    }
+}
+
+fn cpu_percent(pid: Option<u32>, since: Option<Duration>, secs: f64) -> Option<f64> {
+    let now = probe::read(pid?)?.cpu;
+    Some((now - since?).as_secs_f64() / secs * 100.0)
+}
+
+async fn sample_every_second(
+    pid: Option<u32>,
+    delivered: Arc<AtomicU64>,
+    stop: CancellationToken,
+    planned_s: u64,
+) -> Vec<Sample> {
+    let mut timeline = Vec::new();
+    let start = std::time::Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut last_count = delivered.load(Ordering::Relaxed);
+    let mut last_cpu = pid.and_then(probe::read).map(|r| r.cpu);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return timeline,
+            _ = ticker.tick() => {}
+        }
+        let count = delivered.load(Ordering::Relaxed);
+        let reading = pid.and_then(probe::read);
+        let cpu = match (reading, last_cpu) {
+            (Some(r), Some(l)) => Some((r.cpu - l).as_secs_f64() * 100.0),
+            _ => None,
+        };
+        last_cpu = reading.map(|r| r.cpu);
+        let sample = Sample {
+            t_s: start.elapsed().as_secs_f64(),
+            deliveries_per_s: (count - last_count) as f64,
+            server_cpu_percent: cpu,
+            server_rss_mib: reading.map(|r| r.rss as f64 / 1048576.0),
+        };
+        last_count = count;
+        eprintln!(
+            "  [{:>3.0}s/{planned_s}s] {:>9.0} deliveries/s  server cpu {:>5}  rss {:>8}",
+            sample.t_s,
+            sample.deliveries_per_s,
+            sample
+                .server_cpu_percent
+                .map_or("-".into(), |c| format!("{c:.0}%")),
+            sample
+                .server_rss_mib
+                .map_or("-".into(), |m| format!("{m:.0} MiB")),
+        );
+        timeline.push(sample);
+    }
+}
+
+/// How many signals each client should have received.
+fn expected_per_client(plan: &Plan, writes: &[load::Write]) -> Vec<u64> {
+    let mut per_table = vec![0u64; plan.channels];
+    let mut per_slot: HashMap<(usize, i32), u64> = HashMap::new();
+    for w in writes {
+        per_table[w.table] += 1;
+        *per_slot.entry((w.table, w.slot)).or_default() += 1;
+    }
+    plans_for_clients(plan)
+        .iter()
+        .map(|c| match c.slot {
+            Some(slot) => per_slot.get(&(c.table, slot)).copied().unwrap_or(0),
+            None => per_table[c.table],
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    plan: &Plan,
+    writes: &[load::Write],
+    results: &[ClientResult],
+    write_secs: f64,
+    cpu: Option<f64>,
+    rss_before: Option<u64>,
+    rss_connected: Option<u64>,
+    steps: Vec<Step>,
+    timeline: Vec<Sample>,
+) -> Report {
+    let acks: HashMap<u32, u64> = writes.iter().map(|w| (w.txid, w.ack)).collect();
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram bounds");
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    for r in results {
+        for (txid, recv) in &r.samples {
+            if let Some(ack) = acks.get(txid) {
+                // A client may get the signal a hair before the writer gets its ack.
+                let l = recv.saturating_sub(*ack).max(1_000);
+                let _ = latency.record(l);
+                let e = last.entry(*txid).or_default();
+                *e = (*e).max(l);
+            }
+        }
+    }
+    let mut last_hist =
+        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram bounds");
+    // Only meaningful when every client is sampled.
+    if plan.sampled_clients == plan.clients {
+        for l in last.values() {
+            let _ = last_hist.record(*l);
+        }
+    }
+    let expected = expected_per_client(plan, writes);
+    let lost: u64 = results
+        .iter()
+        .zip(&expected)
+        .map(|(r, e)| e.saturating_sub(r.signals))
+        .sum();
+    let deliveries: u64 = results.iter().map(|r| r.signals).sum();
+    let buckets = (0..40)
+        .map(|i| 0.05 * 1.25f64.powi(i))
+        .map(|upper_ms| {
+            let lower = upper_ms / 1.25;
+            let count = latency
+                .iter_recorded()
+                .filter(|v| {
+                    let ms = v.value_iterated_to() as f64 / 1e6;
+                    ms > lower && ms <= upper_ms
+                })
+                .map(|v| v.count_at_value())
+                .sum();
+            (upper_ms, count)
+        })
+        .collect();
+    let rss_mib = rss_connected.map(|r| r as f64 / 1048576.0);
+    let per_conn = match (rss_before, rss_connected) {
+        (Some(b), Some(a)) if plan.clients > 0 => {
+            Some(a.saturating_sub(b) as f64 / 1024.0 / plan.clients as f64)
+        }
+        _ => None,
+    };
+    Report {
+        plan: plan.clone(),
+        commits: writes.len() as u64,
+        commits_per_s: writes.len() as f64 / write_secs,
+        deliveries,
+        deliveries_per_s: deliveries as f64 / write_secs,
+        lost,
+        resyncs: results.iter().map(|r| r.resyncs).sum(),
+        client_errors: results.iter().filter(|r| r.error.is_some()).count() as u64,
+        latency: Latency::of(&latency),
+        last_client_latency: Latency::of(&last_hist),
+        server_cpu_percent: cpu,
+        server_rss_mib: rss_mib,
+        server_rss_per_connection_kib: per_conn,
+        steps,
+        timeline,
+        latency_buckets: buckets,
+    }
+}
+
+/// The summary table printed at the end of a run.
+pub fn table(report: &Report) -> String {
+    let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.1}{unit}"));
+    let l = &report.latency;
+    let mut out = format!(
+        "scenario {:?}: {} clients, {} channel(s), {} writer(s)\n\
+         | commits | commits/s | deliveries | deliveries/s | p50 | p90 | p99 | max | lost | resyncs | server CPU | server RSS | RSS/conn |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {:.0} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {} | {} | {} |\n",
+        report.plan.scenario,
+        report.plan.clients,
+        report.plan.channels,
+        report.plan.writers,
+        report.commits,
+        report.commits_per_s,
+        report.deliveries,
+        report.deliveries_per_s,
+        l.p50_ms,
+        l.p90_ms,
+        l.p99_ms,
+        l.max_ms,
+        report.lost,
+        report.resyncs,
+        opt(report.server_cpu_percent, "%"),
+        opt(report.server_rss_mib, " MiB"),
+        opt(report.server_rss_per_connection_kib, " KiB"),
+    );
+    if report.last_client_latency.count > 0 {
+        let f = &report.last_client_latency;
+        out.push_str(&format!(
+            "commit → last client: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} signals\n",
+            f.p50_ms, f.p99_ms, f.max_ms, f.count
+        ));
+    }
+    if !report.steps.is_empty() {
+        out.push_str(
+            "| target tx/s | commits/s | deliveries/s | server CPU |\n|---|---|---|---|\n",
+        );
+        for s in &report.steps {
+            out.push_str(&format!(
+                "| {:.0} | {:.0} | {:.0} | {} |\n",
+                s.target_rate,
+                s.commits_per_s,
+                s.deliveries_per_s,
+                opt(s.server_cpu_percent, "%")
+            ));
+        }
+    }
+    if report.client_errors > 0 {
+        out.push_str(&format!(
+            "{} client(s) ended with an error\n",
+            report.client_errors
+        ));
+    }
+    out
+}
