@@ -1,6 +1,7 @@
 # pgbroadcast: one static-ish binary on a slim Debian base.
 #   docker build -t pgbroadcast .
-#   docker run -e DATABASE_URL=postgres://... -p 8080:8080 pgbroadcast serve --listen 0.0.0.0:8080
+#   docker run -e DATABASE_URL=postgres://... -e PGBROADCAST_JWT_SECRET=... -p 8080:8080 pgbroadcast
+# Serving 0.0.0.0 needs authentication configured (or PGBROADCAST_INSECURE=true).
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./

@@ -50,6 +50,7 @@ async fn main() {
         limits: Limits::default(),
         migrate: false,
         demo: false,
+        auth: Default::default(),
     };
     let running = server::start(listener, settings).await.unwrap();
     running.ready.clone().wait_for(|r| *r).await.unwrap();

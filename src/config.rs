@@ -50,6 +50,67 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Authentication (JWT) and the rules around it. With neither a secret nor
+/// public keys, clients are not authenticated — allowed only on loopback
+/// unless `--insecure` is given.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Shared secret for HS256 tokens.
+    #[arg(long, env = "PGBROADCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file of RSA / EC P-256 public keys, or a JWKS file, for RS256 / ES256 tokens.
+    #[arg(long, env = "PGBROADCAST_JWT_PUBLIC_KEYS")]
+    pub jwt_public_keys: Option<std::path::PathBuf>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "PGBROADCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "PGBROADCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// A new connection must authenticate within this long.
+    #[arg(long, env = "PGBROADCAST_AUTH_TIMEOUT", default_value = "10s", value_parser = duration_in::<100, 600_000>)]
+    pub auth_timeout: Duration,
+
+    /// `auth_expiring` is sent this long before a token's `exp`.
+    #[arg(long, env = "PGBROADCAST_AUTH_EXPIRY_NOTICE", default_value = "30s", value_parser = duration_in::<0, 3_600_000>)]
+    pub auth_expiry_notice: Duration,
+
+    /// Existing subscriptions are authorized again this often (so revokes reach them).
+    #[arg(long, env = "PGBROADCAST_AUTHZ_RECHECK", default_value = "60s", value_parser = duration_in::<100, 86_400_000>)]
+    pub authz_recheck: Duration,
+
+    /// Browser origins allowed to open WebSockets (comma-separated); empty: any.
+    #[arg(long, env = "PGBROADCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve a non-loopback address without authentication.
+    #[arg(long, env = "PGBROADCAST_INSECURE")]
+    pub insecure: bool,
+}
+
+impl Default for AuthArgs {
+    fn default() -> Self {
+        AuthArgs {
+            jwt_secret: None,
+            jwt_public_keys: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            auth_timeout: Duration::from_secs(10),
+            auth_expiry_notice: Duration::from_secs(30),
+            authz_recheck: Duration::from_secs(60),
+            allowed_origins: Vec::new(),
+            insecure: false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@
 //! installs the SQL kit; [`cluster`] starts a private Postgres when no
 //! `DATABASE_URL` is given; [`config`] holds the CLI.
 
+pub mod auth;
 pub mod bench;
 pub mod cluster;
 pub mod config;
@@ -39,4 +40,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("bench: {0}")]
     Bench(#[from] bench::Error),
+    #[error(transparent)]
+    AuthConfig(#[from] auth::ConfigError),
+    #[error(
+        "refusing to serve {0} without authentication: clients from other machines could subscribe to everything. Configure --jwt-secret or --jwt-public-keys, or pass --insecure if something in front of this service authenticates them"
+    )]
+    Insecure(std::net::SocketAddr),
 }

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -66,6 +67,7 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
         limits: args.limits,
         migrate: !args.no_migrate,
         demo,
+        auth: args.auth,
     };
     let running = server::start(listener, settings).await?;
     let addr = running.addr;

@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
-use crate::config::{Limits, PgArgs};
+use crate::auth::{Authenticator, Authorizer, Security};
+use crate::config::{AuthArgs, Limits, PgArgs};
 use crate::demo::Demo;
 use crate::http::{AppState, router};
 use crate::hub::Hub;
@@ -36,6 +37,7 @@ pub struct Settings {
     pub migrate: bool,
     /// Install and serve the order example (`pgbroadcast demo`).
     pub demo: bool,
+    pub auth: AuthArgs,
 }
 
 /// A started bridge; see [`Running::shutdown`].
@@ -58,6 +60,17 @@ impl Running {
 
 /// Migrates (unless told not to), starts the listener and serves on `listener`.
 pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running, crate::Error> {
+    let addr = listener.local_addr()?;
+    let auth = &settings.auth;
+    let authenticator = Authenticator::new(
+        auth.jwt_secret.as_deref(),
+        auth.jwt_public_keys.as_deref(),
+        auth.jwt_audience.clone(),
+        auth.jwt_issuer.clone(),
+    )?;
+    if authenticator.is_none() && !addr.ip().is_loopback() && !auth.insecure {
+        return Err(crate::Error::Insecure(addr));
+    }
     if settings.migrate {
         let (mut client, connection) = settings.pg.connect(NoTls).await?;
         let driver = tokio::spawn(connection);
@@ -71,6 +84,17 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
     } else {
         None
     };
+    let security = Security {
+        authorizer: match &authenticator {
+            Some(_) => Some(Authorizer::new(pool(&settings.pg, 4)?)),
+            None => None,
+        },
+        authenticator: authenticator.map(Arc::new),
+        allowed_origins: auth.allowed_origins.clone(),
+        auth_timeout: auth.auth_timeout,
+        expiry_notice: auth.auth_expiry_notice,
+        recheck: auth.authz_recheck,
+    };
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(settings.limits.hub_config(), Arc::clone(&metrics));
     let (ready_tx, ready) = watch::channel(false);
@@ -82,7 +106,6 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         ready_tx,
     );
     tokio::spawn(listen.run(shutdown.clone()));
-    let addr = listener.local_addr()?;
     let state = AppState {
         hub: Arc::clone(&hub),
         limits: Arc::new(settings.limits),
@@ -91,6 +114,7 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         sessions: TaskTracker::new(),
         connections: Arc::new(AtomicUsize::new(0)),
         metrics,
+        security: Arc::new(security),
         demo,
     };
     let task = tokio::spawn(run(listener, state, shutdown.clone().cancelled_owned()));
@@ -110,6 +134,12 @@ async fn start_demo(pg: &tokio_postgres::Config) -> Result<Demo, crate::Error> {
     crate::demo::install(&client).await?;
     drop(client);
     let _ = driver.await;
+    Ok(Demo {
+        pool: pool(pg, 16)?,
+    })
+}
+
+fn pool(pg: &tokio_postgres::Config, size: usize) -> std::io::Result<Pool> {
     let manager = Manager::from_config(
         pg.clone(),
         NoTls,
@@ -117,11 +147,10 @@ async fn start_demo(pg: &tokio_postgres::Config) -> Result<Demo, crate::Error> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let pool = Pool::builder(manager)
-        .max_size(16)
+    Pool::builder(manager)
+        .max_size(size)
         .build()
-        .map_err(std::io::Error::other)?;
-    Ok(Demo { pool })
+        .map_err(std::io::Error::other)
 }
 
 /// Serves until `shutdown` resolves, then closes sessions and waits for them.

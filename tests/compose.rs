@@ -102,13 +102,14 @@ async fn the_pgbroadcast_service_command_and_health_check_work() {
         .to_owned();
 
     let db = common::fresh_db().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
+    // The service's environment as compose gives it, but this database.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"));
+    for (name, value) in service["environment"].as_object().unwrap() {
+        command.env(name, value.as_str().unwrap());
+    }
+    let mut child = command
         .args(&args)
         .env("DATABASE_URL", common::cluster().url(&db.name))
-        .env(
-            "RUST_LOG",
-            service["environment"]["RUST_LOG"].as_str().unwrap(),
-        )
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -528,6 +528,7 @@ async fn serve_on(db: &TestDb, addr: std::net::SocketAddr) -> Running {
         limits: Limits::default(),
         migrate: true,
         demo: false,
+        auth: Default::default(),
     };
     let running = server::start(listener, settings).await.unwrap();
     let mut ready = running.ready.clone();

@@ -225,6 +225,7 @@ async fn the_postgres_channel_is_configurable_on_both_sides() {
         limits: Limits::default(),
         migrate: false,
         demo: false,
+        auth: Default::default(),
     };
     let running = server::start(listener, settings).await.unwrap();
     let mut ready = running.ready.clone();

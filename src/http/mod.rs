@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -17,8 +17,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Security;
 use crate::config::Limits;
 use crate::demo::Demo;
+use crate::http::error::ApiError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ws::session;
@@ -38,12 +40,14 @@ pub struct AppState {
     /// cannot overshoot `max_connections`.
     pub connections: Arc<AtomicUsize>,
     pub metrics: Arc<Metrics>,
+    pub security: Arc<Security>,
     /// The order example's API, when running `demo`.
     pub demo: Option<Demo>,
 }
 
 pub fn router(state: AppState) -> Router {
     let demo = state.demo.clone();
+    let security = Arc::clone(&state.security);
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -51,9 +55,43 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state);
     match demo {
+        Some(demo) if security.enabled() => router.merge(crate::demo::router(demo).layer(
+            axum::middleware::from_fn_with_state(security, require_bearer),
+        )),
         Some(demo) => router.merge(crate::demo::router(demo)),
         None => router,
     }
+}
+
+/// The REST API takes the same tokens as the WebSocket, as `Authorization: Bearer`.
+async fn require_bearer(
+    State(security): State<Arc<Security>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(authenticator) = &security.authenticator else {
+        return next.run(request).await;
+    };
+    let token = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token.map(|t| authenticator.verify(t.trim())) {
+        Some(Ok(_)) => next.run(request).await,
+        Some(Err(err)) => unauthorized(&err.to_string()),
+        None => unauthorized("send a token as Authorization: Bearer <jwt>"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -103,7 +141,63 @@ impl Drop for ConnectionSlot {
     }
 }
 
-async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// A token offered as `Sec-WebSocket-Protocol: bearer, <jwt>` (browsers
+/// cannot set other headers on a WebSocket).
+fn protocol_token(headers: &HeaderMap) -> Option<String> {
+    let offered: Vec<String> = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect();
+    let at = offered
+        .iter()
+        .position(|p| p.eq_ignore_ascii_case("bearer"))?;
+    offered.get(at + 1).cloned()
+}
+
+async fn ws_upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let security = Arc::clone(&state.security);
+    if crate::auth::token_in_query(uri.query()) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "token_in_url",
+            "credentials do not belong in URLs (proxies log them): send {\"auth\": \"<jwt>\"} as the first message, or Sec-WebSocket-Protocol: bearer, <jwt>",
+        )
+        .into_response();
+    }
+    if !security.allowed_origins.is_empty()
+        && let Some(origin) = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+        && !security.allowed_origins.iter().any(|a| a == origin)
+    {
+        state.metrics.refuse("origin");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this page's origin may not open a WebSocket here",
+        )
+        .into_response();
+    }
+    let mut identity = None;
+    if let Some(authenticator) = &security.authenticator
+        && let Some(token) = protocol_token(&headers)
+    {
+        match authenticator.verify(&token) {
+            Ok(id) => identity = Some(id),
+            Err(err) => {
+                state.metrics.refuse("unauthorized");
+                return unauthorized(&err.to_string());
+            }
+        }
+    }
     let limits = Arc::clone(&state.limits);
     let Some(slot) = ConnectionSlot::take(&state.connections, limits.max_connections) else {
         state.metrics.refuse("max_connections");
@@ -121,7 +215,8 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Resp
     let token = state.sessions.token();
     // Mostly small frames out, small messages in: keep per-socket buffers small
     // instead of tungstenite's 128 KiB defaults.
-    ws.read_buffer_size(4 * 1024)
+    ws.protocols(["bearer"])
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(limits.hard_message_limit())
@@ -133,6 +228,8 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Resp
                 session,
                 state.hub.epoch(),
                 &limits,
+                &security,
+                identity,
                 state.shutdown.clone(),
             )
             .await;

@@ -456,6 +456,11 @@ impl Session {
         }
     }
 
+    /// The topics this session holds.
+    pub fn topics(&self) -> Vec<Topic> {
+        self.topics.iter().cloned().collect()
+    }
+
     /// How many topics this session holds.
     pub fn topic_count(&self) -> usize {
         self.topics.len()

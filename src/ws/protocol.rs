@@ -24,6 +24,8 @@ pub enum Request {
         resume: Option<Resume>,
     },
     Unsubscribe(Vec<Topic>),
+    /// `{"auth": "<jwt>"}`: the first message, or a refresh before expiry.
+    Auth(String),
 }
 
 /// `{"epoch": "...", "seq": 42}`: the last signal a client saw.
@@ -46,6 +48,14 @@ pub enum ErrorCode {
     MessageTooLarge,
     BinaryNotSupported,
     RateLimited,
+    /// Nothing but `{"auth": ...}` is accepted before authenticating.
+    AuthRequired,
+    /// A token was refused (the reason is in the message; the token never is).
+    Unauthorized,
+    /// The claims may not subscribe to these topics.
+    Forbidden,
+    /// The database could not be asked; nothing was subscribed.
+    AuthorizationUnavailable,
 }
 
 /// Why a client message was refused; becomes an `error` frame.
@@ -82,6 +92,20 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Request, Rejection> {
             r#"expected an object like {"subscribe": ["order"]}"#,
         ));
     };
+    if let Some(auth) = object.remove("auth") {
+        return match auth {
+            Value::String(token) if object.is_empty() => Ok(Request::Auth(token)),
+            Value::String(_) => Err(reject(
+                ErrorCode::InvalidMessage,
+                "send auth as a message of its own",
+            )),
+            // Never echo what was sent: it may be a credential.
+            _ => Err(reject(
+                ErrorCode::InvalidMessage,
+                r#"auth must be a string: {"auth": "<jwt>"}"#,
+            )),
+        };
+    }
     let key = match (
         object.contains_key("subscribe"),
         object.contains_key("unsubscribe"),
@@ -224,6 +248,8 @@ fn json_type(v: &Value) -> &'static str {
 pub enum Control<'a> {
     Welcome {
         protocol: u32,
+        /// `"required"`: send `{"auth": "<jwt>"}` first; `"none"`: no authentication.
+        auth: &'static str,
         epoch: &'a str,
         /// The node's latest seq: resume from here if nothing arrives before a reconnect.
         seq: u64,
@@ -234,10 +260,24 @@ pub enum Control<'a> {
     },
     Unsubscribed {
         channels: Vec<String>,
+        /// Set when the server ended the subscription (`"revoked"`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
     },
     Error {
         code: ErrorCode,
         message: &'a str,
+        /// The topics the error is about, if any.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        topics: Vec<String>,
+    },
+    /// A token was accepted; it holds until `expires_at` (Unix seconds).
+    Authenticated {
+        expires_at: u64,
+    },
+    /// The token runs out soon: send `{"auth": "<new jwt>"}` before `expires_at`.
+    AuthExpiring {
+        expires_at: u64,
     },
 }
 
@@ -436,6 +476,7 @@ mod tests {
             &Control::Error {
                 code: ErrorCode::InvalidJson,
                 message: "x",
+                topics: Vec::new(),
             }
             .frame(),
         )

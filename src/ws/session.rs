@@ -10,8 +10,10 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Identity, Security};
 use crate::config::Limits;
 use crate::hub::{Frame, Outbound, ResyncReason, Session};
+use crate::ws::access::{Access, CLOSE_UNAUTHORIZED, far_future};
 use crate::ws::protocol::{self, Control, ErrorCode, Request};
 
 /// Most frames written between two flushes.
@@ -30,23 +32,34 @@ pub enum End {
     WriteTimeout,
     /// The peer read, but stayed behind for longer than `max_lag` (closed with 1013).
     TooSlow,
+    /// No valid token in time, or it expired (closed with 4001).
+    Unauthorized,
     SocketError(String),
 }
 
 /// Runs the session until the peer leaves, the socket fails or `shutdown` fires.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S, E>(
     mut socket: S,
     mut session: Session,
     epoch: &str,
     limits: &Limits,
+    security: &Security,
+    identity: Option<Identity>,
     shutdown: CancellationToken,
 ) -> End
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
     E: std::fmt::Display,
 {
+    let mut access = Access::new(security, identity);
     let welcome = Control::Welcome {
         protocol: protocol::VERSION,
+        auth: if access.required() {
+            "required"
+        } else {
+            "none"
+        },
         epoch,
         seq: session.start_seq(),
         limits: limits.into(),
@@ -61,6 +74,20 @@ where
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
     let mut rate = RateLimit::new(limits.max_messages_per_second);
+    // Timers of authentication; far in the future when not in use.
+    let auth_deadline = tokio::time::sleep_until(if access.authenticated() {
+        far_future()
+    } else {
+        Instant::now() + access.auth_timeout()
+    });
+    let expiry = tokio::time::sleep_until(access.expires());
+    let expiry_notice = tokio::time::sleep_until(access.notice_at());
+    tokio::pin!(auth_deadline, expiry, expiry_notice);
+    let mut recheck = tokio::time::interval_at(
+        Instant::now() + access.recheck_every(),
+        access.recheck_every(),
+    );
+    recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     loop {
         // Decide what to write; the write itself happens below, bounded.
@@ -89,7 +116,32 @@ where
                         return End::SocketError(e);
                     }
                     Some(Ok(Message::Text(request))) => match rate.admit() {
-                        Admit::Yes => handle(&request, &mut session, limits).into_iter().map(text).collect(),
+                        Admit::Yes => match protocol::parse(&request, limits) {
+                            Ok(Request::Auth(token)) => match access.accept(&token) {
+                                Ok(expires_at) => {
+                                    auth_deadline.as_mut().reset(far_future());
+                                    expiry.as_mut().reset(access.expires());
+                                    expiry_notice.as_mut().reset(access.notice_at());
+                                    let mut out = vec![text(Control::Authenticated { expires_at }.frame())];
+                                    // New claims: the topics held must be allowed for them too.
+                                    out.extend(revoke_denied(&mut session, &mut access).await.into_iter().map(text));
+                                    out
+                                }
+                                Err(err) if !access.authenticated() => {
+                                    let reason = format!("unauthorized: {err}");
+                                    close(&mut socket, CLOSE_UNAUTHORIZED, &reason).await;
+                                    return End::Unauthorized;
+                                }
+                                // A failed refresh: the current token holds until it expires.
+                                Err(err) => vec![text(error(ErrorCode::Unauthorized, &err.to_string()))],
+                            },
+                            Ok(_) if !access.authenticated() => vec![text(error(
+                                ErrorCode::AuthRequired,
+                                r#"authenticate first: send {"auth": "<jwt>"}"#,
+                            ))],
+                            Ok(request) => handle(request, &mut session, limits, &mut access).await.into_iter().map(text).collect(),
+                            Err(rejection) => vec![text(error(rejection.code, &rejection.message))],
+                        },
                         Admit::NoAndSay(dropped) => {
                             session.metrics().messages_rate_limited.inc();
                             vec![text(error(ErrorCode::RateLimited, &format!(
@@ -126,6 +178,23 @@ where
                     metrics.send_lag.observe(at.elapsed().as_secs_f64());
                 }
                 out
+            }
+            () = &mut auth_deadline => {
+                let reason = format!(r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#, access.auth_timeout());
+                close(&mut socket, CLOSE_UNAUTHORIZED, &reason).await;
+                return End::Unauthorized;
+            }
+            () = &mut expiry, if access.identity().is_some() => {
+                close(&mut socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired").await;
+                return End::Unauthorized;
+            }
+            () = &mut expiry_notice, if access.identity().is_some() && !access.expiry_notified => {
+                access.expiry_notified = true;
+                let expires_at = access.identity().map_or(0, |id| id.expires_at);
+                vec![text(Control::AuthExpiring { expires_at }.frame())]
+            }
+            _ = recheck.tick(), if access.required() && session.topic_count() > 0 => {
+                revoke_denied(&mut session, &mut access).await.into_iter().map(text).collect()
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > 2 * limits.heartbeat {
@@ -171,11 +240,17 @@ where
     }
 }
 
-/// Answers one text message: an ack (and owed resyncs) or an `error` frame.
-fn handle(request: &str, session: &mut Session, limits: &Limits) -> Vec<Frame> {
-    match protocol::parse(request, limits) {
-        Err(rejection) => vec![error(rejection.code, &rejection.message)],
-        Ok(Request::Subscribe { topics, resume }) => {
+/// Answers a subscribe or unsubscribe: an ack (and replayed or resync
+/// frames), `error` frames for what is refused.
+async fn handle(
+    request: Request,
+    session: &mut Session,
+    limits: &Limits,
+    access: &mut Access<'_>,
+) -> Vec<Frame> {
+    match request {
+        Request::Auth(_) => Vec::new(),
+        Request::Subscribe { topics, resume } => {
             let total = session.topic_count() + session.new_topic_count(&topics);
             if total > limits.max_subscriptions {
                 return vec![error(
@@ -186,12 +261,36 @@ fn handle(request: &str, session: &mut Session, limits: &Limits) -> Vec<Frame> {
                     ),
                 )];
             }
-            let mut frames = vec![
+            let (topics, denied) = match access.authorize(&topics).await {
+                Ok(split) => split,
+                Err(err) => {
+                    tracing::warn!(error = %err, "authorization query failed");
+                    return vec![error(
+                        ErrorCode::AuthorizationUnavailable,
+                        "authorization could not be checked; nothing was subscribed, try again",
+                    )];
+                }
+            };
+            let mut frames = Vec::new();
+            if !denied.is_empty() {
+                frames.push(
+                    Control::Error {
+                        code: ErrorCode::Forbidden,
+                        message: "not allowed for this token",
+                        topics: denied.iter().map(ToString::to_string).collect(),
+                    }
+                    .frame(),
+                );
+            }
+            if topics.is_empty() {
+                return frames;
+            }
+            frames.push(
                 Control::Subscribed {
                     channels: topics.iter().map(ToString::to_string).collect(),
                 }
                 .frame(),
-            ];
+            );
             match resume.map(|resume| session.subscribe_resuming(&topics, &resume)) {
                 None => session.subscribe(&topics),
                 // Everything missed since `resume`, before any live frame.
@@ -213,14 +312,40 @@ fn handle(request: &str, session: &mut Session, limits: &Limits) -> Vec<Frame> {
             }
             frames
         }
-        Ok(Request::Unsubscribe(topics)) => {
+        Request::Unsubscribe(topics) => {
             session.unsubscribe(&topics);
             vec![
                 Control::Unsubscribed {
                     channels: topics.iter().map(ToString::to_string).collect(),
+                    reason: None,
                 }
                 .frame(),
             ]
+        }
+    }
+}
+
+/// Drops the held topics the current claims may no longer see, and says so.
+async fn revoke_denied(session: &mut Session, access: &mut Access<'_>) -> Vec<Frame> {
+    if !access.required() || session.topic_count() == 0 {
+        return Vec::new();
+    }
+    match access.recheck(&session.topics()).await {
+        Ok(denied) if denied.is_empty() => Vec::new(),
+        Ok(denied) => {
+            session.unsubscribe(&denied);
+            vec![
+                Control::Unsubscribed {
+                    channels: denied.iter().map(ToString::to_string).collect(),
+                    reason: Some("revoked"),
+                }
+                .frame(),
+            ]
+        }
+        // Keep what was allowed; the next check may get through.
+        Err(err) => {
+            tracing::warn!(error = %err, "re-checking authorization failed");
+            Vec::new()
         }
     }
 }
@@ -275,7 +400,12 @@ impl RateLimit {
 }
 
 fn error(code: ErrorCode, message: &str) -> Frame {
-    Control::Error { code, message }.frame()
+    Control::Error {
+        code,
+        message,
+        topics: Vec::new(),
+    }
+    .frame()
 }
 
 fn text(frame: Frame) -> Message {
@@ -328,7 +458,18 @@ mod tests {
         let session = hub.connect();
         let token = shutdown.clone();
         let epoch = hub.epoch().to_owned();
-        let task = tokio::spawn(async move { run(io, session, &epoch, &limits, token).await });
+        let task = tokio::spawn(async move {
+            run(
+                io,
+                session,
+                &epoch,
+                &limits,
+                &Security::default(),
+                None,
+                token,
+            )
+            .await
+        });
         (
             Pair {
                 to_server,
@@ -590,7 +731,18 @@ mod tests {
             heartbeat: Duration::from_secs(10),
             ..Limits::default()
         };
-        let task = tokio::spawn(async move { run(io, session, &epoch, &limits, token).await });
+        let task = tokio::spawn(async move {
+            run(
+                io,
+                session,
+                &epoch,
+                &limits,
+                &Security::default(),
+                None,
+                token,
+            )
+            .await
+        });
         (to_server, stalled, task, shutdown)
     }
 
@@ -753,7 +905,16 @@ mod tests {
         }]);
         let epoch = hub.epoch().to_owned();
         let task = tokio::spawn(async move {
-            run(io, session, &epoch, &limits, CancellationToken::new()).await
+            run(
+                io,
+                session,
+                &epoch,
+                &limits,
+                &Security::default(),
+                None,
+                CancellationToken::new(),
+            )
+            .await
         });
         // Signals every 2 ms; the client takes 10 ms per frame.
         let publisher = {

@@ -123,6 +123,7 @@ impl Bridge {
             limits,
             migrate: true,
             demo,
+            auth: Default::default(),
         };
         let running = server::start(listener, settings)
             .await

@@ -1,0 +1,419 @@
+//! Who a client is and what it may see. [`Authenticator`] validates JWTs
+//! (HS256 with a shared secret; RS256/ES256 with public keys from a PEM or
+//! JWKS file); [`Authorizer`] asks the database, through
+//! `broadcast.authorize(claims, channel, entity_id)`, whether those claims may
+//! subscribe to a topic. Tokens are never logged and never echoed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::hub::Topic;
+
+/// Why security settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read JWT public keys from {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: no usable public key (expected PEM \"PUBLIC KEY\" blocks of RSA or EC P-256 keys, or a JWKS document)"
+    )]
+    NoKeys { path: PathBuf },
+    #[error("{path}: {message}")]
+    BadKey { path: PathBuf, message: String },
+}
+
+/// Why a token was refused. The messages name the reason, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token is not for this audience")]
+    WrongAudience,
+    #[error("the token is not from the expected issuer")]
+    WrongIssuer,
+    #[error("the token has no exp claim; exp is required")]
+    NoExpiry,
+    #[error("the token's algorithm is not accepted here")]
+    WrongAlgorithm,
+    #[error("the token is malformed")]
+    Malformed,
+}
+
+/// A verified token's claims.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub claims: Value,
+    /// `exp`, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+impl Identity {
+    /// Time left until `exp`.
+    pub fn remaining(&self) -> Duration {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Duration::from_secs(self.expires_at.saturating_sub(now))
+    }
+}
+
+struct Key {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies JWTs against the configured keys.
+pub struct Authenticator {
+    keys: Vec<Key>,
+    audience: Option<String>,
+    issuer: Option<String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print keys or secrets.
+        f.debug_struct("Authenticator")
+            .field("keys", &self.keys.len())
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// `None` when neither a secret nor public keys are configured.
+    pub fn new(
+        secret: Option<&str>,
+        public_keys: Option<&Path>,
+        audience: Option<String>,
+        issuer: Option<String>,
+    ) -> Result<Option<Authenticator>, ConfigError> {
+        let mut keys = Vec::new();
+        if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+            keys.push(Key {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret.as_bytes()),
+            });
+        }
+        if let Some(path) = public_keys {
+            keys.extend(load_public_keys(path)?);
+        }
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Authenticator {
+            keys,
+            audience,
+            issuer,
+        }))
+    }
+
+    /// Verifies `token`: signature, `exp` (required), and `aud`/`iss` when configured.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let candidates: Vec<&Key> = self
+            .keys
+            .iter()
+            .filter(|k| k.algorithm == header.alg)
+            .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
+            .collect();
+        if candidates.is_empty() {
+            return Err(AuthError::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.leeway = 5;
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let mut last = AuthError::BadSignature;
+        for key in candidates {
+            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+                Ok(data) => {
+                    let expires_at = data.claims["exp"].as_u64().ok_or(AuthError::NoExpiry)?;
+                    return Ok(Identity {
+                        claims: data.claims,
+                        expires_at,
+                    });
+                }
+                Err(err) => {
+                    last = match err.kind() {
+                        ErrorKind::ExpiredSignature => return Err(AuthError::Expired),
+                        ErrorKind::InvalidAudience => return Err(AuthError::WrongAudience),
+                        ErrorKind::InvalidIssuer => return Err(AuthError::WrongIssuer),
+                        ErrorKind::MissingRequiredClaim(_) => return Err(AuthError::NoExpiry),
+                        ErrorKind::InvalidSignature => AuthError::BadSignature,
+                        _ => AuthError::Malformed,
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn load_public_keys(path: &Path) -> Result<Vec<Key>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |message: String| ConfigError::BadKey {
+        path: path.to_owned(),
+        message,
+    };
+    let mut keys = Vec::new();
+    if text.trim_start().starts_with('{') {
+        let set: JwkSet =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a JWKS document: {e}")))?;
+        for jwk in &set.keys {
+            let algorithm = match jwk.common.key_algorithm {
+                Some(KeyAlgorithm::RS256) => Algorithm::RS256,
+                Some(KeyAlgorithm::ES256) => Algorithm::ES256,
+                Some(_) => continue,
+                None => match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    _ => continue,
+                },
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?;
+            keys.push(Key {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key,
+            });
+        }
+    } else {
+        for block in text.split_inclusive("-----END PUBLIC KEY-----") {
+            let Some(start) = block.find("-----BEGIN PUBLIC KEY-----") else {
+                continue;
+            };
+            let pem = &block.as_bytes()[start..];
+            if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+                keys.push(Key {
+                    kid: None,
+                    algorithm: Algorithm::RS256,
+                    key,
+                });
+            } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+                keys.push(Key {
+                    kid: None,
+                    algorithm: Algorithm::ES256,
+                    key,
+                });
+            } else {
+                return Err(bad("a PUBLIC KEY block is neither RSA nor EC".into()));
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(ConfigError::NoKeys {
+            path: path.to_owned(),
+        });
+    }
+    Ok(keys)
+}
+
+/// Asks the database whether claims may subscribe to a topic.
+#[derive(Clone)]
+pub struct Authorizer {
+    pool: deadpool_postgres::Pool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    #[error("no database connection for authorization: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("broadcast.authorize failed: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl Authorizer {
+    pub fn new(pool: deadpool_postgres::Pool) -> Authorizer {
+        Authorizer { pool }
+    }
+
+    /// `broadcast.authorize(claims, channel, entity_id)`, one query per topic.
+    pub async fn allowed(
+        &self,
+        claims: &Value,
+        topics: &[Topic],
+    ) -> Result<Vec<bool>, AuthorizeError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("select coalesce(broadcast.authorize($1::jsonb, $2, $3), false)")
+            .await?;
+        let mut answers = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let row = client
+                .query_one(&statement, &[claims, &topic.channel, &topic.entity])
+                .await?;
+            answers.push(row.get(0));
+        }
+        Ok(answers)
+    }
+}
+
+/// Everything the WebSocket and REST edges need to know about security.
+#[derive(Clone)]
+pub struct Security {
+    pub authenticator: Option<std::sync::Arc<Authenticator>>,
+    pub authorizer: Option<Authorizer>,
+    /// Browser origins allowed to open a WebSocket; empty: any.
+    pub allowed_origins: Vec<String>,
+    pub auth_timeout: Duration,
+    pub expiry_notice: Duration,
+    pub recheck: Duration,
+}
+
+impl Default for Security {
+    /// No authentication (the loopback default).
+    fn default() -> Self {
+        Security {
+            authenticator: None,
+            authorizer: None,
+            allowed_origins: Vec::new(),
+            auth_timeout: Duration::from_secs(10),
+            expiry_notice: Duration::from_secs(30),
+            recheck: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Security {
+    pub fn enabled(&self) -> bool {
+        self.authenticator.is_some()
+    }
+}
+
+/// Query parameters that look like a credential: refused, since URLs are logged.
+pub fn token_in_query(query: Option<&str>) -> bool {
+    const NAMES: [&str; 6] = [
+        "token",
+        "access_token",
+        "jwt",
+        "auth",
+        "authorization",
+        "bearer",
+    ];
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn token(secret: &str, claims: Value) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hs256_checks_signature_expiry_audience_issuer() {
+        let auth = Authenticator::new(Some("s3cret"), None, Some("app".into()), Some("me".into()))
+            .unwrap()
+            .unwrap();
+        let claims = |extra: Value| {
+            let mut c =
+                serde_json::json!({"sub": "u1", "exp": now() + 60, "aud": "app", "iss": "me"});
+            for (k, v) in extra.as_object().unwrap() {
+                if v.is_null() {
+                    c.as_object_mut().unwrap().remove(k);
+                } else {
+                    c[k] = v.clone();
+                }
+            }
+            c
+        };
+        let id = auth
+            .verify(&token("s3cret", claims(serde_json::json!({}))))
+            .unwrap();
+        assert_eq!(id.claims["sub"], "u1");
+        assert!(id.remaining() > Duration::from_secs(50));
+        let err = |t: String| auth.verify(&t).unwrap_err();
+        assert_eq!(
+            err(token("other", claims(serde_json::json!({})))),
+            AuthError::BadSignature
+        );
+        assert_eq!(
+            err(token(
+                "s3cret",
+                claims(serde_json::json!({"exp": now() - 60}))
+            )),
+            AuthError::Expired
+        );
+        assert_eq!(
+            err(token("s3cret", claims(serde_json::json!({"exp": null})))),
+            AuthError::NoExpiry
+        );
+        assert_eq!(
+            err(token("s3cret", claims(serde_json::json!({"aud": "else"})))),
+            AuthError::WrongAudience
+        );
+        assert_eq!(
+            err(token("s3cret", claims(serde_json::json!({"iss": "else"})))),
+            AuthError::WrongIssuer
+        );
+        assert_eq!(err("not.a.jwt".into()), AuthError::Malformed);
+        // An error never carries the token.
+        let t = token("other", claims(serde_json::json!({})));
+        assert!(!err(t.clone()).to_string().contains(&t[..20]));
+    }
+
+    #[test]
+    fn no_keys_means_no_authentication() {
+        assert!(
+            Authenticator::new(None, None, None, None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            Authenticator::new(Some(""), None, None, None)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn tokens_in_urls_are_spotted() {
+        assert!(token_in_query(Some("token=abc")));
+        assert!(token_in_query(Some("x=1&access_token=abc")));
+        assert!(token_in_query(Some("JWT=abc")));
+        assert!(!token_in_query(Some("x=1")));
+        assert!(!token_in_query(None));
+    }
+}
