@@ -1,0 +1,459 @@
+//! Authentication and authorization as a client meets them, against the
+//! real binary, whose log output is captured: no token ever appears in it.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{TestDb, WsClient, write};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SECRET: &str = "test-secret-for-hs256-only-in-tests";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn hs256(claims: Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn kitchen(exp_in: u64) -> String {
+    hs256(json!({"sub": "u1", "role": "kitchen", "aud": "app", "exp": now() + exp_in}))
+}
+
+/// The binary with authentication on, its stderr (the log) captured.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+    tokens: Vec<String>,
+}
+
+impl Server {
+    async fn start(db: &TestDb, subcommand: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
+            .args([
+                subcommand,
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--jwt-audience",
+                "app",
+            ])
+            .args([
+                "--auth-timeout",
+                "1s",
+                "--auth-expiry-notice",
+                "2s",
+                "--authz-recheck",
+                "300ms",
+            ])
+            .args(["--allowed-origins", "https://app.example"])
+            .args(extra)
+            .env("DATABASE_URL", common::cluster().url(&db.name))
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = tokio::time::timeout(common::PATIENCE, stdout.next_line())
+                .await
+                .expect("server start")
+                .unwrap()
+                .unwrap_or_else(|| panic!("server exited:\n{}", log.lock().unwrap()));
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        let server = Server {
+            child,
+            addr,
+            log,
+            tokens: Vec::new(),
+        };
+        // Ready: the LISTEN is in effect.
+        let readyz = format!("http://{}/readyz", server.addr);
+        tokio::time::timeout(common::PATIENCE, async {
+            while reqwest::get(&readyz)
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+                != Some(200)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("never ready");
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws/broadcast", self.addr)
+    }
+
+    /// A token this test used: it must never show up in the log.
+    fn used(&mut self, token: &str) -> String {
+        self.tokens.push(token.to_owned());
+        token.to_owned()
+    }
+
+    /// Connects and authenticates with `{"auth": token}`.
+    async fn client(&mut self, token: &str) -> WsClient {
+        let token = self.used(token);
+        let mut client = WsClient::connect(&self.url()).await;
+        assert_eq!(client.welcome["auth"], "required");
+        client.send(json!({ "auth": token })).await;
+        let answer = client.next().await;
+        assert_eq!(answer["type"], "authenticated", "{answer}");
+        client
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        // Give the stderr reader the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = self.log.lock().unwrap().clone();
+        assert!(
+            log.contains("LISTEN in effect"),
+            "the log was not captured:\n{log}"
+        );
+        for token in &self.tokens {
+            // Any distinctive part of a token would do; the signature is the secret part.
+            let signature = token.rsplit('.').next().unwrap();
+            assert!(!log.contains(signature), "a token reached the log:\n{log}");
+        }
+    }
+}
+
+async fn grants_db() -> TestDb {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    pg.batch_execute(
+        "create table orders (id int primary key); select broadcast.enable('orders', 'order');
+         create table secrets (id int primary key); select broadcast.enable('secrets', 'secret');
+         create table users (id text primary key); select broadcast.enable('users', 'user');
+         select broadcast.grant('role', 'kitchen', 'order');
+         select broadcast.grant('sub', '*', 'user:{sub}');",
+    )
+    .await
+    .unwrap();
+    db
+}
+
+fn close_of(message: Message) -> (u16, String) {
+    match message {
+        Message::Close(Some(frame)) => (frame.code.into(), frame.reason.to_string()),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_nothing_is_allowed_and_the_connection_is_closed_with_4001() {
+    let db = grants_db().await;
+    let server = Server::start(&db, "serve", &[]).await;
+    let mut client = WsClient::connect(&server.url()).await;
+    assert_eq!(client.welcome["auth"], "required");
+    client.send(json!({"subscribe": ["order"]})).await;
+    assert_eq!(client.next().await["code"], "auth_required");
+    // --auth-timeout 1s
+    let (code, reason) = close_of(client.next_message().await);
+    assert_eq!(code, 4001);
+    assert!(reason.contains("auth"), "{reason}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_and_never_echoed() {
+    let db = grants_db().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let cases = [
+        (
+            hs256(json!({"sub": "u1", "aud": "app", "exp": now() - 120})),
+            "expired",
+        ),
+        (
+            encode(
+                &Header::default(),
+                &json!({"sub": "u1", "aud": "app", "exp": now() + 60}),
+                &EncodingKey::from_secret(b"another secret"),
+            )
+            .unwrap(),
+            "signature",
+        ),
+        (
+            hs256(json!({"sub": "u1", "aud": "other-app", "exp": now() + 60})),
+            "audience",
+        ),
+        (hs256(json!({"sub": "u1", "aud": "app"})), "exp"),
+    ];
+    for (token, why) in &cases {
+        let token = server.used(token);
+        let mut client = WsClient::connect(&server.url()).await;
+        client.send(json!({ "auth": token })).await;
+        let (code, reason) = close_of(client.next_message().await);
+        assert_eq!(code, 4001);
+        assert!(reason.contains(why), "{why}: {reason}");
+        assert!(!reason.contains(&token[token.len() - 20..]));
+        // The same token in the Sec-WebSocket-Protocol header: refused before the upgrade.
+        let mut request = server.url().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("bearer, {token}").parse().unwrap(),
+        );
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains(why), "{body}");
+                assert!(!body.contains(&token[token.len() - 20..]));
+            }
+            other => panic!("expected 401, got {:?}", other.map(|_| ())),
+        }
+    }
+    // A token in the URL is refused and not echoed.
+    let token = server.used(&kitchen(60));
+    match tokio_tungstenite::connect_async(format!("{}?token={token}", server.url())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+            let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+            assert!(body.contains("token_in_url"), "{body}");
+            assert!(!body.contains(&token[token.len() - 20..]));
+        }
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
+    // A good token in the header works, and the server picks the "bearer" protocol.
+    let token = server.used(&kitchen(60));
+    let mut request = server.url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bearer, {token}").parse().unwrap(),
+    );
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+    let mut client = WsClient::from_stream(ws).await;
+    client.subscribe(&["order"]).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forbidden_channels_and_entities_get_an_error_and_the_rest_flows() {
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let mut client = server.client(&kitchen(60)).await;
+    client
+        .send(json!({"subscribe": ["order", "secret", "user:u1", "user:u2", "user"]}))
+        .await;
+    let denied = client.next().await;
+    assert_eq!(denied["code"], "forbidden");
+    assert_eq!(denied["topics"], json!(["secret", "user:u2", "user"]));
+    assert_eq!(
+        client.next().await,
+        json!({"type": "subscribed", "channels": ["order", "user:u1"]})
+    );
+    write(
+        &mut pg,
+        "insert into secrets values (1); insert into users values ('u2');",
+    )
+    .await;
+    let t1 = write(&mut pg, "insert into orders values (1)").await;
+    let t2 = write(&mut pg, "insert into users values ('u1')").await;
+    let got: Vec<(String, i64)> = client
+        .take(2)
+        .await
+        .iter()
+        .map(|f| {
+            (
+                f["channel"].as_str().unwrap().to_owned(),
+                f["payload"]["txid"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("order".into(), t1), ("user".into(), t2)]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refreshed_token_keeps_the_connection_and_an_expired_one_closes_it() {
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    // Expires in 3 s; --auth-expiry-notice 2s.
+    let mut refreshed = server.client(&kitchen(3)).await;
+    let mut lapsing = server.client(&kitchen(3)).await;
+    refreshed.subscribe(&["order"]).await;
+    lapsing.subscribe(&["order"]).await;
+    assert_eq!(refreshed.next().await["type"], "auth_expiring");
+    let fresh = server.used(&kitchen(60));
+    refreshed.send(json!({ "auth": fresh })).await;
+    assert_eq!(refreshed.next().await["type"], "authenticated");
+
+    assert_eq!(lapsing.next().await["type"], "auth_expiring");
+    let (code, reason) = close_of(lapsing.next_message().await);
+    assert_eq!(code, 4001);
+    assert!(reason.contains("expired"), "{reason}");
+    // Past the first token's expiry, the refreshed connection still gets signals.
+    let txid = write(&mut pg, "insert into orders values (5)").await;
+    assert_eq!(refreshed.next().await["payload"]["txid"], txid);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_grant_ends_existing_subscriptions_and_refuses_new_ones() {
+    let db = grants_db().await;
+    let pg = db.client().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let mut client = server.client(&kitchen(60)).await;
+    client.subscribe(&["order"]).await;
+    pg.batch_execute("select broadcast.revoke('role', 'kitchen', 'order')")
+        .await
+        .unwrap();
+    // --authz-recheck 300ms
+    assert_eq!(
+        client.next().await,
+        json!({"type": "unsubscribed", "channels": ["order"], "reason": "revoked"})
+    );
+    client.send(json!({"subscribe": ["order"]})).await;
+    assert_eq!(client.next().await["code"], "forbidden");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_from_another_origin_is_refused() {
+    let db = grants_db().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    for (origin, allowed) in [
+        ("https://evil.example", false),
+        ("https://app.example", true),
+    ] {
+        let mut request = server.url().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => assert!(allowed, "{origin} got in"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert!(!allowed, "{origin} was refused");
+                assert_eq!(response.status(), 403);
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let _ = server.used(&kitchen(1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_rest_api_takes_the_same_tokens() {
+    let db = TestDb::migrated().await;
+    let mut server = Server::start(&db, "demo", &[]).await;
+    let url = format!("http://{}/api/orders", server.addr);
+    let http = reqwest::Client::new();
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let bad = server.used(&hs256(json!({"aud": "app", "exp": now() - 100})));
+    let response = http.get(&url).bearer_auth(&bad).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        !response
+            .text()
+            .await
+            .unwrap()
+            .contains(&bad[bad.len() - 20..])
+    );
+    let good = server.used(&kitchen(60));
+    let response = http
+        .post(&url)
+        .bearer_auth(&good)
+        .json(&json!({"customer": "ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rs256_from_jwks_and_es256_from_pem() {
+    let db = grants_db().await;
+    for (keys, private, algorithm, kid) in [
+        (
+            "tests/fixtures/rs256-jwks.json",
+            "tests/fixtures/rs256-private.pem",
+            Algorithm::RS256,
+            Some("test-rsa"),
+        ),
+        (
+            "tests/fixtures/es256-public.pem",
+            "tests/fixtures/es256-private-pkcs8.pem",
+            Algorithm::ES256,
+            None,
+        ),
+    ] {
+        let mut server = Server::start(&db, "serve", &["--jwt-public-keys", keys]).await;
+        let pem = std::fs::read(private).unwrap();
+        let key = match algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        let mut header = Header::new(algorithm);
+        header.kid = kid.map(str::to_owned);
+        let token = encode(
+            &header,
+            &json!({"role": "kitchen", "aud": "app", "exp": now() + 60}),
+            &key,
+        )
+        .unwrap();
+        let mut client = server.client(&token).await;
+        client.subscribe(&["order"]).await;
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_public_address_without_authentication_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("DATABASE_URL", common::cluster().url("postgres"))
+        .env_remove("PGBROADCAST_INSECURE")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--insecure") && stderr.contains("--jwt-secret"),
+        "{stderr}"
+    );
+}
