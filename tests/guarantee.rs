@@ -262,6 +262,19 @@ async fn read_all(recorders: Vec<Recorder>) -> Vec<Recorder> {
     out
 }
 
+/// Checks every recorder, and that none of them needed a resync or missed anything.
+fn check_lossless(recorders: &[Recorder], truth: &[i64], who: &str) -> Vec<Report> {
+    let reports: Vec<Report> = recorders.iter().map(|r| r.check(truth)).collect();
+    for r in &reports {
+        assert_eq!(
+            (r.resyncs, r.delivered),
+            (0, truth.len()),
+            "{who} lost something"
+        );
+    }
+    reports
+}
+
 async fn listener_reconnects(bridge: &Bridge) -> u64 {
     bridge.running.hub.metrics().listener_reconnects.get()
 }
@@ -429,19 +442,7 @@ async fn a_slow_client_never_costs_the_fast_ones_anything() {
     }
     barrier(&pg).await;
     slow.read_to_barrier().await;
-    let fast_reports: Vec<Report> = fast_readers
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.check(&truth))
-        .collect();
-    for r in &fast_reports {
-        assert_eq!(
-            (r.resyncs, r.delivered),
-            (0, truth.len()),
-            "a fast client lost something"
-        );
-    }
+    let fast_reports = check_lossless(&fast_readers.await.unwrap(), &truth, "a fast client");
     let slow_report = slow.check(&truth);
     assert!(
         slow.seen.contains(&Seen::Resync("slow_consumer".into())),
@@ -494,15 +495,7 @@ async fn a_thousand_clients_churning() {
     writer.stop().await;
     barrier(&pg).await;
     let truth = truth(&pg).await;
-    let mut reports: Vec<Report> = stable_readers
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.check(&truth))
-        .collect();
-    for r in &reports {
-        assert_eq!((r.resyncs, r.delivered), (0, truth.len()));
-    }
+    let mut reports = check_lossless(&stable_readers.await.unwrap(), &truth, "a steady client");
     for seen in &windows {
         reports.push(
             check(seen, &truth, true).unwrap_or_else(|e| panic!("churn client: {e}: {seen:?}")),
@@ -600,19 +593,7 @@ async fn two_nodes_on_one_database() {
     barrier(&pg).await;
     let truth = truth(&pg).await;
     mover.read_to_barrier().await;
-    let mut reports: Vec<Report> = readers
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.check(&truth))
-        .collect();
-    for r in &reports {
-        assert_eq!(
-            (r.resyncs, r.delivered),
-            (0, truth.len()),
-            "each node delivers everything"
-        );
-    }
+    let mut reports = check_lossless(&readers.await.unwrap(), &truth, "a client of either node");
     let moved = mover.check(&truth);
     assert!(
         mover
