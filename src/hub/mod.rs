@@ -186,7 +186,7 @@ struct Mailbox {
     missed: Mutex<BTreeMap<String, ResyncReason>>,
     /// The current streak of overflows: (first, latest).
     overflows: Mutex<Option<(Instant, Instant)>>,
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 impl Mailbox {
@@ -280,7 +280,7 @@ impl Hub {
             max_bytes: self.config.mailbox_bytes,
             missed: Mutex::default(),
             overflows: Mutex::default(),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         });
         let mut registry = lock(&self.registry);
         registry.sessions.insert(id, Arc::clone(&mailbox));
@@ -290,6 +290,7 @@ impl Hub {
         Session {
             hub: Arc::clone(self),
             id,
+            owed: Box::pin(Arc::clone(&mailbox.wake).notified_owned()),
             mailbox,
             rx,
             topics: HashSet::new(),
@@ -384,6 +385,8 @@ pub struct Session {
     id: SessionId,
     mailbox: Arc<Mailbox>,
     rx: mpsc::Receiver<Queued>,
+    /// Armed once and kept: the next wake-up for owed resyncs.
+    owed: std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>,
     topics: HashSet<Topic>,
     start_seq: u64,
 }
@@ -487,15 +490,23 @@ impl Session {
     /// The next thing to write: a queued frame or, once the queue is drained
     /// of what came before, the resyncs this session is owed.
     pub async fn next_outbound(&mut self) -> Outbound {
-        tokio::select! {
-            biased;
-            // Queued frames are older than the overflow that caused a resync.
-            Some(queued) = self.rx.recv() => {
-                self.mailbox.bytes.fetch_sub(queued.frame.len(), Ordering::Relaxed);
-                Outbound::Frame(queued)
-            }
-            () = self.mailbox.wake.notified() => Outbound::Resyncs(self.take_missed()),
+        std::future::poll_fn(|cx| self.poll_outbound(cx)).await
+    }
+
+    fn poll_outbound(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outbound> {
+        use std::future::Future;
+        // Queued frames are older than the overflow that caused a resync.
+        if let std::task::Poll::Ready(Some(queued)) = self.rx.poll_recv(cx) {
+            self.mailbox
+                .bytes
+                .fetch_sub(queued.frame.len(), Ordering::Relaxed);
+            return std::task::Poll::Ready(Outbound::Frame(queued));
         }
+        if self.owed.as_mut().poll(cx).is_ready() {
+            self.owed = Box::pin(Arc::clone(&self.mailbox.wake).notified_owned());
+            return std::task::Poll::Ready(Outbound::Resyncs(self.take_missed()));
+        }
+        std::task::Poll::Pending
     }
 
     /// The resync frames owed to this session, clearing the debt.

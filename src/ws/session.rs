@@ -88,12 +88,15 @@ where
         access.recheck_every(),
     );
     recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Armed once, not per wake-up: this loop runs for every frame.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
 
     loop {
         // Decide what to write; the write itself happens below, bounded.
         let out: Vec<Message> = tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
+            () = &mut cancelled => {
                 close(&mut socket, close_code::AWAY, "server shutting down").await;
                 return End::Shutdown;
             }
@@ -230,7 +233,7 @@ where
         };
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => return End::Shutdown,
+            () = &mut cancelled => return End::Shutdown,
             written = tokio::time::timeout(limits.heartbeat, write) => match written {
                 Err(_) => return End::WriteTimeout,
                 Ok(Err(e)) => return End::SocketError(e.to_string()),
