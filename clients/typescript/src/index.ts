@@ -1,0 +1,3 @@
+export * from './client.js';
+export * from './react.js';
+export * from './tanstack.js';

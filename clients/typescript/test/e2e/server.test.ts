@@ -1,0 +1,234 @@
+/**
+ * End to end against the real pgbroadcast binary (`pgbroadcast demo` on a
+ * private Postgres), with `ws` as the WebSocket:
+ *  1. POST /api/orders → the handler gets `created` with the order id and txid;
+ *  2. the LISTEN backend is terminated → the handler gets `resync`;
+ *  3. the server is restarted on the same port → the client reconnects and
+ *     resubscribes by itself, and a new POST's signal arrives.
+ *
+ * The binary: $PGBROADCAST_BIN, default ../../target/debug/pgbroadcast
+ * (relative to this package); built with `cargo build` if missing.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { BroadcastClient, type BroadcastSignal, type ConnectionState } from '../../src/client.js';
+
+const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const repoDir = resolve(pkgDir, '../..');
+const BIN = resolve(pkgDir, process.env.PGBROADCAST_BIN ?? '../../target/debug/pgbroadcast');
+
+interface Server {
+  child: ChildProcess;
+  pgUrl: string;
+  httpUrl: string;
+  stderr: string[];
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined | false | null, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; signals so far: ${JSON.stringify(signalLog.slice(-10))}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const children = new Set<ChildProcess>();
+/** Every signal received, for the error messages of timed-out waits. */
+const signalLog: BroadcastSignal[] = [];
+
+async function startServer(port: number): Promise<Server> {
+  const env = { ...process.env };
+  delete env.DATABASE_URL; // its own private Postgres
+  const child = spawn(BIN, ['demo', '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let stdout = '';
+  const stderr: string[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
+  let exited: string | null = null;
+  child.once('exit', (code, sig) => {
+    exited = `exited with ${code ?? sig}`;
+    children.delete(child);
+  });
+  try {
+    const lines = await waitFor(
+      'the server to print its Postgres URL and listen address',
+      () => {
+        if (exited) throw new Error(`pgbroadcast ${exited}\n${stderr.join('').slice(-3000)}`);
+        const pg = /private Postgres \(removed on exit\): (postgres:\/\/\S+)/.exec(stdout);
+        const http = /listening on (http:\/\/\S+)/.exec(stdout);
+        return pg && http ? { pgUrl: pg[1]!, httpUrl: http[1]! } : undefined;
+      },
+      90_000,
+    );
+    // Writes are signalled once the LISTEN is in effect (/readyz 200); one
+    // committed before that is covered by a `resync` instead, which would make
+    // the checks below wait for a `created` that is never sent.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const ok = await fetch(`${lines.httpUrl}/readyz`, { signal: AbortSignal.timeout(2_000) })
+        .then((r) => r.status === 200)
+        .catch(() => false);
+      if (ok) break;
+      if (exited) throw new Error(`pgbroadcast ${exited}\n${stderr.join('').slice(-3000)}`);
+      if (Date.now() > deadline) throw new Error('timed out after 30000 ms waiting for /readyz');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return { child, stderr, ...lines };
+  } catch (e) {
+    child.kill('SIGTERM');
+    throw e;
+  }
+}
+
+async function stopServer(s: Server, timeoutMs = 20_000): Promise<void> {
+  const { child } = s;
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM'); // SIGTERM lets it remove its private Postgres
+  const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs));
+  if ((await Promise.race([exited, timer])) === 'timeout') {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function post(s: Server, path: string, body: unknown): Promise<{ data: { id: number }; txid: number }> {
+  const res = await fetch(`${s.httpUrl}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  expect(res.status).toBe(201);
+  return (await res.json()) as { data: { id: number }; txid: number };
+}
+
+function psqlBin(): string {
+  for (const p of ['/usr/bin/psql', '/usr/lib/postgresql/15/bin/psql']) if (existsSync(p)) return p;
+  const pgBin = process.env.PGBROADCAST_PG_BIN;
+  if (pgBin && existsSync(`${pgBin}/psql`)) return `${pgBin}/psql`;
+  return 'psql';
+}
+
+describe('BroadcastClient against the real pgbroadcast server', () => {
+  let port = 0;
+  let server: Server | null = null;
+  let client: BroadcastClient | null = null;
+  const signals: BroadcastSignal[] = [];
+  const states: ConnectionState[] = [];
+  const subscribed: string[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(BIN)) {
+      if (process.env.PGBROADCAST_BIN) throw new Error(`PGBROADCAST_BIN=${BIN} does not exist`);
+      const built = spawnSync('cargo', ['build'], { cwd: repoDir, stdio: 'inherit', timeout: 1_200_000 });
+      if (built.status !== 0 || !existsSync(BIN)) throw new Error(`cargo build failed; no binary at ${BIN}`);
+    }
+    port = await freePort();
+    server = await startServer(port);
+    client = new BroadcastClient({
+      url: `ws://127.0.0.1:${port}/ws/broadcast`,
+      WebSocket,
+      backoff: { baseMs: 100, maxMs: 1000 },
+    });
+    client.onStateChange((s) => states.push(s));
+    client.onControl((f) => {
+      if (f.type === 'subscribed') subscribed.push(...(f.channels ?? []));
+    });
+    client.subscribe('order', (s) => {
+      signals.push(s);
+      signalLog.push(s);
+    });
+    client.connect();
+    await waitFor('state open', () => client!.state === 'open');
+    // A write is delivered once the subscription is live: the server says `subscribed`.
+    await waitFor('subscribed order', () => subscribed.includes('order'));
+  }, 1_500_000);
+
+  afterAll(async () => {
+    client?.disconnect();
+    await Promise.all(
+      [...children].map((child) => stopServer({ child, pgUrl: '', httpUrl: '', stderr: [] })),
+    );
+  }, 60_000);
+
+  it('delivers `created` with the order id and txid of a REST write', async () => {
+    const res = await post(server!, '/api/orders', { customer: 'ada' });
+    expect(typeof res.txid).toBe('number');
+    const got = await waitFor('the created signal', () =>
+      signals.find((s) => s.event === 'created' && s.entityId === String(res.data.id)),
+    );
+    expect(got).toMatchObject({ channel: 'order', entityId: String(res.data.id), txid: res.txid, resync: false });
+    expect(typeof got.seq).toBe('number');
+    expect(typeof got.epoch).toBe('string');
+  });
+
+  it('delivers `resync` on order when the LISTEN backend is terminated', async () => {
+    const before = signals.length;
+    const r = spawnSync(
+      psqlBin(),
+      [
+        server!.pgUrl,
+        '-Atc',
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgbroadcast-listener'",
+      ],
+      { encoding: 'utf8', timeout: 15_000 },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(Number(r.stdout.trim())).toBeGreaterThanOrEqual(1);
+    const resync = await waitFor('a resync on order', () =>
+      signals.slice(before).find((s) => s.channel === 'order' && s.resync),
+    );
+    expect(resync).toMatchObject({ event: 'resync', resync: true });
+    expect(resync.entityId).toBeUndefined();
+    // The listener is back: writes are signalled again.
+    const res = await post(server!, '/api/orders', { customer: 'bob' });
+    await waitFor('the created signal after the listener reconnected', () =>
+      signals.find((s) => s.event === 'created' && s.txid === res.txid),
+    );
+  });
+
+  it('reconnects and resubscribes by itself after the server restarts', async () => {
+    const statesBefore = states.length;
+    const signalsBefore = signals.length;
+    const epochBefore = client!.position?.epoch;
+    await stopServer(server!);
+    await waitFor('the client to notice the restart', () => client!.state !== 'open', 10_000);
+    server = await startServer(port);
+    await waitFor('the client to be open again', () => client!.state === 'open', 30_000);
+    expect(states.slice(statesBefore)).toContain('connecting');
+    expect(states.at(-1)).toBe('open');
+    // A new process has a new epoch: resume is impossible, so the server says resync.
+    await waitFor('a resync after the restart', () =>
+      signals.slice(signalsBefore).find((s) => s.resync && s.payload.reason === 'resume_unavailable'),
+    );
+    // A fresh private cluster may reuse the first server's ids and txids: look only at new signals.
+    const res = await post(server!, '/api/orders', { customer: 'cy' });
+    const got = await waitFor('the created signal on the new server', () =>
+      signals.slice(signalsBefore).find((s) => s.event === 'created' && s.txid === res.txid && s.entityId === String(res.data.id)),
+    );
+    expect(got.epoch).not.toBe(epochBefore);
+  });
+});
