@@ -8,9 +8,13 @@
 //!            ─▶ client     {"channel","event","payload":{entity_id, txid, ...}}  (ws::protocol)
 //! ```
 //!
-//! [`server`] wires these together behind the [`http`] router; [`migrate`]
-//! installs the SQL kit; [`cluster`] starts a private Postgres when no
-//! `DATABASE_URL` is given; [`config`] holds the CLI.
+//! [`server`] wires these together behind the [`http`] router; [`auth`]
+//! verifies tokens and asks `broadcast.authorize` (per connection in
+//! [`ws::access`]); [`metrics`] counts; [`migrate`] installs the SQL kit;
+//! [`mutation`] gives REST handlers the txid Electric confirms, [`openapi`] the
+//! `x-sync` extension, [`demo`] the order example; [`cluster`] starts a
+//! private Postgres when no `DATABASE_URL` is given; [`bench`](mod@bench) measures a
+//! server; [`config`] holds the CLI.
 
 pub mod auth;
 pub mod bench;

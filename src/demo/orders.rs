@@ -1,5 +1,5 @@
 //! The order example's REST API. Every mutation runs through
-//! [`with_txid`](crate::mutation::with_txid) and answers
+//! [`crate::mutation::with_txid`] and answers
 //! `{"data": ..., "txid": 1234 | null}`; reads answer `{"data": ...}`.
 
 use axum::Json;
