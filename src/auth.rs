@@ -243,31 +243,44 @@ pub enum AuthorizeError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("broadcast.authorize failed: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("broadcast.authorize did not answer within {0:?}")]
+    Timeout(Duration),
 }
+
+/// How long one authorization round trip may take.
+const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Authorizer {
     pub fn new(pool: deadpool_postgres::Pool) -> Authorizer {
         Authorizer { pool }
     }
 
-    /// `broadcast.authorize(claims, channel, entity_id)`, one query per topic.
+    /// `broadcast.authorize(claims, channel, entity_id)` for every topic, in
+    /// one round trip, bounded in time.
     pub async fn allowed(
         &self,
         claims: &Value,
         topics: &[Topic],
     ) -> Result<Vec<bool>, AuthorizeError> {
+        tokio::time::timeout(AUTHORIZE_TIMEOUT, self.ask(claims, topics))
+            .await
+            .map_err(|_| AuthorizeError::Timeout(AUTHORIZE_TIMEOUT))?
+    }
+
+    async fn ask(&self, claims: &Value, topics: &[Topic]) -> Result<Vec<bool>, AuthorizeError> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached("select coalesce(broadcast.authorize($1::jsonb, $2, $3), false)")
+            .prepare_cached(
+                "select coalesce(broadcast.authorize($1::jsonb, t.channel, t.entity), false) \
+                 from unnest($2::text[], $3::text[]) with ordinality as t(channel, entity, n) order by t.n",
+            )
             .await?;
-        let mut answers = Vec::with_capacity(topics.len());
-        for topic in topics {
-            let row = client
-                .query_one(&statement, &[claims, &topic.channel, &topic.entity])
-                .await?;
-            answers.push(row.get(0));
-        }
-        Ok(answers)
+        let channels: Vec<&str> = topics.iter().map(|t| t.channel.as_str()).collect();
+        let entities: Vec<Option<&str>> = topics.iter().map(|t| t.entity.as_deref()).collect();
+        let rows = client
+            .query(&statement, &[claims, &channels, &entities])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }
 

@@ -76,7 +76,11 @@ async fn require_bearer(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
     match token.map(|t| authenticator.verify(t.trim())) {
         Some(Ok(_)) => next.run(request).await,
         Some(Err(err)) => unauthorized(&err.to_string()),
@@ -173,10 +177,11 @@ async fn ws_upgrade(
         .into_response();
     }
     if !security.allowed_origins.is_empty()
-        && let Some(origin) = headers
-            .get(axum::http::header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-        && !security.allowed_origins.iter().any(|a| a == origin)
+        && let Some(origin) = headers.get(axum::http::header::ORIGIN)
+        // An Origin that is not even text is no allowed origin.
+        && !origin
+            .to_str()
+            .is_ok_and(|origin| security.allowed_origins.iter().any(|a| a == origin))
     {
         state.metrics.refuse("origin");
         return ApiError::new(

@@ -11,6 +11,9 @@ use tokio::time::Instant;
 use crate::auth::{AuthError, AuthorizeError, Identity, Security};
 use crate::hub::Topic;
 
+/// Answers kept per connection before the cache starts over.
+const MAX_CACHED: usize = 4096;
+
 /// WebSocket close code for a missing, invalid or expired token.
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 
@@ -90,6 +93,11 @@ impl<'a> Access<'a> {
             .cloned()
             .collect();
         if !unknown.is_empty() {
+            // Denied topics are remembered too; a client probing many cannot
+            // grow this without bound.
+            if self.cache.len() + unknown.len() > MAX_CACHED {
+                self.cache.clear();
+            }
             let answers = authorizer.allowed(&identity.claims, &unknown).await?;
             self.cache.extend(unknown.into_iter().zip(answers));
         }

@@ -279,6 +279,8 @@ pub enum Control<'a> {
     AuthExpiring {
         expires_at: u64,
     },
+    /// Sent with every WebSocket ping, for clients that cannot see pings.
+    Heartbeat,
 }
 
 #[derive(Debug, Serialize)]

@@ -93,12 +93,25 @@ where
     tokio::pin!(cancelled);
 
     loop {
+        // A peer (or a publisher) that is always ready must not keep this task
+        // from yielding: timers and the shutdown signal advance only when it does.
+        tokio::task::coop::consume_budget().await;
         // Decide what to write; the write itself happens below, bounded.
         let out: Vec<Message> = tokio::select! {
             biased;
             () = &mut cancelled => {
                 close(&mut socket, close_code::AWAY, "server shutting down").await;
                 return End::Shutdown;
+            }
+            // Deadlines come before the socket: a busy peer must not outlive its token.
+            () = &mut auth_deadline => {
+                let reason = format!(r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#, access.auth_timeout());
+                close(&mut socket, CLOSE_UNAUTHORIZED, &reason).await;
+                return End::Unauthorized;
+            }
+            () = &mut expiry, if access.identity().is_some() => {
+                close(&mut socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired").await;
+                return End::Unauthorized;
             }
             inbound = socket.next() => {
                 last_seen = Instant::now();
@@ -126,8 +139,9 @@ where
                                     expiry.as_mut().reset(access.expires());
                                     expiry_notice.as_mut().reset(access.notice_at());
                                     let mut out = vec![text(Control::Authenticated { expires_at }.frame())];
-                                    // New claims: the topics held must be allowed for them too.
-                                    out.extend(revoke_denied(&mut session, &mut access).await.into_iter().map(text));
+                                    // New claims: the topics held must be allowed for them too,
+                                    // and if that cannot be checked, they are not kept.
+                                    out.extend(revoke_denied(&mut session, &mut access, true).await.into_iter().map(text));
                                     out
                                 }
                                 Err(err) if !access.authenticated() => {
@@ -161,8 +175,14 @@ where
                         ErrorCode::BinaryNotSupported,
                         "binary frames are not part of the protocol; send JSON text",
                     ))],
-                    // Pings are answered by the WebSocket layer; pongs only prove liveness.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
+                    // Pings are answered by the WebSocket layer; pongs only prove
+                    // liveness. Both count against the message rate.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        if !matches!(rate.admit(), Admit::Yes) {
+                            session.metrics().messages_rate_limited.inc();
+                        }
+                        Vec::new()
+                    }
                 }
             }
             outbound = session.next_outbound() => {
@@ -182,29 +202,22 @@ where
                 }
                 out
             }
-            () = &mut auth_deadline => {
-                let reason = format!(r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#, access.auth_timeout());
-                close(&mut socket, CLOSE_UNAUTHORIZED, &reason).await;
-                return End::Unauthorized;
-            }
-            () = &mut expiry, if access.identity().is_some() => {
-                close(&mut socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired").await;
-                return End::Unauthorized;
-            }
             () = &mut expiry_notice, if access.identity().is_some() && !access.expiry_notified => {
                 access.expiry_notified = true;
                 let expires_at = access.identity().map_or(0, |id| id.expires_at);
                 vec![text(Control::AuthExpiring { expires_at }.frame())]
             }
             _ = recheck.tick(), if access.required() && session.topic_count() > 0 => {
-                revoke_denied(&mut session, &mut access).await.into_iter().map(text).collect()
+                revoke_denied(&mut session, &mut access, false).await.into_iter().map(text).collect()
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > 2 * limits.heartbeat {
                     close(&mut socket, close_code::AWAY, "heartbeat timeout").await;
                     return End::HeartbeatTimeout;
                 }
-                vec![Message::Ping(Default::default())]
+                // Browsers never show pings to scripts: a text heartbeat lets a
+                // client tell a quiet channel from a dead connection.
+                vec![Message::Ping(Default::default()), text(Control::Heartbeat.frame())]
             }
         };
         // A client that keeps falling behind is told so and let go.
@@ -329,7 +342,14 @@ async fn handle(
 }
 
 /// Drops the held topics the current claims may no longer see, and says so.
-async fn revoke_denied(session: &mut Session, access: &mut Access<'_>) -> Vec<Frame> {
+/// When the database cannot be asked: with `fail_closed` (the claims just
+/// changed) every held topic is dropped; otherwise (a periodic check of claims
+/// that were allowed) they are kept until the next check gets through.
+async fn revoke_denied(
+    session: &mut Session,
+    access: &mut Access<'_>,
+    fail_closed: bool,
+) -> Vec<Frame> {
     if !access.required() || session.topic_count() == 0 {
         return Vec::new();
     }
@@ -345,9 +365,20 @@ async fn revoke_denied(session: &mut Session, access: &mut Access<'_>) -> Vec<Fr
                 .frame(),
             ]
         }
-        // Keep what was allowed; the next check may get through.
+        Err(err) if fail_closed => {
+            tracing::warn!(error = %err, "authorization for new claims could not be checked; dropping held topics");
+            let held = session.topics();
+            session.unsubscribe(&held);
+            vec![
+                Control::Unsubscribed {
+                    channels: held.iter().map(ToString::to_string).collect(),
+                    reason: Some("authorization_unavailable"),
+                }
+                .frame(),
+            ]
+        }
         Err(err) => {
-            tracing::warn!(error = %err, "re-checking authorization failed");
+            tracing::warn!(error = %err, "re-checking authorization failed; keeping topics until the next check");
             Vec::new()
         }
     }
@@ -646,8 +677,13 @@ mod tests {
         };
         let (mut client, task, _stop) = spawn_session(&hub, limits);
         client.json().await;
-        assert!(matches!(client.next().await, Message::Ping(_)));
-        assert!(matches!(client.next().await, Message::Ping(_)));
+        for _ in 0..2 {
+            assert!(matches!(client.next().await, Message::Ping(_)));
+            assert_eq!(
+                client.json().await,
+                serde_json::json!({"type": "heartbeat"})
+            );
+        }
         match client.next().await {
             Message::Close(Some(frame)) => assert_eq!(frame.reason.as_str(), "heartbeat timeout"),
             other => panic!("expected close, got {other:?}"),
@@ -666,6 +702,7 @@ mod tests {
         client.json().await;
         for _ in 0..5 {
             assert!(matches!(client.next().await, Message::Ping(_)));
+            assert_eq!(client.json().await["type"], "heartbeat");
             client
                 .to_server
                 .unbounded_send(Ok(Message::Pong(Default::default())))
@@ -946,5 +983,44 @@ mod tests {
             got.iter()
                 .any(|m| matches!(m, Message::Text(t) if t.contains("slow_consumer")))
         );
+    }
+
+    #[tokio::test]
+    async fn a_busy_peer_cannot_outlive_its_auth_deadline() {
+        let hub = crate::hub::tests::test_hub(8);
+        let security = Security {
+            authenticator: crate::auth::Authenticator::new(Some("secret"), None, None, None)
+                .unwrap()
+                .map(std::sync::Arc::new),
+            auth_timeout: Duration::from_millis(200),
+            ..Security::default()
+        };
+        // A peer whose messages never stop: the read side is always ready.
+        let flood = futures_util::stream::repeat_with(|| {
+            Ok::<_, String>(Message::Ping(Default::default()))
+        });
+        let (outbound, _from_server) = mpsc::unbounded::<Message>();
+        let io = Joined {
+            stream: flood,
+            sink: outbound.sink_map_err(|e| e.to_string()),
+        };
+        let session = hub.connect();
+        let epoch = hub.epoch().to_owned();
+        let limits = Limits::default();
+        let end = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(
+                io,
+                session,
+                &epoch,
+                &limits,
+                &security,
+                None,
+                CancellationToken::new(),
+            ),
+        )
+        .await
+        .expect("the auth deadline never fired");
+        assert_eq!(end, End::Unauthorized);
     }
 }
