@@ -626,11 +626,13 @@ export class BroadcastClient {
     const payload = frame.payload && typeof frame.payload === 'object' ? frame.payload : {};
     const resync = frame.event === 'resync';
     if (typeof frame.seq === 'number' && typeof frame.epoch === 'string') {
-      // Never a duplicate: drop what was already seen on this epoch.
-      if (this.last && this.last.epoch === frame.epoch && frame.seq <= this.last.seq) {
-        return;
+      // The resume point: the newest seq seen on this epoch. Frames are not
+      // dropped by seq: the server never sends one twice on a connection, and
+      // a resume split over several messages replays each part from the same
+      // point, so older seqs can legitimately follow newer ones.
+      if (!this.last || this.last.epoch !== frame.epoch || frame.seq > this.last.seq) {
+        this.last = { epoch: frame.epoch, seq: frame.seq };
       }
-      this.last = { epoch: frame.epoch, seq: frame.seq };
     }
     const rawEntity = payload.entity_id;
     const entityId =
