@@ -118,6 +118,10 @@ pub struct MigrateArgs {
     /// Postgres to migrate.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+
+    /// PEM file of CA certificates to trust for TLS to Postgres.
+    #[arg(long, env = "PGBROADCAST_PG_CA_FILE")]
+    pub pg_ca_file: Option<std::path::PathBuf>,
 }
 
 /// How the bridge talks to Postgres.
@@ -131,6 +135,11 @@ pub struct PgArgs {
     /// Longest wait between reconnect attempts of the LISTEN connection.
     #[arg(long, env = "PGBROADCAST_RECONNECT_MAX", default_value = "5s", value_parser = duration_in::<100, 600_000>)]
     pub reconnect_max: Duration,
+
+    /// PEM file of CA certificates to trust for TLS to Postgres, beside the
+    /// Mozilla roots (for a private CA; `sslmode` in the URL decides whether TLS is used).
+    #[arg(long, env = "PGBROADCAST_PG_CA_FILE")]
+    pub pg_ca_file: Option<std::path::PathBuf>,
 
     /// How often to read pg_notification_queue_usage() (metric and warning).
     #[arg(long, env = "PGBROADCAST_QUEUE_CHECK", default_value = "10s", value_parser = duration_in::<100, 3_600_000>)]
@@ -146,6 +155,7 @@ impl Default for PgArgs {
         PgArgs {
             pg_channel: "pgbroadcast".into(),
             reconnect_max: Duration::from_secs(5),
+            pg_ca_file: None,
             queue_check: Duration::from_secs(10),
             queue_warn_percent: 50,
         }

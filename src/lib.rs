@@ -29,6 +29,7 @@ pub mod migrate;
 pub mod mutation;
 pub mod openapi;
 pub mod server;
+pub mod tls;
 pub mod ws;
 
 /// Everything that can stop the service from starting.
@@ -46,8 +47,25 @@ pub enum Error {
     Bench(#[from] bench::Error),
     #[error(transparent)]
     AuthConfig(#[from] auth::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
     #[error(
         "refusing to serve {0} without authentication: clients from other machines could subscribe to everything. Configure --jwt-secret or --jwt-public-keys, or pass --insecure if something in front of this service authenticates them"
     )]
     Insecure(std::net::SocketAddr),
+}
+
+/// An error with its causes, `outer: inner: innermost`, for logs and messages.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Notification};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, ResyncReason, Signal};
@@ -43,6 +43,7 @@ pub struct Listener {
     /// Warn when the NOTIFY queue is fuller than this fraction.
     pub queue_warn: f64,
     pub metrics: Arc<Metrics>,
+    tls: crate::tls::Connector,
     listened_before: bool,
 }
 
@@ -52,6 +53,7 @@ impl Listener {
         pg: &crate::config::PgArgs,
         hub: Arc<Hub>,
         ready: watch::Sender<bool>,
+        tls: crate::tls::Connector,
     ) -> Listener {
         let metrics = Arc::clone(hub.metrics_arc());
         Listener {
@@ -63,6 +65,7 @@ impl Listener {
             queue_check: pg.queue_check,
             queue_warn: pg.queue_warn_percent as f64 / 100.0,
             metrics,
+            tls,
             listened_before: false,
         }
     }
@@ -85,7 +88,10 @@ impl Listener {
             self.metrics.listener_up.set(0);
             match ended {
                 Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
-                Err(err) => tracing::warn!(error = %err, "LISTEN connection lost; reconnecting"),
+                Err(err) => tracing::warn!(
+                    error = %crate::error_chain(&err),
+                    "LISTEN connection lost; reconnecting"
+                ),
             }
             let delay = self.backoff.next_delay();
             tokio::select! {
@@ -97,7 +103,7 @@ impl Listener {
 
     /// Connects, LISTENs, and forwards notifications until the connection ends.
     async fn listen_once(&mut self) -> Result<(), tokio_postgres::Error> {
-        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await?;
         let hub = Arc::clone(&self.hub);
         // Until the resync for this (re)connection is out, notifications wait
         // here: no client may see a signal from after the gap before the

@@ -5,7 +5,6 @@ use pgbroadcast::cluster::Cluster;
 use pgbroadcast::config::{Cli, Command, MigrateArgs, ServeArgs};
 use pgbroadcast::{Error, migrate, server};
 use tokio::net::TcpListener;
-use tokio_postgres::NoTls;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -26,7 +25,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "pgbroadcast failed");
+            tracing::error!(error = %pgbroadcast::error_chain(&err), "pgbroadcast failed");
             ExitCode::FAILURE
         }
     }
@@ -101,7 +100,8 @@ async fn run_bench(args: pgbroadcast::bench::BenchArgs) -> Result<(), Error> {
 
 async fn run_migrate(args: MigrateArgs) -> Result<(), Error> {
     let config: tokio_postgres::Config = args.database_url.parse()?;
-    let (mut client, connection) = config.connect(NoTls).await?;
+    let tls = pgbroadcast::tls::connector(args.pg_ca_file.as_deref())?;
+    let (mut client, connection) = config.connect(tls).await?;
     tokio::spawn(connection);
     let applied = migrate::run(&mut client).await?;
     if applied.is_empty() {

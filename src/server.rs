@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -71,8 +70,9 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
     if authenticator.is_none() && !addr.ip().is_loopback() && !auth.insecure {
         return Err(crate::Error::Insecure(addr));
     }
+    let tls = crate::tls::connector(settings.pg_args.pg_ca_file.as_deref())?;
     if settings.migrate {
-        let (mut client, connection) = settings.pg.connect(NoTls).await?;
+        let (mut client, connection) = settings.pg.connect(tls.clone()).await?;
         let driver = tokio::spawn(connection);
         let applied = crate::migrate::run(&mut client).await?;
         tracing::info!(?applied, "SQL kit up to date");
@@ -80,13 +80,13 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         let _ = driver.await;
     }
     let demo = if settings.demo {
-        Some(start_demo(&settings.pg).await?)
+        Some(start_demo(&settings.pg, &tls).await?)
     } else {
         None
     };
     let security = Security {
         authorizer: match &authenticator {
-            Some(_) => Some(Authorizer::new(pool(&settings.pg, 4)?)),
+            Some(_) => Some(Authorizer::new(pool(&settings.pg, 4, &tls)?)),
             None => None,
         },
         authenticator: authenticator.map(Arc::new),
@@ -104,6 +104,7 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         &settings.pg_args,
         Arc::clone(&hub),
         ready_tx,
+        tls,
     );
     tokio::spawn(listen.run(shutdown.clone()));
     let state = AppState {
@@ -128,21 +129,28 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
     })
 }
 
-async fn start_demo(pg: &tokio_postgres::Config) -> Result<Demo, crate::Error> {
-    let (client, connection) = pg.connect(NoTls).await?;
+async fn start_demo(
+    pg: &tokio_postgres::Config,
+    tls: &crate::tls::Connector,
+) -> Result<Demo, crate::Error> {
+    let (client, connection) = pg.connect(tls.clone()).await?;
     let driver = tokio::spawn(connection);
     crate::demo::install(&client).await?;
     drop(client);
     let _ = driver.await;
     Ok(Demo {
-        pool: pool(pg, 16)?,
+        pool: pool(pg, 16, tls)?,
     })
 }
 
-fn pool(pg: &tokio_postgres::Config, size: usize) -> std::io::Result<Pool> {
+fn pool(
+    pg: &tokio_postgres::Config,
+    size: usize,
+    tls: &crate::tls::Connector,
+) -> std::io::Result<Pool> {
     let manager = Manager::from_config(
         pg.clone(),
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -1,0 +1,182 @@
+//! TLS to Postgres: a cluster with `ssl=on` and a certificate from a private
+//! CA. With `sslmode=require` the bridge refuses a server it cannot verify,
+//! and with `--pg-ca-file` it connects over TLS and delivers.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{TestDb, WsClient, brief, connect, write};
+use pgbroadcast::config::PgArgs;
+use pgbroadcast::server::{self, Settings};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it.
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pgbroadcast test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    // Postgres reads these as its own user, and wants its key private.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    if nix::unistd::Uid::effective().is_root() {
+        let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        for file in ["server.key", "server.crt"] {
+            std::os::unix::fs::chown(dir.join(file), Some(pg.uid.as_raw()), Some(pg.gid.as_raw()))
+                .unwrap();
+        }
+    }
+}
+
+fn settings(db: &TestDb, ca_file: Option<&Path>) -> Settings {
+    let mut pg = db.config.clone();
+    pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+    Settings {
+        pg,
+        pg_args: PgArgs {
+            pg_ca_file: ca_file.map(Path::to_owned),
+            ..PgArgs::default()
+        },
+        limits: Default::default(),
+        migrate: true,
+        demo: false,
+        auth: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgres_verifies_the_server_and_delivers() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let cert = certs.path().join("server.crt");
+    let key = certs.path().join("server.key");
+    let cluster = pgbroadcast::cluster::Cluster::builder()
+        .setting("fsync", "off")
+        .setting("ssl", "on")
+        .setting("ssl_cert_file", cert.to_str().unwrap())
+        .setting("ssl_key_file", key.to_str().unwrap())
+        .start()
+        .expect("a cluster with TLS");
+    let db = common::fresh_db_in(&cluster).await;
+    let mut pg = db.client().await;
+    pg.batch_execute("create table things (id int primary key)")
+        .await
+        .unwrap();
+
+    // Not signed by anything trusted: refused, not silently downgraded.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = server::start(listener, settings(&db, None))
+        .await
+        .err()
+        .expect("an unverifiable server is refused");
+    let message = pgbroadcast::error_chain(&err);
+    assert!(
+        message.contains("UnknownIssuer") || message.contains("certificate"),
+        "{message}"
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ca = certs.path().join("ca.crt");
+    let running = server::start(listener, settings(&db, Some(&ca)))
+        .await
+        .expect("start over TLS");
+    let mut ready = running.ready.clone();
+    tokio::time::timeout(common::PATIENCE, ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    pg.batch_execute("select broadcast.enable('things', 'thing')")
+        .await
+        .unwrap();
+
+    // The LISTEN connection is encrypted.
+    let admin = connect(&cluster.config("postgres")).await;
+    let ssl: bool = admin
+        .query_one(
+            "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) \
+             where a.application_name = 'pgbroadcast-listener' and a.datname = $1",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+
+    let mut client = WsClient::connect(&format!("ws://{}/ws/broadcast", running.addr)).await;
+    client.subscribe(&["thing"]).await;
+    let txid = write(&mut pg, "insert into things values (1)").await;
+    assert_eq!(
+        brief(&client.next().await),
+        ("created".into(), Some("1".into()), txid)
+    );
+    running.shutdown().await.unwrap();
+}
