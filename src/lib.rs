@@ -13,7 +13,8 @@
 //! [`ws::access`]); [`metrics`] counts; [`migrate`] installs the SQL kit;
 //! [`mutation`] gives REST handlers the txid Electric confirms, [`openapi`] the
 //! `x-sync` extension, [`demo`] the order example; [`cluster`] starts a
-//! private Postgres when no `DATABASE_URL` is given; [`bench`](mod@bench) measures a
+//! private Postgres when no `DATABASE_URL` is given; [`tls`] secures the
+//! connections to Postgres; [`bench`](mod@bench) measures a
 //! server; [`config`] holds the CLI.
 
 pub mod auth;
