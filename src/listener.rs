@@ -15,7 +15,6 @@ use tokio_postgres::{AsyncMessage, Notification};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, ResyncReason, Signal};
-use crate::metrics::Metrics;
 use crate::ws::protocol::valid_channel;
 
 /// `application_name` of the LISTEN connection, so a DBA can find it in `pg_stat_activity`.
@@ -42,7 +41,6 @@ pub struct Listener {
     pub queue_check: Duration,
     /// Warn when the NOTIFY queue is fuller than this fraction.
     pub queue_warn: f64,
-    pub metrics: Arc<Metrics>,
     tls: crate::tls::Connector,
     listened_before: bool,
 }
@@ -55,7 +53,6 @@ impl Listener {
         ready: watch::Sender<bool>,
         tls: crate::tls::Connector,
     ) -> Listener {
-        let metrics = Arc::clone(hub.metrics_arc());
         Listener {
             config,
             pg_channel: pg.pg_channel.clone(),
@@ -64,7 +61,6 @@ impl Listener {
             backoff: Backoff::new(Duration::from_millis(100), pg.reconnect_max),
             queue_check: pg.queue_check,
             queue_warn: pg.queue_warn_percent as f64 / 100.0,
-            metrics,
             tls,
             listened_before: false,
         }
@@ -85,7 +81,7 @@ impl Listener {
                 ended = self.listen_once() => ended,
             };
             self.ready.send_replace(false);
-            self.metrics.listener_up.set(0);
+            self.hub.metrics().listener_up.set(0);
             match ended {
                 Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
                 Err(err) => tracing::warn!(
@@ -159,11 +155,11 @@ impl Listener {
             }
         }
         if self.listened_before {
-            self.metrics.listener_reconnects.inc();
+            self.hub.metrics().listener_reconnects.inc();
         }
         self.listened_before = true;
         self.ready.send_replace(true);
-        self.metrics.listener_up.set(1);
+        self.hub.metrics().listener_up.set(1);
         self.backoff.reset();
         tracing::info!(channel = %self.pg_channel, "LISTEN in effect");
 
@@ -188,7 +184,7 @@ impl Listener {
         {
             Ok(row) => {
                 let usage: f64 = row.get(0);
-                self.metrics.notify_queue_usage.set(usage);
+                self.hub.metrics().notify_queue_usage.set(usage);
                 if usage > self.queue_warn {
                     tracing::warn!(
                         usage_percent = usage * 100.0,

@@ -31,19 +31,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Every WebSocket is a file descriptor: use all the process may have.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        tracing::warn!(error = %err, soft, hard, "could not raise the open-file limit");
-    }
-}
-
 async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
-    raise_fd_limit();
+    if let Err(err) = server::raise_fd_limit(None) {
+        tracing::warn!(error = %err, "could not raise the open-file limit");
+    }
     let (pg, cluster) = match &args.database_url {
         Some(url) => (url.parse()?, None),
         None => {

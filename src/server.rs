@@ -23,6 +23,19 @@ use crate::hub::Hub;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 
+/// Raises the open-file limit (every WebSocket is a file descriptor) to
+/// `wanted`, or as far as the hard limit allows when `None`; above the hard
+/// limit only where the process may raise that too.
+pub fn raise_fd_limit(wanted: Option<u64>) -> nix::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let target = wanted.unwrap_or(hard).max(soft);
+    if target > hard && setrlimit(Resource::RLIMIT_NOFILE, target, target).is_ok() {
+        return Ok(());
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, target.min(hard), hard)
+}
+
 /// How long sessions get to say goodbye on shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
 

@@ -305,19 +305,6 @@ async fn start_server(args: &BenchArgs, plan: &Plan) -> Result<Server, Error> {
     })
 }
 
-/// Raises this process's open-file limit as far as it may go (hard limit
-/// too, where privileged): every client is a socket.
-pub fn raise_fd_limit(wanted: u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let target = wanted.max(soft);
-        if target > hard && setrlimit(Resource::RLIMIT_NOFILE, target, target).is_ok() {
-            return;
-        }
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, target.min(hard), hard);
-    }
-}
-
 fn plans_for_clients(plan: &Plan) -> Vec<ClientPlan> {
     (0..plan.clients)
         .map(|i| {
@@ -337,7 +324,8 @@ const SLOTS: i32 = 16;
 /// Runs one scenario and writes `<out>/<scenario>.json` and `.svg`.
 pub async fn run(args: BenchArgs) -> Result<Report, Error> {
     let plan = Plan::from(&args);
-    raise_fd_limit(2 * plan.clients as u64 + 1024);
+    // Every client is a socket; a shortfall shows up as a connect error.
+    let _ = crate::server::raise_fd_limit(Some(2 * plan.clients as u64 + 1024));
     let mut server = start_server(&args, &plan).await?;
     let (pg, connection) = server.database.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);

@@ -131,6 +131,15 @@ struct Registry {
     history: History,
 }
 
+impl Registry {
+    /// Takes a seq for a moment when signals may have been missed (on
+    /// `channel`, or on all), so no resume can reach across it.
+    fn mark_gap(&mut self, channel: Option<&str>) {
+        self.seq += 1;
+        self.history.push_gap(self.seq, channel);
+    }
+}
+
 /// Who wants one channel. Indexed by entity, so a signal for `order:123`
 /// costs the channel's whole-channel subscribers plus that entity's, not
 /// every entity subscriber of the channel.
@@ -266,10 +275,6 @@ impl Hub {
         &self.metrics
     }
 
-    pub fn metrics_arc(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// Registers a new session with an empty subscription set.
     pub fn connect(self: &Arc<Self>) -> Session {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
@@ -329,9 +334,7 @@ impl Hub {
     /// across this point is refused.
     pub fn resync_all(&self, reason: ResyncReason) {
         let mut registry = lock(&self.registry);
-        registry.seq += 1;
-        let seq = registry.seq;
-        registry.history.push_gap(seq, None);
+        registry.mark_gap(None);
         for (channel, subscribers) in &registry.channels {
             self.resync_subscribers(&registry, channel, subscribers, reason);
         }
@@ -340,9 +343,7 @@ impl Hub {
     /// Signals may have been missed on one channel (e.g. one could not be read).
     pub fn resync(&self, channel: &str, reason: ResyncReason) {
         let mut registry = lock(&self.registry);
-        registry.seq += 1;
-        let seq = registry.seq;
-        registry.history.push_gap(seq, Some(channel));
+        registry.mark_gap(Some(channel));
         if let Some(subscribers) = registry.channels.get(channel) {
             self.resync_subscribers(&registry, channel, subscribers, reason);
         }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Identity, Security};
 use crate::config::Limits;
-use crate::hub::{Frame, Outbound, ResyncReason, Session};
+use crate::hub::{Frame, Outbound, ResyncReason, Session, Topic};
 use crate::ws::access::{Access, CLOSE_UNAUTHORIZED, far_future};
 use crate::ws::protocol::{self, Control, ErrorCode, Request};
 
@@ -330,13 +330,7 @@ async fn handle(
         }
         Request::Unsubscribe(topics) => {
             session.unsubscribe(&topics);
-            vec![
-                Control::Unsubscribed {
-                    channels: topics.iter().map(ToString::to_string).collect(),
-                    reason: None,
-                }
-                .frame(),
-            ]
+            vec![unsubscribed(&topics, None)]
         }
     }
 }
@@ -357,25 +351,13 @@ async fn revoke_denied(
         Ok(denied) if denied.is_empty() => Vec::new(),
         Ok(denied) => {
             session.unsubscribe(&denied);
-            vec![
-                Control::Unsubscribed {
-                    channels: denied.iter().map(ToString::to_string).collect(),
-                    reason: Some("revoked"),
-                }
-                .frame(),
-            ]
+            vec![unsubscribed(&denied, Some("revoked"))]
         }
         Err(err) if fail_closed => {
             tracing::warn!(error = %err, "authorization for new claims could not be checked; dropping held topics");
             let held = session.topics();
             session.unsubscribe(&held);
-            vec![
-                Control::Unsubscribed {
-                    channels: held.iter().map(ToString::to_string).collect(),
-                    reason: Some("authorization_unavailable"),
-                }
-                .frame(),
-            ]
+            vec![unsubscribed(&held, Some("authorization_unavailable"))]
         }
         Err(err) => {
             tracing::warn!(error = %err, "re-checking authorization failed; keeping topics until the next check");
@@ -431,6 +413,14 @@ impl RateLimit {
         }
         Admit::No
     }
+}
+
+fn unsubscribed(topics: &[Topic], reason: Option<&'static str>) -> Frame {
+    Control::Unsubscribed {
+        channels: topics.iter().map(ToString::to_string).collect(),
+        reason,
+    }
+    .frame()
 }
 
 fn error(code: ErrorCode, message: &str) -> Frame {
