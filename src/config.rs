@@ -268,27 +268,16 @@ pub fn parse_pg_channel(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Parses `250ms`, `5s`, `2m`, or a bare number of seconds.
+/// Parses a duration: `250ms`, `1.5s`, `2m`, `1h`, `1h 30m` (humantime's
+/// units), or a bare number of seconds (`7`, `0.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s or 2m"))?;
-    let millis = match unit {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?}; use ms, s or m (e.g. 250ms, 5s, 2m)"
-            ));
-        }
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{s:?} is too long"))
+    if let Ok(seconds) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("{s:?} is not a duration of zero or more seconds"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 250ms, 1.5s, 2m or 1h: {e}"))
 }
 
 /// A duration between `MIN_MS` and `MAX_MS` milliseconds.
@@ -296,7 +285,11 @@ pub fn duration_in<const MIN_MS: u64, const MAX_MS: u64>(s: &str) -> Result<Dura
     let d = parse_duration(s)?;
     let (min, max) = (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
     if d < min || d > max {
-        return Err(format!("must be between {min:?} and {max:?}"));
+        return Err(format!(
+            "must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
     }
     Ok(d)
 }
@@ -321,16 +314,43 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("999999999999999999m").is_err());
+        assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("999999999999999999999h").is_err());
         assert!(duration_in::<1000, 3_600_000>("0s").is_err());
-        assert!(duration_in::<1000, 3_600_000>("2h").is_err());
+        assert_eq!(
+            duration_in::<1000, 3_600_000>("1h"),
+            Ok(Duration::from_secs(3600))
+        );
+        assert!(duration_in::<1000, 3_600_000>("61m").is_err());
         assert_eq!(count_in::<1, 10>("10"), Ok(10));
         assert!(count_in::<1, 10>("0").is_err());
         assert!(count_in::<1, 10>("-3").is_err());
+    }
+
+    #[test]
+    fn every_duration_flag_takes_hours_and_fractions() {
+        use clap::Parser;
+        // The documented maximum of --heartbeat, and a fraction.
+        for args in [
+            ["pgbroadcast", "serve", "--heartbeat=1h"],
+            ["pgbroadcast", "serve", "--max-lag=1.5s"],
+            ["pgbroadcast", "serve", "--history-age=1h 30m"],
+            ["pgbroadcast", "bench", "--duration=5s"],
+            ["pgbroadcast", "bench", "--duration=7"],
+        ] {
+            if let Err(err) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -71,9 +71,9 @@ pub struct BenchArgs {
     /// Writer connections.
     #[arg(long)]
     pub writers: Option<usize>,
-    /// Seconds of writing.
-    #[arg(long)]
-    pub duration: Option<u64>,
+    /// How long to write (`20s`, `1.5m`; a bare number is seconds).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub duration: Option<Duration>,
     /// Where to write `<scenario>.json` and `<scenario>.svg`.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -121,7 +121,7 @@ pub struct Plan {
     /// Commits per second; `None`: as fast as possible. Throughput: the first step.
     pub rate: Option<f64>,
     pub writers: usize,
-    pub duration_s: u64,
+    pub duration_s: f64,
     /// Clients whose every receive time is recorded for latency.
     pub sampled_clients: usize,
 }
@@ -153,7 +153,9 @@ impl Plan {
                 None => rate,
             },
             writers: args.writers.unwrap_or(writers).max(1),
-            duration_s: args.duration.unwrap_or(duration),
+            duration_s: args
+                .duration
+                .map_or(duration as f64, |d| d.as_secs_f64()),
             sampled_clients: sampled,
         }
     }
@@ -486,7 +488,7 @@ fn write_plan(plan: &Plan, rate: Option<f64>) -> WritePlan {
         tables: plan.channels,
         slots: SLOTS,
         rate,
-        duration: Duration::from_secs(plan.duration_s),
+        duration: Duration::from_secs_f64(plan.duration_s),
     }
 }
 
@@ -499,7 +501,7 @@ async fn sample_every_second(
     pid: Option<u32>,
     delivered: Arc<AtomicU64>,
     stop: CancellationToken,
-    planned_s: u64,
+    planned_s: f64,
 ) -> Vec<Sample> {
     let mut timeline = Vec::new();
     let start = std::time::Instant::now();
