@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, Notification};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, ResyncReason, Signal};
+use crate::logging::untrusted;
 use crate::ws::protocol::valid_channel;
 
 /// `application_name` of the LISTEN connection, so a DBA can find it in `pg_stat_activity`.
@@ -127,7 +129,7 @@ impl Listener {
                         }
                     }
                     AsyncMessage::Notice(notice) => {
-                        tracing::info!(notice = %notice, "notice on LISTEN connection")
+                        tracing::info!(notice = %untrusted(&notice.to_string()), "notice on LISTEN connection")
                     }
                     _ => {}
                 }
@@ -203,9 +205,10 @@ fn forward(hub: &Hub, notification: &Notification) {
         Ok(signal) => hub.publish(&signal),
         Err(invalid) => {
             hub.metrics().invalid_notifications.inc();
+            // Any role may NOTIFY: nothing of it reaches the log unescaped.
             tracing::warn!(
-                error = %invalid,
-                payload = %notification.payload().chars().take(200).collect::<String>(),
+                reason = %untrusted(&invalid.reason),
+                payload = %untrusted(notification.payload()),
                 "unreadable notification"
             );
             // Something on that channel may have changed: say so rather than drop it.
@@ -216,18 +219,41 @@ fn forward(hub: &Hub, notification: &Notification) {
     }
 }
 
-/// Parses the SQL kit's payload:
-/// `{"channel": C, "event": E, "payload": {"entity_id": ..., "txid": ..., ...}}`.
+/// Parses the SQL kit's payload, and nothing else:
+/// `{"channel": C, "event": E, "payload": {"entity_id"?, "txid", "table"?,
+/// "schema"?, "op", "rows"?, "extra"?, "extra_dropped"?, "entity_id_dropped"?}}`
+/// (`sql/README.md`). Any other shape — an array as payload, a key the kit
+/// never writes, a txid that is no 32-bit xid — is an invalid signal.
 pub fn parse(payload: &str) -> Result<Signal, InvalidSignal> {
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Notice {
         channel: String,
         event: String,
         payload: Box<RawValue>,
     }
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // Read to check the shape; only entity_id is used.
     struct Head {
         entity_id: Option<String>,
+        txid: u32,
+        table: Option<String>,
+        schema: Option<String>,
+        op: Op,
+        rows: Option<u64>,
+        extra: Option<IgnoredAny>,
+        extra_dropped: Option<bool>,
+        entity_id_dropped: Option<bool>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "UPPERCASE")]
+    enum Op {
+        Insert,
+        Update,
+        Delete,
+        Truncate,
+        Emit,
     }
     #[derive(Deserialize)]
     struct ChannelOnly {
@@ -325,7 +351,7 @@ mod tests {
         assert_eq!(s.entity_id.as_deref(), Some("123"));
         assert!(s.payload.get().contains(r#""txid":7561"#));
         let wide =
-            parse(r#"{"channel":"order","event":"updated","payload":{"txid":1,"rows":100000}}"#)
+            parse(r#"{"channel":"order","event":"updated","payload":{"txid":1,"op":"UPDATE","rows":100000}}"#)
                 .unwrap();
         assert_eq!(wide.entity_id, None);
     }
@@ -351,6 +377,44 @@ mod tests {
             channel(r#"{"channel":"a","event":"no spaces","payload":{}}"#),
             Some("a".into())
         );
+    }
+
+    #[test]
+    fn only_the_documented_payload_shape_passes() {
+        let with =
+            |inner: &str| format!(r#"{{"channel":"order","event":"updated","payload":{inner}}}"#);
+        for good in [
+            r#"{"entity_id":"1","txid":853,"table":"order_items","op":"INSERT"}"#,
+            r#"{"txid":859,"table":"orders","op":"UPDATE","rows":500}"#,
+            r#"{"txid":864,"table":"orders","op":"TRUNCATE"}"#,
+            r#"{"entity_id":"A\"1","txid":807,"table":"T","schema":"My Schema","op":"DELETE"}"#,
+            r#"{"entity_id":"123","txid":860,"op":"EMIT","extra":{"printer":"kitchen-2"}}"#,
+            r#"{"entity_id":"124","txid":4294967295,"op":"EMIT","extra_dropped":true}"#,
+            r#"{"txid":1,"op":"EMIT","entity_id_dropped":true}"#,
+        ] {
+            assert!(parse(&with(good)).is_ok(), "{good}");
+        }
+        for forged in [
+            r#"["666"]"#,
+            r#""666""#,
+            "null",
+            r#"{"entity_id":"1","op":"INSERT"}"#,
+            r#"{"entity_id":"1","txid":-1,"op":"INSERT"}"#,
+            r#"{"entity_id":"1","txid":4294967296,"op":"INSERT"}"#,
+            r#"{"entity_id":"1","txid":"7","op":"INSERT"}"#,
+            r#"{"entity_id":"1","txid":7}"#,
+            r#"{"entity_id":"1","txid":7,"op":"DROP"}"#,
+            r#"{"entity_id":["1"],"txid":7,"op":"INSERT"}"#,
+            r#"{"entity_id":"1","txid":7,"op":"INSERT","rows":-5}"#,
+            r#"{"entity_id":"1","txid":7,"op":"INSERT","script":"<img>"}"#,
+        ] {
+            let err = parse(&with(forged)).expect_err(forged);
+            // The channel still gets a resync.
+            assert_eq!(err.channel.as_deref(), Some("order"), "{forged}");
+        }
+        let extra_key =
+            r#"{"channel":"order","event":"x","payload":{"txid":1,"op":"EMIT"},"seq":1}"#;
+        assert!(parse(extra_key).is_err());
     }
 
     #[test]
