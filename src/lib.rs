@@ -25,6 +25,7 @@ pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod mutation;

@@ -153,9 +153,7 @@ impl Plan {
                 None => rate,
             },
             writers: args.writers.unwrap_or(writers).max(1),
-            duration_s: args
-                .duration
-                .map_or(duration as f64, |d| d.as_secs_f64()),
+            duration_s: args.duration.map_or(duration as f64, |d| d.as_secs_f64()),
             sampled_clients: sampled,
         }
     }

@@ -3,6 +3,7 @@
 //! 127.0.0.1:0, and real WebSocket clients.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod checker;
 
 use std::sync::OnceLock;

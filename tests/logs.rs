@@ -1,0 +1,82 @@
+//! What reaches the server log from outside. Any database role can NOTIFY
+//! the bridge's channel and any client can send names and headers; none of
+//! it may forge a log line or put terminal escapes in front of an operator.
+
+mod common;
+
+use common::binary::Served;
+use common::{TestDb, WsClient};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_forged_notification_cannot_forge_log_lines_or_terminal_escapes() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let url = common::cluster().url(&db.name);
+    let server = Served::start(&url, &["serve", "--listen", "127.0.0.1:0"], &[]).await;
+    let mut client = WsClient::connect(&server.ws_url()).await;
+    client.subscribe(&["order"]).await;
+    pg.batch_execute(
+        r#"select pg_notify('pgbroadcast',
+             E'{"channel":"order","oops\n2026-11-27T00:00:00.000000Z ERROR pgbroadcast: FORGED admin logged in\n\x1b]0;owned\x07\x1b[2J');
+           select pg_notify('pgbroadcast',
+             E'{"channel":"order","event":"created","payload":{"txid":1,"op":"INSERT","x\\nFORGED key":1}}');"#,
+    )
+    .await
+    .unwrap();
+    common::barrier(&pg, "order").await;
+    // Both were read before the barrier arrived; the second names its
+    // channel, which gets a resync.
+    let frames = client.until("order", "barrier").await;
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0]["payload"]["reason"], "invalid_signal");
+    let log = server.stop().await;
+    let forged: Vec<&str> = log.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(forged.len(), 2, "{log}");
+    for line in forged {
+        // Inside the warning about it, escaped — never a line of its own.
+        assert!(line.contains("unreadable notification"), "{line}");
+        assert!(
+            line.contains(r"oops\n2026") || line.contains(r"x\nFORGED"),
+            "{line}"
+        );
+    }
+    assert!(!log.contains('\x07'), "a raw BEL reached the log");
+    assert!(
+        !log.contains("\x1b]0;"),
+        "a raw OSC sequence reached the log"
+    );
+    assert!(
+        !log.contains("\x1b[2J"),
+        "a raw clear-screen reached the log"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_payload_shape_is_never_delivered() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let bridge = common::Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    for forged in [
+        r#"["666"]"#,
+        r#""666""#,
+        r#"{"entity_id":"666","op":"INSERT"}"#,
+        r#"{"entity_id":"666","txid":1,"op":"INSERT","html":"<script>"}"#,
+        r#"{"entity_id":666,"txid":1,"op":"INSERT"}"#,
+    ] {
+        let notification = format!(r#"{{"channel":"order","event":"created","payload":{forged}}}"#);
+        pg.execute("select pg_notify('pgbroadcast', $1)", &[&notification])
+            .await
+            .unwrap();
+        common::barrier(&pg, "order").await;
+        let frames = client.until("order", "barrier").await;
+        assert_eq!(
+            frames[0],
+            json!({"channel": "order", "event": "resync", "payload": {"reason": "invalid_signal"}}),
+            "{forged}"
+        );
+        assert_eq!(frames.len(), 2, "{forged}: {frames:?}");
+    }
+}
