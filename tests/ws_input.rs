@@ -221,3 +221,119 @@ async fn metrics_are_served_in_prometheus_text() {
         "no channel or entity labels: {text}"
     );
 }
+
+/// A WebSocket client that writes frames byte by byte as given, to break the
+/// protocol in ways no well-behaved library will.
+struct RawWs {
+    tcp: tokio::net::TcpStream,
+}
+
+impl RawWs {
+    async fn connect(bridge: &Bridge) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(bridge.running.addr)
+            .await
+            .unwrap();
+        let request = format!(
+            "GET /ws/broadcast HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            bridge.running.addr
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.unwrap());
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut raw = RawWs { tcp };
+        let (opcode, welcome) = raw.read_frame().await.unwrap();
+        assert_eq!(opcode, 1);
+        assert!(String::from_utf8_lossy(&welcome).contains("welcome"));
+        raw
+    }
+
+    /// One frame: `first` is the FIN/RSV/opcode byte; `masked` as a client must.
+    async fn send_frame(&mut self, first: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        assert!(payload.len() < 126);
+        let mut frame = vec![first, payload.len() as u8 | if masked { 0x80 } else { 0 }];
+        let key = [0x12, 0x34, 0x56, 0x78];
+        if masked {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        self.tcp.write_all(&frame).await.unwrap();
+    }
+
+    /// The next server frame (servers do not mask): opcode and payload, or
+    /// `None` at end of stream.
+    async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let first = self.tcp.read_u8().await.ok()?;
+            let len = match self.tcp.read_u8().await.ok()? & 0x7f {
+                126 => u64::from(self.tcp.read_u16().await.ok()?),
+                127 => self.tcp.read_u64().await.ok()?,
+                n => u64::from(n),
+            };
+            let mut payload = vec![0; len as usize];
+            self.tcp.read_exact(&mut payload).await.ok()?;
+            Some((first & 0x0f, payload))
+        };
+        tokio::time::timeout(common::PATIENCE, read)
+            .await
+            .expect("no frame within the test's patience")
+    }
+
+    /// Reads up to the server's close frame: its code and reason.
+    async fn close_frame(&mut self) -> (u16, String) {
+        loop {
+            match self.read_frame().await {
+                Some((0x8, payload)) => {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+                }
+                Some(_) => continue,
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_the_rfc_6455_code_and_a_reason() {
+    let db = TestDb::migrated().await;
+    let bridge = Bridge::start(&db).await;
+    let cases: [(&str, u8, &[u8], bool, u16); 6] = [
+        (
+            "invalid UTF-8 in a text frame",
+            0x81,
+            &[0x7b, 0xff, 0xfe, 0x7d],
+            true,
+            1007,
+        ),
+        ("an unmasked client frame", 0x81, b"{}", false, 1002),
+        ("a reserved data opcode", 0x83, b"{}", true, 1002),
+        ("a reserved control opcode", 0x8b, b"", true, 1002),
+        ("the RSV1 bit without an extension", 0xc1, b"{}", true, 1002),
+        ("a fragmented ping", 0x09, b"hi", true, 1002),
+    ];
+    for (what, first, payload, masked, expected) in cases {
+        let mut raw = RawWs::connect(&bridge).await;
+        raw.send_frame(first, payload, masked).await;
+        let (code, reason) = raw.close_frame().await;
+        assert_eq!(code, expected, "{what}: {reason}");
+        assert!(!reason.is_empty(), "{what}");
+        // Then the server ends the connection.
+        while raw.read_frame().await.is_some() {}
+    }
+    // The bridge goes on serving.
+    let mut client = bridge.client().await;
+    client.subscribe(&["thing"]).await;
+}

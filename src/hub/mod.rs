@@ -210,7 +210,9 @@ impl Mailbox {
     ) {
         let mut missed = lock(&self.missed);
         if missed.contains_key(channel) {
+            // Still behind: its resync has not even been written yet.
             metrics.slow_consumer_frames_dropped.inc();
+            self.overflowed();
             return;
         }
         let len = frame.len();
@@ -232,14 +234,19 @@ impl Mailbox {
                 // A new resync; others were counted when they were sent.
                 metrics.resync(reason_if_full.as_str());
             }
-            let now = Instant::now();
-            let mut overflows = lock(&self.overflows);
-            *overflows = Some(match *overflows {
-                Some((first, _)) => (first, now),
-                None => (now, now),
-            });
+            self.overflowed();
             self.wake.notify_one();
         }
+    }
+
+    /// Extends (or starts) the current streak of overflows.
+    fn overflowed(&self) {
+        let now = Instant::now();
+        let mut overflows = lock(&self.overflows);
+        *overflows = Some(match *overflows {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
     }
 }
 

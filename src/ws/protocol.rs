@@ -270,6 +270,9 @@ pub enum Control<'a> {
         /// The topics the error is about, if any.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         topics: Vec<String>,
+        /// `rate_limited`: how many messages were dropped since the last notice.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dropped: Option<u64>,
     },
     /// A token was accepted; it holds until `expires_at` (Unix seconds).
     Authenticated {
@@ -479,6 +482,7 @@ mod tests {
                 code: ErrorCode::InvalidJson,
                 message: "x",
                 topics: Vec::new(),
+                dropped: None,
             }
             .frame(),
         )

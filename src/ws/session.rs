@@ -50,7 +50,7 @@ pub async fn run<S, E>(
 ) -> End
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let mut access = Access::new(security, identity);
     let welcome = Control::Welcome {
@@ -88,9 +88,11 @@ where
         access.recheck_every(),
     );
     recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // When to tell the client how many messages were dropped (armed on a drop).
+    let rate_notice = tokio::time::sleep_until(far_future());
     // Armed once, not per wake-up: this loop runs for every frame.
     let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    tokio::pin!(cancelled, rate_notice);
 
     loop {
         // A peer (or a publisher) that is always ready must not keep this task
@@ -100,17 +102,17 @@ where
         let out: Vec<Message> = tokio::select! {
             biased;
             () = &mut cancelled => {
-                close(&mut socket, close_code::AWAY, "server shutting down").await;
+                close(&mut socket, close_code::AWAY, "server shutting down", CLOSE_WAIT).await;
                 return End::Shutdown;
             }
             // Deadlines come before the socket: a busy peer must not outlive its token.
             () = &mut auth_deadline => {
                 let reason = format!(r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#, access.auth_timeout());
-                close(&mut socket, CLOSE_UNAUTHORIZED, &reason).await;
+                close(&mut socket, CLOSE_UNAUTHORIZED, &reason, CLOSE_WAIT).await;
                 return End::Unauthorized;
             }
             () = &mut expiry, if access.identity().is_some() => {
-                close(&mut socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired").await;
+                close(&mut socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired", CLOSE_WAIT).await;
                 return End::Unauthorized;
             }
             inbound = socket.next() => {
@@ -123,16 +125,14 @@ where
                         return End::PeerClosed;
                     }
                     Some(Err(e)) => {
-                        let e = e.to_string();
-                        // tungstenite's capacity error; the message was not read.
-                        if e.contains("too long") || e.contains("Space limit") {
-                            let reason = format!("message too big: the limit is {} bytes", limits.hard_message_limit());
-                            close(&mut socket, close_code::SIZE, &reason).await;
+                        // A broken frame or message: say which rule it broke (RFC 6455 §7.4.1).
+                        if let Some((code, reason)) = read_error_close(&e, limits) {
+                            close(&mut socket, code, &reason, CLOSE_WAIT).await;
                         }
-                        return End::SocketError(e);
+                        return End::SocketError(e.to_string());
                     }
                     Some(Ok(Message::Text(request))) => match rate.admit() {
-                        Admit::Yes => match protocol::parse(&request, limits) {
+                        true => match protocol::parse(&request, limits) {
                             Ok(Request::Auth(token)) => match access.accept(&token) {
                                 Ok(expires_at) => {
                                     auth_deadline.as_mut().reset(far_future());
@@ -146,7 +146,7 @@ where
                                 }
                                 Err(err) if !access.authenticated() => {
                                     let reason = format!("unauthorized: {err}");
-                                    close(&mut socket, CLOSE_UNAUTHORIZED, &reason).await;
+                                    close(&mut socket, CLOSE_UNAUTHORIZED, &reason, CLOSE_WAIT).await;
                                     return End::Unauthorized;
                                 }
                                 // A failed refresh: the current token holds until it expires.
@@ -159,31 +159,36 @@ where
                             Ok(request) => handle(request, &mut session, limits, &mut access).await.into_iter().map(text).collect(),
                             Err(rejection) => vec![text(error(rejection.code, &rejection.message))],
                         },
-                        Admit::NoAndSay(dropped) => {
-                            session.metrics().messages_rate_limited.inc();
-                            vec![text(error(ErrorCode::RateLimited, &format!(
-                                "over {} messages per second: {dropped} message(s) dropped, not applied",
-                                limits.max_messages_per_second
-                            )))]
-                        }
-                        Admit::No => {
-                            session.metrics().messages_rate_limited.inc();
-                            Vec::new()
-                        }
+                        false => dropped(&mut rate, &session, rate_notice.as_mut()),
                     },
-                    Some(Ok(Message::Binary(_))) => vec![text(error(
-                        ErrorCode::BinaryNotSupported,
-                        "binary frames are not part of the protocol; send JSON text",
-                    ))],
-                    // Pings are answered by the WebSocket layer; pongs only prove
-                    // liveness. Both count against the message rate.
+                    Some(Ok(Message::Binary(_))) => match rate.admit() {
+                        true => vec![text(error(
+                            ErrorCode::BinaryNotSupported,
+                            "binary frames are not part of the protocol; send JSON text",
+                        ))],
+                        false => dropped(&mut rate, &session, rate_notice.as_mut()),
+                    },
+                    // Pings are answered by the WebSocket layer whatever happens
+                    // here; pongs only prove liveness. Both use up the message
+                    // rate, so a ping flood leaves no room for requests.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                        if !matches!(rate.admit(), Admit::Yes) {
-                            session.metrics().messages_rate_limited.inc();
-                        }
+                        rate.admit();
                         Vec::new()
                     }
                 }
+            }
+            () = &mut rate_notice => {
+                rate_notice.as_mut().reset(far_future());
+                let count = rate.take_dropped();
+                vec![text(Control::Error {
+                    code: ErrorCode::RateLimited,
+                    message: &format!(
+                        "over {} messages per second: {count} message(s) dropped, not applied",
+                        limits.max_messages_per_second
+                    ),
+                    topics: Vec::new(),
+                    dropped: Some(count),
+                }.frame())]
             }
             outbound = session.next_outbound() => {
                 let (mut out, oldest): (Vec<Message>, Option<Instant>) = match outbound {
@@ -212,7 +217,7 @@ where
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > 2 * limits.heartbeat {
-                    close(&mut socket, close_code::AWAY, "heartbeat timeout").await;
+                    close(&mut socket, close_code::AWAY, "heartbeat timeout", CLOSE_WAIT).await;
                     return End::HeartbeatTimeout;
                 }
                 // Browsers never show pings to scripts: a text heartbeat lets a
@@ -221,39 +226,120 @@ where
             }
         };
         // A client that keeps falling behind is told so and let go.
-        if session
-            .behind_for(limits.max_lag)
-            .is_some_and(|behind| behind > limits.max_lag)
-        {
-            session.metrics().slow_consumer_disconnects.inc();
-            let reason = format!(
-                "too slow: behind for over {:?}; reconnect and resync",
-                limits.max_lag
-            );
-            close(&mut socket, close_code::AGAIN, &reason).await;
-            return End::TooSlow;
+        if too_slow(&session, limits) {
+            return let_go_too_slow(&mut socket, &session, limits).await;
         }
         if out.is_empty() {
             continue;
         }
-        // A peer that stops reading must not park this task: writes are
-        // bounded by the heartbeat interval and give way to shutdown.
-        let write = async {
-            for message in out {
-                socket.feed(message).await?;
+        match write(&mut socket, out, &session, limits, cancelled.as_mut()).await {
+            Written::All => {}
+            Written::Shutdown => {
+                close(
+                    &mut socket,
+                    close_code::AWAY,
+                    "server shutting down",
+                    CLOSE_WAIT,
+                )
+                .await;
+                return End::Shutdown;
             }
-            socket.flush().await
-        };
-        tokio::select! {
-            biased;
-            () = &mut cancelled => return End::Shutdown,
-            written = tokio::time::timeout(limits.heartbeat, write) => match written {
-                Err(_) => return End::WriteTimeout,
-                Ok(Err(e)) => return End::SocketError(e.to_string()),
-                Ok(Ok(())) => {}
-            },
+            Written::TooSlow => return let_go_too_slow(&mut socket, &session, limits).await,
+            Written::Stalled => {
+                // It will most likely never read this; it is said all the same.
+                let reason = format!(
+                    "too slow: not reading (a write made no progress for {})",
+                    humantime::format_duration(limits.heartbeat)
+                );
+                close(&mut socket, close_code::AGAIN, &reason, CLOSE_WAIT).await;
+                return End::WriteTimeout;
+            }
+            Written::Failed(e) => return End::SocketError(e),
         }
     }
+}
+
+/// How a [`write`] ended.
+enum Written {
+    All,
+    Shutdown,
+    /// The client stayed behind for longer than `max_lag` while it was written to.
+    TooSlow,
+    /// One frame was not taken within a heartbeat interval: the peer stopped reading.
+    Stalled,
+    Failed(String),
+}
+
+/// Writes `out` and flushes. A peer that stops reading must not park the
+/// session: each frame must be taken within a heartbeat interval, a peer that
+/// reads but stays behind is let go after `max_lag` (checked while the write
+/// is under way, not only between writes), and shutdown comes first.
+async fn write<S, E>(
+    socket: &mut S,
+    out: Vec<Message>,
+    session: &Session,
+    limits: &Limits,
+    mut cancelled: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> Written
+where
+    S: Sink<Message, Error = E> + Unpin,
+    E: std::fmt::Display,
+{
+    let heartbeat = limits.heartbeat;
+    let frames = async {
+        for message in out {
+            match tokio::time::timeout(heartbeat, socket.feed(message)).await {
+                Err(_) => return Written::Stalled,
+                Ok(Err(e)) => return Written::Failed(e.to_string()),
+                Ok(Ok(())) => {}
+            }
+        }
+        match tokio::time::timeout(heartbeat, socket.flush()).await {
+            Err(_) => Written::Stalled,
+            Ok(Err(e)) => Written::Failed(e.to_string()),
+            Ok(Ok(())) => Written::All,
+        }
+    };
+    tokio::pin!(frames);
+    // Only registered if the write does not complete at once (the usual case).
+    let lag_check_every = (limits.max_lag / 4).max(Duration::from_millis(25));
+    let lag_check = tokio::time::sleep(lag_check_every);
+    tokio::pin!(lag_check);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut cancelled => return Written::Shutdown,
+            written = &mut frames => return written,
+            () = &mut lag_check => {
+                if too_slow(session, limits) {
+                    return Written::TooSlow;
+                }
+                lag_check.as_mut().reset(Instant::now() + lag_check_every);
+            }
+        }
+    }
+}
+
+/// Has this session been behind for longer than `max_lag`?
+fn too_slow(session: &Session, limits: &Limits) -> bool {
+    session
+        .behind_for(limits.max_lag)
+        .is_some_and(|behind| behind > limits.max_lag)
+}
+
+/// Closes a client that stayed behind with 1013. A slow reader is still
+/// reading, so it gets a heartbeat interval to reach the close frame.
+async fn let_go_too_slow<S>(socket: &mut S, session: &Session, limits: &Limits) -> End
+where
+    S: Sink<Message> + Unpin,
+{
+    session.metrics().slow_consumer_disconnects.inc();
+    let reason = format!(
+        "too slow: behind for over {}; reconnect and resync",
+        humantime::format_duration(limits.max_lag)
+    );
+    close(socket, close_code::AGAIN, &reason, limits.heartbeat).await;
+    End::TooSlow
 }
 
 /// Answers a subscribe or unsubscribe: an ack (and replayed or resync
@@ -294,6 +380,7 @@ async fn handle(
                         code: ErrorCode::Forbidden,
                         message: "not allowed for this token",
                         topics: denied.iter().map(ToString::to_string).collect(),
+                        dropped: None,
                     }
                     .frame(),
                 );
@@ -371,16 +458,14 @@ struct RateLimit {
     per_second: f64,
     tokens: f64,
     last: Instant,
+    /// Messages dropped since the last notice.
     dropped: u64,
     last_notice: Option<Instant>,
 }
 
-enum Admit {
-    Yes,
-    /// Drop it, and tell the client how many were dropped (at most once a second).
-    NoAndSay(u64),
-    No,
-}
+/// How long after the first dropped message the client is told: long enough
+/// for a burst to be counted in one notice.
+const RATE_NOTICE_DELAY: Duration = Duration::from_millis(100);
 
 impl RateLimit {
     fn new(per_second: usize) -> RateLimit {
@@ -394,25 +479,89 @@ impl RateLimit {
         }
     }
 
-    fn admit(&mut self) -> Admit {
+    /// Takes a token if there is one.
+    fn admit(&mut self) -> bool {
         let now = Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
         self.tokens = (self.tokens + refill).min(self.per_second);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            return Admit::Yes;
+            return true;
         }
-        self.dropped += 1;
-        if self
-            .last_notice
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.last_notice = Some(now);
-            return Admit::NoAndSay(std::mem::take(&mut self.dropped));
-        }
-        Admit::No
+        false
     }
+
+    /// Counts a dropped message; returns when to send the notice if this is
+    /// the first since the last one (at most one notice a second).
+    fn drop_one(&mut self) -> Option<Instant> {
+        self.dropped += 1;
+        if self.dropped > 1 {
+            return None;
+        }
+        let soon = Instant::now() + RATE_NOTICE_DELAY;
+        Some(match self.last_notice {
+            Some(last) => soon.max(last + Duration::from_secs(1)),
+            None => soon,
+        })
+    }
+
+    /// The count for a notice being sent now.
+    fn take_dropped(&mut self) -> u64 {
+        self.last_notice = Some(Instant::now());
+        std::mem::take(&mut self.dropped)
+    }
+}
+
+/// A message over the rate: not applied, counted, and the notice armed.
+fn dropped(
+    rate: &mut RateLimit,
+    session: &Session,
+    notice: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Vec<Message> {
+    session.metrics().messages_rate_limited.inc();
+    if let Some(at) = rate.drop_one() {
+        notice.reset(at);
+    }
+    Vec::new()
+}
+
+/// The close a read error calls for (RFC 6455 §7.4.1), when the peer can
+/// still be told: 1007 for a text message that is not UTF-8, 1009 for one
+/// over the size limit, 1002 for a broken frame (unmasked, reserved opcode or
+/// bits, fragmented control frame).
+fn read_error_close(
+    error: &(dyn std::error::Error + 'static),
+    limits: &Limits,
+) -> Option<(u16, String)> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(ws) = error.downcast_ref::<WsError>() {
+            return match ws {
+                WsError::Utf8(_) => Some((
+                    close_code::INVALID,
+                    "invalid UTF-8 in a text message".to_owned(),
+                )),
+                WsError::Capacity(_) => Some((
+                    close_code::SIZE,
+                    format!(
+                        "message too big: the limit is {} bytes",
+                        limits.hard_message_limit()
+                    ),
+                )),
+                // The peer is gone; there is no one to tell.
+                WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+                WsError::Protocol(violation) => {
+                    Some((close_code::PROTOCOL, format!("protocol error: {violation}")))
+                }
+                _ => None,
+            };
+        }
+        cause = error.source();
+    }
+    None
 }
 
 fn unsubscribed(topics: &[Topic], reason: Option<&'static str>) -> Frame {
@@ -428,6 +577,7 @@ fn error(code: ErrorCode, message: &str) -> Frame {
         code,
         message,
         topics: Vec::new(),
+        dropped: None,
     }
     .frame()
 }
@@ -436,21 +586,26 @@ fn text(frame: Frame) -> Message {
     Message::Text(frame)
 }
 
-async fn close<S>(socket: &mut S, code: u16, reason: &str)
+/// Sends a close frame, waiting at most `wait` for it to be written: the
+/// peer may be gone or stalled, and shutdown must not wait on it.
+async fn close<S>(socket: &mut S, code: u16, reason: &str, wait: Duration)
 where
     S: Sink<Message> + Unpin,
 {
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: close_reason(reason).into(),
     };
-    // Best effort: the peer may already be gone. Bounded, so a stalled peer
-    // cannot hold up shutdown.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        socket.send(Message::Close(Some(frame))),
-    )
-    .await;
+    let _ = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
+}
+
+/// A close frame's reason holds at most 123 bytes (RFC 6455 §5.5).
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 #[cfg(test)]
@@ -462,7 +617,7 @@ mod tests {
 
     /// A socket made of two channels: what the client sends, what the server wrote.
     struct Pair {
-        to_server: mpsc::UnboundedSender<Result<Message, String>>,
+        to_server: mpsc::UnboundedSender<Result<Message, std::io::Error>>,
         from_server: mpsc::UnboundedReceiver<Message>,
     }
 
@@ -473,7 +628,7 @@ mod tests {
         let (to_server, inbound) = mpsc::unbounded();
         let (outbound, from_server) = mpsc::unbounded::<Message>();
         let socket = inbound;
-        let sink = outbound.sink_map_err(|e| e.to_string());
+        let sink = outbound.sink_map_err(std::io::Error::other);
         let io = Joined {
             stream: socket,
             sink,
@@ -707,37 +862,40 @@ mod tests {
     }
 
     impl Sink<Message> for Stuck {
-        type Error = String;
+        type Error = std::io::Error;
         fn poll_ready(
             self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), String>> {
+        ) -> std::task::Poll<Result<(), std::io::Error>> {
             if self.accept == 0 {
                 self.stalled.notify_one();
                 return std::task::Poll::Pending;
             }
             std::task::Poll::Ready(Ok(()))
         }
-        fn start_send(mut self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), String> {
+        fn start_send(
+            mut self: std::pin::Pin<&mut Self>,
+            _: Message,
+        ) -> Result<(), std::io::Error> {
             self.accept -= 1;
             Ok(())
         }
         fn poll_flush(
             self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), String>> {
+        ) -> std::task::Poll<Result<(), std::io::Error>> {
             std::task::Poll::Ready(Ok(()))
         }
         fn poll_close(
             self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), String>> {
+        ) -> std::task::Poll<Result<(), std::io::Error>> {
             self.poll_ready(cx)
         }
     }
 
     type StuckSession = (
-        mpsc::UnboundedSender<Result<Message, String>>,
+        mpsc::UnboundedSender<Result<Message, std::io::Error>>,
         std::sync::Arc<tokio::sync::Notify>,
         tokio::task::JoinHandle<End>,
         CancellationToken,
@@ -785,7 +943,8 @@ mod tests {
             .unwrap();
         let started = Instant::now();
         assert_eq!(task.await.unwrap(), End::WriteTimeout);
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // A heartbeat interval without progress, then a bounded try at a close frame.
+        assert_eq!(started.elapsed(), Duration::from_secs(10) + CLOSE_WAIT);
         assert_eq!(hub.stats().sessions, 0);
     }
 
@@ -800,7 +959,8 @@ mod tests {
         let started = Instant::now();
         stop.cancel();
         assert_eq!(task.await.unwrap(), End::Shutdown);
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Only the bounded try at a close frame, not the stuck write.
+        assert_eq!(started.elapsed(), CLOSE_WAIT);
     }
 
     #[tokio::test]
@@ -865,10 +1025,59 @@ mod tests {
         }
         let error = client.json().await;
         assert_eq!(error["code"], "rate_limited");
+        assert_eq!(error["dropped"], 3, "{error}");
         assert_eq!(hub.stats().channels, 5);
         tokio::time::advance(Duration::from_secs(1)).await;
         client.send(r#"{"subscribe": ["later"]}"#);
         assert_eq!(client.json().await["type"], "subscribed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_notice_carries_every_dropped_message() {
+        let hub = crate::hub::tests::test_hub(8);
+        let (mut client, _task, _stop) = spawn_session(&hub, Limits::default());
+        client.json().await;
+        let sent = Instant::now();
+        // 80 back to back; 50 a second are allowed.
+        for i in 0..80 {
+            client.send(&format!(r#"{{"subscribe": ["c{i}"]}}"#));
+        }
+        for _ in 0..50 {
+            assert_eq!(client.json().await["type"], "subscribed");
+        }
+        let notice = client.json().await;
+        assert_eq!(notice["code"], "rate_limited");
+        assert_eq!(notice["dropped"], 30, "{notice}");
+        assert!(
+            notice["message"]
+                .as_str()
+                .unwrap()
+                .contains("30 message(s) dropped"),
+            "{notice}"
+        );
+        assert_eq!(hub.metrics().messages_rate_limited.get(), 30);
+        // Promptly: within the notice delay, not a second later.
+        assert_eq!(sent.elapsed(), RATE_NOTICE_DELAY);
+        // Later drops are counted in the next notice, no sooner than a second after.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        for i in 0..20 {
+            client.send(&format!(r#"{{"unsubscribe": ["c{i}"]}}"#));
+        }
+        let mut acks = 0;
+        let notice = loop {
+            let frame = client.json().await;
+            if frame["type"] == "unsubscribed" {
+                acks += 1;
+                continue;
+            }
+            break frame;
+        };
+        assert_eq!(notice["code"], "rate_limited");
+        assert_eq!(acks + notice["dropped"].as_u64().unwrap(), 20, "{notice}");
+        assert_eq!(
+            hub.metrics().messages_rate_limited.get(),
+            30 + notice["dropped"].as_u64().unwrap()
+        );
     }
 
     /// A sink that takes `per_message` (of tokio's clock) for every message.
@@ -879,11 +1088,11 @@ mod tests {
     }
 
     impl Sink<Message> for Slow {
-        type Error = String;
+        type Error = std::io::Error;
         fn poll_ready(
             mut self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), String>> {
+        ) -> std::task::Poll<Result<(), std::io::Error>> {
             let per_message = self.per_message;
             let sleep = self
                 .sleep
@@ -892,31 +1101,32 @@ mod tests {
             self.sleep = None;
             std::task::Poll::Ready(Ok(()))
         }
-        fn start_send(self: std::pin::Pin<&mut Self>, item: Message) -> Result<(), String> {
+        fn start_send(self: std::pin::Pin<&mut Self>, item: Message) -> Result<(), std::io::Error> {
             self.got.lock().unwrap().push(item);
             Ok(())
         }
         fn poll_flush(
             self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), String>> {
+        ) -> std::task::Poll<Result<(), std::io::Error>> {
             std::task::Poll::Ready(Ok(()))
         }
         fn poll_close(
             self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), String>> {
+        ) -> std::task::Poll<Result<(), std::io::Error>> {
             std::task::Poll::Ready(Ok(()))
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_client_that_stays_behind_is_closed_with_1013() {
+    /// A client that takes `per_message` for every frame while signals come
+    /// every 2 ms; what it ended with, everything it was sent, and when.
+    async fn slow_client(per_message: Duration, limits: Limits) -> (End, Vec<Message>, Duration) {
         let hub = crate::hub::tests::test_hub(4);
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (to_server, inbound) = mpsc::unbounded::<Result<Message, String>>();
+        let (to_server, inbound) = mpsc::unbounded::<Result<Message, std::io::Error>>();
         let sink = Slow {
-            per_message: Duration::from_millis(10),
+            per_message,
             sleep: None,
             got: got.clone(),
         };
@@ -924,16 +1134,13 @@ mod tests {
             stream: inbound,
             sink,
         };
-        let limits = Limits {
-            max_lag: Duration::from_secs(2),
-            ..Limits::default()
-        };
         let mut session = hub.connect();
         session.subscribe(&[crate::hub::Topic {
             channel: "order".into(),
             entity: None,
         }]);
         let epoch = hub.epoch().to_owned();
+        let started = Instant::now();
         let task = tokio::spawn(async move {
             run(
                 io,
@@ -946,7 +1153,6 @@ mod tests {
             )
             .await
         });
-        // Signals every 2 ms; the client takes 10 ms per frame.
         let publisher = {
             let hub = hub.clone();
             tokio::spawn(async move {
@@ -957,10 +1163,14 @@ mod tests {
             })
         };
         let end = task.await.unwrap();
+        let elapsed = started.elapsed();
         publisher.abort();
         drop(to_server);
-        assert_eq!(end, End::TooSlow);
-        let got = got.lock().unwrap();
+        let got = got.lock().unwrap().clone();
+        (end, got, elapsed)
+    }
+
+    fn assert_closed_too_slow(got: &[Message]) {
         match got.last() {
             Some(Message::Close(Some(frame))) => {
                 assert_eq!(frame.code, close_code::AGAIN);
@@ -968,10 +1178,42 @@ mod tests {
             }
             other => panic!("expected a 1013 close, got {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stays_behind_is_closed_with_1013() {
+        let limits = Limits {
+            max_lag: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let (end, got, _) = slow_client(Duration::from_millis(10), limits).await;
+        assert_eq!(end, End::TooSlow);
+        assert_closed_too_slow(&got);
         // It was told about the gaps before being let go.
         assert!(
             got.iter()
                 .any(|m| matches!(m, Message::Text(t) if t.contains("slow_consumer")))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_behind_in_a_long_write_is_closed_with_1013_not_dropped() {
+        // Each frame is taken within a heartbeat interval, but a batch of
+        // them is not: the client reads, too slowly.
+        let limits = Limits {
+            heartbeat: Duration::from_secs(5),
+            max_lag: Duration::from_secs(6),
+            ..Limits::default()
+        };
+        let (end, got, elapsed) = slow_client(Duration::from_secs(3), limits.clone()).await;
+        assert_eq!(end, End::TooSlow);
+        assert_closed_too_slow(&got);
+        // Let go once max_lag is over (checked every max_lag / 4), plus the
+        // time it takes to read up to the close frame.
+        assert!(elapsed > limits.max_lag, "{elapsed:?}");
+        assert!(
+            elapsed <= limits.max_lag + limits.max_lag / 4 + limits.heartbeat,
+            "{elapsed:?}"
         );
     }
 
@@ -987,12 +1229,12 @@ mod tests {
         };
         // A peer whose messages never stop: the read side is always ready.
         let flood = futures_util::stream::repeat_with(|| {
-            Ok::<_, String>(Message::Ping(Default::default()))
+            Ok::<_, std::io::Error>(Message::Ping(Default::default()))
         });
         let (outbound, _from_server) = mpsc::unbounded::<Message>();
         let io = Joined {
             stream: flood,
-            sink: outbound.sink_map_err(|e| e.to_string()),
+            sink: outbound.sink_map_err(std::io::Error::other),
         };
         let session = hub.connect();
         let epoch = hub.epoch().to_owned();
