@@ -169,6 +169,17 @@ pub struct Limits {
     #[arg(long, env = "PGBROADCAST_MAX_CONNECTIONS", default_value_t = 50_000, value_parser = count_in::<1, 10_000_000>)]
     pub max_connections: usize,
 
+    /// HTTP connections not (yet) upgraded to WebSocket; when they are all
+    /// taken, the oldest is closed to make room for the newest.
+    #[arg(long, env = "PGBROADCAST_MAX_PENDING_CONNECTIONS", default_value_t = 1024, value_parser = count_in::<1, 1_000_000>)]
+    pub max_pending_connections: usize,
+
+    /// Time a client has to send a request's headers (from connecting, or
+    /// from its previous request) and for a request to be handled; idle
+    /// keep-alive connections are closed after it too.
+    #[arg(long, env = "PGBROADCAST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_in::<100, 600_000>)]
+    pub handshake_timeout: Duration,
+
     /// Messages a client may send per second; more are dropped with a `rate_limited` error.
     #[arg(long, env = "PGBROADCAST_MAX_MESSAGES_PER_SECOND", default_value_t = 50, value_parser = count_in::<1, 100_000>)]
     pub max_messages_per_second: usize,
@@ -221,6 +232,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 50_000,
+            max_pending_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
             max_messages_per_second: 50,
             max_subscriptions: 1000,
             max_channels_per_message: 100,

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub slow_consumer_frames_dropped: Counter,
     pub slow_consumer_disconnects: Counter,
     pub connections_refused: Family<Reason, Counter>,
+    pub http_connections_pending: Gauge,
+    pub http_connections_closed: Family<Reason, Counter>,
     pub messages_rate_limited: Counter,
     pub listener_up: Gauge,
     pub listener_reconnects: Counter,
@@ -53,6 +55,8 @@ impl Metrics {
             slow_consumer_frames_dropped: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             connections_refused: Family::default(),
+            http_connections_pending: Gauge::default(),
+            http_connections_closed: Family::default(),
             messages_rate_limited: Counter::default(),
             listener_up: Gauge::default(),
             listener_reconnects: Counter::default(),
@@ -105,6 +109,16 @@ impl Metrics {
             "connections_refused",
             "WebSocket connections refused, by reason",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "http_connections_pending",
+            "HTTP connections not (yet) upgraded to WebSocket",
+            m.http_connections_pending.clone(),
+        );
+        r.register(
+            "http_connections_closed",
+            "HTTP connections closed before a request completed: handshake_timeout, pending_limit",
+            m.http_connections_closed.clone(),
         );
         r.register(
             "messages_rate_limited",

@@ -18,6 +18,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use crate::auth::{Authenticator, Authorizer, Security};
 use crate::config::{AuthArgs, Limits, PgArgs};
 use crate::demo::Demo;
+use crate::http::serve::{self, Edge};
 use crate::http::{AppState, router};
 use crate::hub::Hub;
 use crate::listener::Listener;
@@ -108,8 +109,10 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
         expiry_notice: auth.auth_expiry_notice,
         recheck: auth.authz_recheck,
     };
+    let mut limits = settings.limits;
+    fit_open_files(&mut limits);
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(settings.limits.hub_config(), Arc::clone(&metrics));
+    let hub = Hub::new(limits.hub_config(), Arc::clone(&metrics));
     let (ready_tx, ready) = watch::channel(false);
     let shutdown = CancellationToken::new();
     let listen = Listener::new(
@@ -122,7 +125,7 @@ pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running,
     tokio::spawn(listen.run(shutdown.clone()));
     let state = AppState {
         hub: Arc::clone(&hub),
-        limits: Arc::new(settings.limits),
+        limits: Arc::new(limits),
         ready: ready.clone(),
         shutdown: shutdown.clone(),
         sessions: TaskTracker::new(),
@@ -182,18 +185,53 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let sessions = state.sessions.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
-        .await?;
+    let edge = Edge {
+        handshake_timeout: state.limits.handshake_timeout,
+        max_pending: state.limits.max_pending_connections,
+    };
+    let metrics = Arc::clone(&state.metrics);
+    let app = serve::bound_requests(router(state), edge.handshake_timeout);
+    let accepting = tokio::spawn(serve::serve(listener, app, edge, metrics, token.clone()));
+    shutdown.await;
+    token.cancel();
+    let connections = accepting.await.map_err(std::io::Error::other)?;
     sessions.close();
-    if tokio::time::timeout(GRACE, sessions.wait()).await.is_err() {
+    let everyone = async {
+        connections.wait().await;
+        sessions.wait().await;
+    };
+    if tokio::time::timeout(GRACE, everyone).await.is_err() {
         tracing::warn!(
-            remaining = sessions.len(),
-            "sessions still open after the grace period"
+            remaining = sessions.len() + connections.len(),
+            "connections still open after the grace period"
         );
     }
     Ok(())
+}
+
+/// Lowers the connection limits to what the open-file limit allows (see
+/// [`serve::fit_open_files`]), saying so.
+fn fit_open_files(limits: &mut Limits) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Ok((open_files, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let (connections, pending) = serve::fit_open_files(
+        limits.max_connections,
+        limits.max_pending_connections,
+        open_files,
+    );
+    if (connections, pending) != (limits.max_connections, limits.max_pending_connections) {
+        tracing::warn!(
+            open_files,
+            max_connections = connections,
+            max_pending_connections = pending,
+            "the open-file limit is too low for --max-connections {} and --max-pending-connections {}; \
+             serving fewer so that descriptors never run out (raise `ulimit -n` to serve more)",
+            limits.max_connections,
+            limits.max_pending_connections,
+        );
+        limits.max_connections = connections;
+        limits.max_pending_connections = pending;
+    }
 }

@@ -2,6 +2,7 @@
 //! with `demo`, the example REST API. [`error`] is the API's error shape.
 
 pub mod error;
+pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
