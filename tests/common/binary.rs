@@ -27,10 +27,21 @@ impl Served {
     /// `envs`, and waits until it is ready (the LISTEN is in effect).
     pub async fn start(database_url: &str, args: &[&str], envs: &[(&str, &str)]) -> Served {
         let mut command = Command::new(BIN);
+        command.args(args).envs(envs.iter().copied());
+        Served::spawn(command, database_url).await
+    }
+
+    /// The same, started by `sh -c script` (for `ulimit` and the like); the
+    /// script must `exec` the binary.
+    pub async fn start_via_shell(database_url: &str, script: &str) -> Served {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(script);
+        Served::spawn(command, database_url).await
+    }
+
+    async fn spawn(mut command: Command, database_url: &str) -> Served {
         command
-            .args(args)
             .env("DATABASE_URL", database_url)
-            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

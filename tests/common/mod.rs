@@ -109,6 +109,10 @@ impl Bridge {
         Bridge::start_full(db, Limits::default(), true).await
     }
 
+    pub async fn start_demo_with(db: &TestDb, limits: Limits) -> Bridge {
+        Bridge::start_full(db, limits, true).await
+    }
+
     pub async fn start_with(db: &TestDb, limits: Limits) -> Bridge {
         Bridge::start_full(db, limits, false).await
     }
