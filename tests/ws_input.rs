@@ -157,6 +157,10 @@ async fn connections_over_the_limit_are_refused_before_the_upgrade() {
         }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
+    // The node is full of WebSockets, not of health checks.
+    assert_eq!(bridge.readyz().await, 200);
+    let healthz = reqwest::get(bridge.http_url("/healthz")).await.unwrap();
+    assert_eq!(healthz.status(), 200);
     // A slot frees when a connection ends.
     first.close().await;
     tokio::time::timeout(common::PATIENCE, async {
