@@ -6,8 +6,8 @@
  *  3. the server is restarted on the same port → the client reconnects and
  *     resubscribes by itself, and a new POST's signal arrives.
  *
- * The binary: $PGBROADCAST_BIN, default ../../target/debug/pgbroadcast
- * (relative to this package); built with `cargo build` if missing.
+ * The binary: $PGBROADCAST_BIN, or the debug build in cargo's target
+ * directory (see ./binary.ts); built with `cargo build` if missing.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -17,10 +17,11 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { BroadcastClient, type BroadcastSignal, type ConnectionState } from '../../src/client.js';
+import { pgbroadcastBinary } from './binary.js';
 
 const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const repoDir = resolve(pkgDir, '../..');
-const BIN = resolve(pkgDir, process.env.PGBROADCAST_BIN ?? '../../target/debug/pgbroadcast');
+const BIN = pgbroadcastBinary(repoDir);
 
 interface Server {
   child: ChildProcess;
