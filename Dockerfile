@@ -2,7 +2,7 @@
 #   docker build -t pgbroadcast .
 #   docker run -e DATABASE_URL=postgres://... -e PGBROADCAST_JWT_SECRET=... -p 8080:8080 pgbroadcast
 # Serving 0.0.0.0 needs authentication configured (or PGBROADCAST_INSECURE=true).
-FROM rust:1-bookworm AS build
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
@@ -10,7 +10,7 @@ COPY migrations migrations
 COPY sql sql
 RUN cargo build --release --locked --bin pgbroadcast
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-20260518-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*

@@ -139,3 +139,90 @@ async fn the_pgbroadcast_service_command_and_health_check_work() {
         .unwrap();
     assert_eq!(orders.status(), 200);
 }
+
+/// `name:tag` with a version in the tag (digits and dots, or a dated
+/// snapshot), never `latest` or a bare major line like `16-alpine`.
+fn pinned(image: &str) -> bool {
+    let image = image.split('@').next().unwrap();
+    let Some((_, tag)) = image.rsplit_once(':') else {
+        return false;
+    };
+    let version = tag.split('-').any(|part| {
+        let dotted = part.split('.').count() >= 2
+            && part
+                .split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let dated = part.len() == 8 && part.bytes().all(|b| b.is_ascii_digit());
+        dotted || dated
+    });
+    version && tag != "latest"
+}
+
+#[test]
+fn every_image_is_pinned_to_a_version() {
+    assert!(pinned("postgres:16.10-alpine3.22"));
+    assert!(pinned("debian:bookworm-20260518-slim"));
+    assert!(!pinned("postgres:16-alpine"));
+    assert!(!pinned("electricsql/electric:latest"));
+    assert!(!pinned("rust:1-bookworm"));
+    assert!(!pinned("debian:bookworm-slim"));
+    let compose = compose();
+    for (name, service) in compose["services"].as_object().unwrap() {
+        if let Some(image) = service["image"].as_str() {
+            assert!(pinned(image), "service {name}: {image} is not pinned");
+        }
+    }
+    let dockerfile = std::fs::read_to_string("Dockerfile").unwrap();
+    let bases: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(bases.len(), 2, "{bases:?}");
+    for base in bases {
+        assert!(pinned(base), "Dockerfile: {base} is not pinned");
+    }
+}
+
+/// Electric's compose health check, run against a stand-in for Electric's
+/// `/v1/health` that answers `status` with `body`: does it pass?
+async fn electric_health_check_passes(status: u16, body: &'static str) -> bool {
+    let compose = compose();
+    let test = strings(&compose["services"]["electric"]["healthcheck"]["test"]);
+    assert_eq!(test[0], "CMD-SHELL");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/v1/health",
+        axum::routing::get(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                body,
+            )
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let script = test[1].replace("localhost:3000", &addr.to_string());
+    assert_ne!(
+        script, test[1],
+        "the health check no longer calls localhost:3000"
+    );
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .await
+        .unwrap();
+    server.abort();
+    status.success()
+}
+
+#[tokio::test]
+async fn electrics_health_check_waits_until_it_serves() {
+    // Starting: 202 in some releases, 200 with another status in others.
+    assert!(!electric_health_check_passes(202, r#"{"status":"starting"}"#).await);
+    assert!(!electric_health_check_passes(200, r#"{"status":"starting"}"#).await);
+    assert!(!electric_health_check_passes(503, r#"{"status":"stopping"}"#).await);
+    assert!(electric_health_check_passes(200, r#"{"status":"active"}"#).await);
+}
