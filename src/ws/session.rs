@@ -271,9 +271,10 @@ enum Written {
 }
 
 /// Writes `out` and flushes. A peer that stops reading must not park the
-/// session: each frame must be taken within a heartbeat interval, a peer that
-/// reads but stays behind is let go after `max_lag` (checked while the write
-/// is under way, not only between writes), and shutdown comes first.
+/// session: a write that takes no frame for a heartbeat interval is stalled,
+/// a peer that reads but stays behind is let go after `max_lag` (checked
+/// while the write is under way, not only between writes), and shutdown
+/// comes first. Most writes complete at once and arm no timer at all.
 async fn write<S, E>(
     socket: &mut S,
     out: Vec<Message>,
@@ -285,36 +286,48 @@ where
     S: Sink<Message, Error = E> + Unpin,
     E: std::fmt::Display,
 {
-    let heartbeat = limits.heartbeat;
+    use std::sync::atomic::Ordering::Relaxed;
+    // Frames taken so far: progress, for telling a slow peer from a stalled one.
+    // (An atomic only because the session's future must be Send; one writer.)
+    let taken = std::sync::atomic::AtomicUsize::new(0);
     let frames = async {
         for message in out {
-            match tokio::time::timeout(heartbeat, socket.feed(message)).await {
-                Err(_) => return Written::Stalled,
-                Ok(Err(e)) => return Written::Failed(e.to_string()),
-                Ok(Ok(())) => {}
+            if let Err(e) = socket.feed(message).await {
+                return Written::Failed(e.to_string());
             }
+            taken.store(taken.load(Relaxed) + 1, Relaxed);
         }
-        match tokio::time::timeout(heartbeat, socket.flush()).await {
-            Err(_) => Written::Stalled,
-            Ok(Err(e)) => Written::Failed(e.to_string()),
-            Ok(Ok(())) => Written::All,
+        match socket.flush().await {
+            Ok(()) => Written::All,
+            Err(e) => Written::Failed(e.to_string()),
         }
     };
     tokio::pin!(frames);
-    // Only registered if the write does not complete at once (the usual case).
-    let lag_check_every = (limits.max_lag / 4).max(Duration::from_millis(25));
-    let lag_check = tokio::time::sleep(lag_check_every);
-    tokio::pin!(lag_check);
+    if let std::task::Poll::Ready(written) = futures_util::poll!(frames.as_mut()) {
+        return written;
+    }
+    let check_every = (limits.heartbeat / 4)
+        .min(limits.max_lag / 4)
+        .max(Duration::from_millis(25));
+    let check = tokio::time::sleep(check_every);
+    tokio::pin!(check);
+    let (mut progress_at, mut progress) = (Instant::now(), taken.load(Relaxed));
     loop {
         tokio::select! {
             biased;
             () = &mut cancelled => return Written::Shutdown,
             written = &mut frames => return written,
-            () = &mut lag_check => {
+            () = &mut check => {
                 if too_slow(session, limits) {
                     return Written::TooSlow;
                 }
-                lag_check.as_mut().reset(Instant::now() + lag_check_every);
+                let now = Instant::now();
+                if taken.load(Relaxed) != progress {
+                    (progress_at, progress) = (now, taken.load(Relaxed));
+                } else if now.duration_since(progress_at) >= limits.heartbeat {
+                    return Written::Stalled;
+                }
+                check.as_mut().reset(now + check_every);
             }
         }
     }
