@@ -2,16 +2,18 @@
 //! with `demo`, the example REST API. [`error`] is the API's error shape.
 
 pub mod error;
+pub mod json;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,7 @@ use crate::auth::Security;
 use crate::config::Limits;
 use crate::demo::Demo;
 use crate::http::error::ApiError;
+use crate::http::json::BodyLimit;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ws::session;
@@ -48,19 +51,48 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let demo = state.demo.clone();
     let security = Arc::clone(&state.security);
+    let body_limit = BodyLimit(state.limits.max_body_bytes);
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/ws/broadcast", get(ws_upgrade))
         .route("/metrics", get(metrics))
         .with_state(state);
-    match demo {
-        Some(demo) if security.enabled() => router.merge(crate::demo::router(demo).layer(
-            axum::middleware::from_fn_with_state(security, require_bearer),
-        )),
-        Some(demo) => router.merge(crate::demo::router(demo)),
+    let router = match demo {
+        Some(demo) => {
+            let api = crate::demo::router(demo).layer(Extension(body_limit));
+            if security.enabled() {
+                router.merge(api.layer(axum::middleware::from_fn_with_state(
+                    security,
+                    require_bearer,
+                )))
+            } else {
+                router.merge(api)
+            }
+        }
         None => router,
-    }
+    };
+    // Last, so that they apply to every route above.
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Any path no route serves.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("nothing is served at {}", uri.path()))
+}
+
+/// A served path asked with a method it does not take; axum adds `Allow`.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not take {method}; the Allow header lists what it takes",
+            uri.path()
+        ),
+    )
 }
 
 /// The REST API takes the same tokens as the WebSocket, as `Authorization: Bearer`.
@@ -161,12 +193,62 @@ fn protocol_token(headers: &HeaderMap) -> Option<String> {
     offered.get(at + 1).cloned()
 }
 
+/// Why a request to `/ws/broadcast` is no WebSocket handshake, in the API's
+/// error shape: 426 (with `Upgrade: websocket`) for a plain HTTP request.
+fn not_a_handshake(rejection: WebSocketUpgradeRejection) -> Response {
+    use axum::http::header::{ALLOW, CONNECTION, SEC_WEBSOCKET_VERSION, UPGRADE};
+    let upgrade_required = |message: &str| {
+        let mut response = ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        response
+    };
+    match rejection {
+        WebSocketUpgradeRejection::MethodNotGet(_)
+        | WebSocketUpgradeRejection::MethodNotConnect(_) => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "a WebSocket handshake is a GET request",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
+            response
+        }
+        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_) => {
+            let mut response = upgrade_required("this server speaks WebSocket version 13");
+            response
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            response
+        }
+        WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_)
+        | WebSocketUpgradeRejection::InvalidProtocolPseudoheader(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "the WebSocket handshake is incomplete (Sec-WebSocket-Key is missing)",
+        )
+        .into_response(),
+        _ => upgrade_required(
+            "this is a WebSocket endpoint: connect with a WebSocket client (ws://…/ws/broadcast)",
+        ),
+    }
+}
+
 async fn ws_upgrade(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return not_a_handshake(rejection),
+    };
     let security = Arc::clone(&state.security);
     if crate::auth::token_in_query(uri.query()) {
         return ApiError::new(
