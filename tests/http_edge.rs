@@ -557,3 +557,196 @@ async fn a_plain_get_on_the_websocket_endpoint_answers_426() {
         bridge.client().await.close().await;
     }
 }
+
+/// The real binary, its stderr (the log) captured.
+struct Binary {
+    _child: tokio::process::Child,
+    addr: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    async fn start(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", common::cluster().url(&db.name))
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&log);
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = tokio::time::timeout(common::PATIENCE, stdout.next_line())
+                .await
+                .expect("server start")
+                .unwrap()
+                .unwrap_or_else(|| panic!("server exited:\n{}", log.lock().unwrap()));
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Go on reading: a closed pipe would end the process at its next line.
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        Binary {
+            _child: child,
+            addr,
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The first log line holding `needle`, waited for (bounded).
+    async fn log_line(&self, needle: &str) -> String {
+        let found = tokio::time::timeout(common::PATIENCE, async {
+            loop {
+                if let Some(line) = self
+                    .log
+                    .lock()
+                    .unwrap()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                {
+                    return line.to_owned();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!("no log line with {needle:?}:\n{}", self.log.lock().unwrap())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_500_logs_what_postgres_said_and_answers_generically() {
+    let db = TestDb::migrated().await;
+    let server = Binary::start(&db, &["demo"], &[]).await;
+    let http = reqwest::Client::new();
+    let orders = server.url("/api/orders");
+    let answer = post_raw(&http, &orders, r#"{"customer": "ada"}"#).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+
+    // A DBA freezes the table with a trigger that explains itself.
+    db.client()
+        .await
+        .batch_execute(
+            r#"
+            create function freeze_orders() returns trigger language plpgsql as $$
+            begin
+                raise exception 'orders are frozen for stocktaking'
+                    using errcode = 'PB042',
+                          detail = 'stocktaking runs until 06:00',
+                          hint = 'retry after 06:00',
+                          table = 'orders',
+                          column = 'customer',
+                          constraint = 'stocktaking_freeze';
+            end $$;
+            create trigger stocktaking before insert on orders
+                for each row execute function freeze_orders();
+            "#,
+        )
+        .await
+        .unwrap();
+
+    let response = http
+        .post(&orders)
+        .header("content-type", "application/json")
+        .body(r#"{"customer": "bo"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": {"code": "internal", "message": "the request could not be completed; see the server log"}})
+    );
+
+    let line = server.log_line("PB042").await;
+    for expected in [
+        "ERROR PB042: orders are frozen for stocktaking",
+        r#"detail: "stocktaking runs until 06:00""#,
+        r#"hint: "retry after 06:00""#,
+        r#"table: "orders""#,
+        r#"column: "customer""#,
+        r#"constraint: "stocktaking_freeze""#,
+        "POST",
+        "/api/orders",
+    ] {
+        assert!(line.contains(expected), "{expected:?} missing from {line}");
+    }
+    // None of it reaches the client.
+    for secret in ["PB042", "frozen", "stocktaking", "06:00"] {
+        assert!(!body.contains(secret), "{secret} leaked: {body}");
+    }
+
+    // A DBA drops a column the API reads: the log names it.
+    db.client()
+        .await
+        .batch_execute(
+            "drop trigger stocktaking on orders; alter table order_items drop column quantity",
+        )
+        .await
+        .unwrap();
+    let answer = send(http.get(server.url("/api/orders/1"))).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let line = server.log_line("42703").await;
+    assert!(
+        line.contains(r#"ERROR 42703: column "quantity" does not exist"#),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn error_report_gives_every_cause_and_what_postgres_said() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let err = client
+        .batch_execute(
+            "do $$ begin raise exception 'no grants for %', 'kitchen' using detail = 'two\nlines', hint = 'grant one'; end $$",
+        )
+        .await
+        .unwrap_err();
+    // As the authorization check wraps it.
+    let wrapped = pgbroadcast::auth::AuthorizeError::Postgres(err);
+    let report = pgbroadcast::http::error::error_report(&wrapped);
+    assert!(
+        report.starts_with("broadcast.authorize failed: ERROR P0001: no grants for kitchen ("),
+        "{report}"
+    );
+    assert!(report.contains(r#"detail: "two\nlines""#), "{report}");
+    assert!(report.contains(r#"hint: "grant one""#), "{report}");
+    assert!(report.contains("where: "), "{report}");
+    assert!(!report.contains('\n'), "{report}");
+}
+
+#[tokio::test]
+async fn the_body_limit_is_set_by_its_environment_variable() {
+    let db = TestDb::migrated().await;
+    let server = Binary::start(&db, &["demo"], &[("PGBROADCAST_MAX_BODY_BYTES", "1024")]).await;
+    let http = reqwest::Client::new();
+    let body = format!(r#"{{"customer": "ada"{}}}"#, " ".repeat(1024));
+    let answer = post_raw(&http, &server.url("/api/orders"), body).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(answer.message().contains("1024 bytes"), "{}", answer.body);
+}

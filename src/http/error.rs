@@ -81,7 +81,7 @@ impl From<crate::mutation::Error> for ApiError {
         match err {
             crate::mutation::Error::Postgres(e) => e.into(),
             crate::mutation::Error::Pool(e) => {
-                tracing::error!(error = %e, "database pool");
+                tracing::error!(error = %error_report(&e), "database pool");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -111,7 +111,81 @@ impl From<tokio_postgres::Error> for ApiError {
         {
             return ApiError::validation("the data violates a rule of the database");
         }
-        tracing::error!(error = %err, "database error in a request");
+        tracing::error!(error = %error_report(&err), "database error in a request");
         ApiError::internal()
     }
+}
+
+/// An error with its causes on one line, for the log: `outer: inner: …`,
+/// and for a Postgres error all that the server said: severity, SQLSTATE,
+/// message, then detail, hint, where, schema, table, column, data type and
+/// constraint where present.
+///
+/// ```text
+/// broadcast.authorize failed: ERROR 42501: permission denied for table grants
+/// db error: ERROR P0001: orders are frozen (detail: "until 06:00", hint: "retry later", table: "orders")
+/// ```
+pub fn error_report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut report = String::new();
+    let mut link = Some(err);
+    while let Some(err) = link {
+        let db = err
+            .downcast_ref::<tokio_postgres::error::DbError>()
+            .or_else(|| err.downcast_ref::<tokio_postgres::Error>()?.as_db_error());
+        if let Some(db) = db {
+            // "db error" says nothing the server's own words do not.
+            if let Some(outer) = report.strip_suffix(": db error") {
+                report.truncate(outer.len());
+            }
+            if !report.is_empty() {
+                report.push_str(": ");
+            }
+            report.push_str(&describe_db_error(db));
+            break;
+        }
+        let text = one_line(&err.to_string());
+        if !report.contains(&text) {
+            if !report.is_empty() {
+                report.push_str(": ");
+            }
+            report.push_str(&text);
+        }
+        link = err.source();
+    }
+    report
+}
+
+/// `ERROR 23514: message (detail: "…", hint: "…", table: "orders", …)`.
+fn describe_db_error(db: &tokio_postgres::error::DbError) -> String {
+    let mut text = format!(
+        "{} {}: {}",
+        db.severity(),
+        db.code().code(),
+        one_line(db.message())
+    );
+    let fields = [
+        ("detail", db.detail()),
+        ("hint", db.hint()),
+        ("where", db.where_()),
+        ("schema", db.schema()),
+        ("table", db.table()),
+        ("column", db.column()),
+        ("datatype", db.datatype()),
+        ("constraint", db.constraint()),
+    ];
+    let present: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, value)| Some(format!("{name}: {:?}", (*value)?)))
+        .collect();
+    if !present.is_empty() {
+        text.push_str(&format!(" ({})", present.join(", ")));
+    }
+    text
+}
+
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join(" / ")
 }

@@ -60,7 +60,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     let router = match demo {
         Some(demo) => {
-            let api = crate::demo::router(demo).layer(Extension(body_limit));
+            let api = crate::demo::router(demo)
+                .layer(Extension(body_limit))
+                .layer(axum::middleware::from_fn(in_request_span));
             if security.enabled() {
                 router.merge(api.layer(axum::middleware::from_fn_with_state(
                     security,
@@ -76,6 +78,20 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// What a REST handler logs carries its request's method and path.
+async fn in_request_span(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let span = tracing::error_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    next.run(request).instrument(span).await
 }
 
 /// Any path no route serves.
