@@ -26,6 +26,7 @@ pub struct ApiPath<T>(pub T);
 pub struct Order {
     pub id: i64,
     pub customer: Option<String>,
+    #[schema(value_type = Status)]
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -55,17 +56,20 @@ pub struct Data<T> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, not only spaces, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub customer: String,
     /// At most 100; each SKU at most once.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub items: Vec<NewItem>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewItem {
-    /// 1 to 64 characters.
+    /// 1 to 64 characters, not only spaces, no control characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub sku: String,
     /// 1 to 1000.
     #[serde(deserialize_with = "quantity")]
@@ -162,6 +166,7 @@ pub struct StatusChange {
 }
 
 #[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 1000, default 100; newest orders first.
     #[param(minimum = 1, maximum = 1000)]
@@ -255,10 +260,8 @@ fn order_not_found(id: i64) -> ApiError {
 /// Create an order, with items.
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = NewOrder,
     responses(
-        (status = 201, description = "created; `txid` confirms it in Electric", body = Mutation<OrderWithItems>),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 409, description = "the same SKU twice", body = ErrorBody),
-        (status = 422, description = "validation", body = ErrorBody),
+        (status = 201, description = "Created; `txid` confirms it in Electric.", body = Mutation<OrderWithItems>),
+        (status = 409, description = "`conflict`: the same SKU twice in the order.", body = ErrorBody),
     ))]
 pub async fn create(
     State(demo): State<Demo>,
@@ -291,7 +294,10 @@ pub async fn create(
 
 /// List orders, newest first.
 #[utoipa::path(get, path = "/api/orders", tag = "orders", params(ListParams),
-    responses((status = 200, body = Data<Vec<Order>>), (status = 400, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The newest orders, newest first.", body = Data<Vec<Order>>),
+        (status = 400, description = "`bad_query`: `limit` is not an integer between 1 and 1000.", body = ErrorBody),
+    ))]
 pub async fn list(
     State(demo): State<Demo>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
@@ -321,8 +327,11 @@ pub async fn list(
 }
 
 /// One order with its items.
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", params(("id" = i64, Path)),
-    responses((status = 200, body = Data<OrderWithItems>), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", params(("id" = i64, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order with its items.", body = Data<OrderWithItems>),
+        (status = 404, description = "`not_found`: no such order.", body = ErrorBody),
+    ))]
 pub async fn show(
     State(demo): State<Demo>,
     ApiPath(id): ApiPath<i64>,
@@ -352,11 +361,10 @@ pub async fn show(
 
 /// Change an order's status. Setting the status it already has changes
 /// nothing and answers `txid: null`.
-#[utoipa::path(patch, path = "/api/orders/{id}", tag = "orders", params(("id" = i64, Path)), request_body = StatusChange,
+#[utoipa::path(patch, path = "/api/orders/{id}", tag = "orders", params(("id" = i64, Path, description = "The order's id.")), request_body = StatusChange,
     responses(
-        (status = 200, body = Mutation<Order>),
-        (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 200, description = "The order as it is now; `txid` is null if it already had this status.", body = Mutation<Order>),
+        (status = 404, description = "`not_found`: no such order.", body = ErrorBody),
     ))]
 pub async fn set_status(
     State(demo): State<Demo>,
@@ -385,8 +393,11 @@ pub async fn set_status(
 }
 
 /// Delete an order and its items.
-#[utoipa::path(delete, path = "/api/orders/{id}", tag = "orders", params(("id" = i64, Path)),
-    responses((status = 200, body = Mutation<Order>), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/orders/{id}", tag = "orders", params(("id" = i64, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The deleted order.", body = Mutation<Order>),
+        (status = 404, description = "`not_found`: no such order.", body = ErrorBody),
+    ))]
 pub async fn remove(
     State(demo): State<Demo>,
     ApiPath(id): ApiPath<i64>,
@@ -406,12 +417,11 @@ pub async fn remove(
 }
 
 /// Add an item to an order.
-#[utoipa::path(post, path = "/api/orders/{id}/items", tag = "orders", params(("id" = i64, Path)), request_body = NewItem,
+#[utoipa::path(post, path = "/api/orders/{id}/items", tag = "orders", params(("id" = i64, Path, description = "The order's id.")), request_body = NewItem,
     responses(
-        (status = 201, body = Mutation<OrderItem>),
-        (status = 404, description = "no such order", body = ErrorBody),
-        (status = 409, description = "the order already has this SKU", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 201, description = "The added item.", body = Mutation<OrderItem>),
+        (status = 404, description = "`not_found`: no such order.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the order already has this SKU.", body = ErrorBody),
     ))]
 pub async fn add_item(
     State(demo): State<Demo>,
@@ -439,8 +449,11 @@ pub async fn add_item(
 
 /// Remove an item from an order.
 #[utoipa::path(delete, path = "/api/orders/{id}/items/{item_id}", tag = "orders",
-    params(("id" = i64, Path), ("item_id" = i64, Path)),
-    responses((status = 200, body = Mutation<OrderItem>), (status = 404, body = ErrorBody)))]
+    params(("id" = i64, Path, description = "The order's id."), ("item_id" = i64, Path, description = "The item's id.")),
+    responses(
+        (status = 200, description = "The removed item.", body = Mutation<OrderItem>),
+        (status = 404, description = "`not_found`: the order has no such item.", body = ErrorBody),
+    ))]
 pub async fn remove_item(
     State(demo): State<Demo>,
     ApiPath((id, item_id)): ApiPath<(i64, i64)>,
