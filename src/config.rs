@@ -88,7 +88,8 @@ pub struct AuthArgs {
     #[arg(long, env = "PGBROADCAST_AUTHZ_RECHECK", default_value = "60s", value_parser = duration_in::<100, 86_400_000>)]
     pub authz_recheck: Duration,
 
-    /// Browser origins allowed to open WebSockets (comma-separated); empty: any.
+    /// Browser origins allowed to open WebSockets and to call the REST API
+    /// (CORS), comma-separated; empty: any.
     #[arg(long, env = "PGBROADCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 

@@ -750,3 +750,144 @@ async fn the_body_limit_is_set_by_its_environment_variable() {
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(answer.message().contains("1024 bytes"), "{}", answer.body);
 }
+
+const SECRET: &str = "a-secret-only-for-these-tests";
+
+fn token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "u1", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A browser's preflight: `OPTIONS` with `Origin` and what the page wants to send.
+async fn preflight(http: &reqwest::Client, url: &str, origin: &str, method: &str) -> Answer {
+    send(
+        http.request(reqwest::Method::OPTIONS, url)
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            ),
+    )
+    .await
+}
+
+/// The comma-separated values of a header, lower-cased.
+fn listed(answer: &Answer, name: &str) -> Vec<String> {
+    answer
+        .header(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_on_allowed_origins_may_call_the_api_and_others_may_not() {
+    let db = TestDb::migrated().await;
+    let auth = pgbroadcast::config::AuthArgs {
+        jwt_secret: Some(SECRET.into()),
+        allowed_origins: vec!["https://app.example".into()],
+        ..Default::default()
+    };
+    let bridge = Bridge::start_custom(&db, Limits::default(), true, auth).await;
+    let http = reqwest::Client::new();
+    let orders = bridge.http_url("/api/orders");
+
+    // The preflight carries no token; it is answered, not refused with 401.
+    for (url, method) in [
+        (orders.clone(), "POST"),
+        (bridge.http_url("/api/orders/1"), "PATCH"),
+        (bridge.http_url("/api/orders/1/items/1"), "DELETE"),
+    ] {
+        let answer = preflight(&http, &url, "https://app.example", method).await;
+        assert!(
+            answer.status.is_success(),
+            "{method} {url}: {}",
+            answer.status
+        );
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        let methods = listed(&answer, "access-control-allow-methods");
+        for wanted in ["get", "post", "patch", "delete"] {
+            assert!(methods.contains(&wanted.to_owned()), "{methods:?}");
+        }
+        let headers = listed(&answer, "access-control-allow-headers");
+        for wanted in ["authorization", "content-type"] {
+            assert!(headers.contains(&wanted.to_owned()), "{headers:?}");
+        }
+        assert!(listed(&answer, "vary").contains(&"origin".to_owned()));
+        assert_eq!(answer.header("access-control-allow-credentials"), None);
+    }
+
+    // The call itself: answered with the origin allowed, errors included.
+    let answer = send(
+        http.post(&orders)
+            .header("origin", "https://app.example")
+            .bearer_auth(token())
+            .json(&json!({"customer": "ada"})),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let answer = send(http.get(&orders).header("origin", "https://app.example")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+
+    // Another origin: no allow-origin, so the browser keeps the answer from the page.
+    let answer = preflight(&http, &orders, "https://evil.example", "POST").await;
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+    let answer = send(
+        http.get(&orders)
+            .header("origin", "https://evil.example")
+            .bearer_auth(token()),
+    )
+    .await;
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn without_an_origin_list_any_page_may_call_the_api_without_credentials() {
+    let db = TestDb::migrated().await;
+    let bridge = Bridge::start_demo(&db).await;
+    let http = reqwest::Client::new();
+    let orders = bridge.http_url("/api/orders");
+    let answer = preflight(&http, &orders, "https://anywhere.example", "POST").await;
+    assert!(answer.status.is_success(), "{}", answer.status);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(answer.header("access-control-allow-credentials"), None);
+    let answer = send(
+        http.post(&orders)
+            .header("origin", "https://anywhere.example")
+            .json(&json!({"customer": "ada"})),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    // What a page needs to read from an error is exposed to it.
+    let answer = send(
+        http.put(&orders)
+            .header("origin", "https://anywhere.example"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(listed(&answer, "access-control-expose-headers").contains(&"allow".to_owned()));
+}

@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Security;
 use crate::config::Limits;
@@ -63,14 +64,21 @@ pub fn router(state: AppState) -> Router {
             let api = crate::demo::router(demo)
                 .layer(Extension(body_limit))
                 .layer(axum::middleware::from_fn(in_request_span));
-            if security.enabled() {
-                router.merge(api.layer(axum::middleware::from_fn_with_state(
+            let cors = cors(&security);
+            let api = if security.enabled() {
+                api.layer(axum::middleware::from_fn_with_state(
                     security,
                     require_bearer,
-                )))
+                ))
             } else {
-                router.merge(api)
-            }
+                api
+            };
+            // CORS outermost: it answers preflights itself (they carry no
+            // token), and a 405 or 401 still reaches the page that asked.
+            router.merge(
+                api.method_not_allowed_fallback(method_not_allowed)
+                    .layer(cors),
+            )
         }
         None => router,
     };
@@ -78,6 +86,31 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Which browser pages may call the REST API: those on `--allowed-origins`
+/// (the list the WebSocket handshake checks), or any when none is given.
+/// Never with cookies: the API takes bearer tokens, which a page can only
+/// send if it holds one, so allowing an origin hands it no one's credentials.
+fn cors(security: &Security) -> CorsLayer {
+    use axum::http::{Method, header};
+    let origins = if security.allowed_origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        // An origin that is no valid header value can never be matched anyway.
+        AllowOrigin::list(
+            security
+                .allowed_origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::ALLOW, header::WWW_AUTHENTICATE])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// What a REST handler logs carries its request's method and path.
