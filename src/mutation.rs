@@ -8,7 +8,7 @@
 //! such a transaction and a client waiting for it would roll back.
 //!
 //! ```ignore
-//! async fn rename(State(pool): State<Pool>, Path(id): Path<i64>, Json(body): Json<Rename>)
+//! async fn rename(State(pool): State<Pool>, Path(id): Path<i64>, ApiJson(body): ApiJson<Rename>)
 //!     -> Result<Json<Mutation<Order>>, ApiError>
 //! {
 //!     let mutation = with_txid(&pool, async |tx| {

@@ -535,6 +535,12 @@ async fn a_plain_get_on_the_websocket_endpoint_answers_426() {
         );
         assert_eq!(answer.code(), "upgrade_required");
         assert_eq!(answer.header("upgrade"), Some("websocket"));
+        let head = http
+            .head(bridge.ws_url().replace("ws://", "http://"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::UPGRADE_REQUIRED);
         // An old WebSocket version: 426 naming the one spoken.
         let mut headers = HeaderMap::new();
         for (name, value) in [

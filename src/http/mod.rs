@@ -245,7 +245,7 @@ fn protocol_token(headers: &HeaderMap) -> Option<String> {
 /// Why a request to `/ws/broadcast` is no WebSocket handshake, in the API's
 /// error shape: 426 (with `Upgrade: websocket`) for a plain HTTP request.
 fn not_a_handshake(rejection: WebSocketUpgradeRejection) -> Response {
-    use axum::http::header::{ALLOW, CONNECTION, SEC_WEBSOCKET_VERSION, UPGRADE};
+    use axum::http::header::{CONNECTION, SEC_WEBSOCKET_VERSION, UPGRADE};
     let upgrade_required = |message: &str| {
         let mut response = ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
             .into_response();
@@ -255,19 +255,6 @@ fn not_a_handshake(rejection: WebSocketUpgradeRejection) -> Response {
         response
     };
     match rejection {
-        WebSocketUpgradeRejection::MethodNotGet(_)
-        | WebSocketUpgradeRejection::MethodNotConnect(_) => {
-            let mut response = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "a WebSocket handshake is a GET request",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET"));
-            response
-        }
         WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_) => {
             let mut response = upgrade_required("this server speaks WebSocket version 13");
             response
