@@ -72,7 +72,7 @@ where
             let chunk = chunk.map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "unreadable_body",
+                    "malformed_json",
                     "the request body could not be read to its end",
                 )
             })?;
