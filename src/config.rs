@@ -88,7 +88,8 @@ pub struct AuthArgs {
     #[arg(long, env = "PGBROADCAST_AUTHZ_RECHECK", default_value = "60s", value_parser = duration_in::<100, 86_400_000>)]
     pub authz_recheck: Duration,
 
-    /// Browser origins allowed to open WebSockets (comma-separated); empty: any.
+    /// Browser origins allowed to open WebSockets and to call the REST API
+    /// (CORS), comma-separated; empty: any.
     #[arg(long, env = "PGBROADCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
@@ -226,7 +227,15 @@ pub struct Limits {
     /// Interval of WebSocket pings; a peer silent for two intervals is dropped.
     #[arg(long, env = "PGBROADCAST_HEARTBEAT", default_value = "30s", value_parser = duration_in::<1000, 3_600_000>)]
     pub heartbeat: Duration,
+
+    /// Largest REST request body; larger ones are refused with HTTP 413 unread.
+    #[arg(long, env = "PGBROADCAST_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = count_in::<1024, 16_777_216>)]
+    pub max_body_bytes: usize,
 }
+
+/// The default of `--max-body-bytes`: room for the largest order the example
+/// API accepts, written out with every character escaped.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -244,6 +253,7 @@ impl Default for Limits {
             history_size: 10_000,
             history_age: Duration::from_secs(120),
             heartbeat: Duration::from_secs(30),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -374,6 +384,8 @@ mod tests {
             "--max-message-bytes=0",
             "--outbound-queue=0",
             "--max-channels-per-message=0",
+            "--max-body-bytes=1023",
+            "--max-body-bytes=16777217",
         ] {
             let err = Cli::try_parse_from(["pgbroadcast", "serve", flag]).unwrap_err();
             assert!(err.to_string().contains("must be between"), "{flag}: {err}");

@@ -57,17 +57,4 @@ pub enum Error {
     Insecure(std::net::SocketAddr),
 }
 
-/// An error with its causes, `outer: inner: innermost`, for logs and messages.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
+pub use logging::error_chain;

@@ -87,7 +87,7 @@ impl Listener {
             match ended {
                 Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
                 Err(err) => tracing::warn!(
-                    error = %crate::error_chain(&err),
+                    error = %crate::logging::error(&err),
                     "LISTEN connection lost; reconnecting"
                 ),
             }
@@ -139,7 +139,7 @@ impl Listener {
         // An idle LISTEN connection must not fall to a server-wide
         // idle_session_timeout (PostgreSQL 14+; older servers lack the setting).
         if let Err(err) = client.batch_execute("set idle_session_timeout = 0").await {
-            tracing::debug!(error = %err, "idle_session_timeout not set");
+            tracing::debug!(error = %crate::logging::error(&err), "idle_session_timeout not set");
         }
         let listen = format!("LISTEN {}", quote_ident(&self.pg_channel));
         if let Err(err) = client.batch_execute(&listen).await {
@@ -195,7 +195,9 @@ impl Listener {
                     );
                 }
             }
-            Err(err) => tracing::debug!(error = %err, "could not read the NOTIFY queue usage"),
+            Err(err) => {
+                tracing::debug!(error = %crate::logging::error(&err), "could not read the NOTIFY queue usage")
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! such a transaction and a client waiting for it would roll back.
 //!
 //! ```ignore
-//! async fn rename(State(pool): State<Pool>, Path(id): Path<i64>, Json(body): Json<Rename>)
+//! async fn rename(State(pool): State<Pool>, Path(id): Path<i64>, ApiJson(body): ApiJson<Rename>)
 //!     -> Result<Json<Mutation<Order>>, ApiError>
 //! {
 //!     let mutation = with_txid(&pool, async |tx| {
@@ -30,8 +30,23 @@ use tokio_postgres::GenericClient;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Mutation<T> {
     pub data: T,
-    /// The 32-bit xid of the transaction that wrote `data`, or `None` if it wrote nothing.
+    /// The 32-bit xid of the transaction that wrote `data`, or `null` if it wrote nothing.
+    #[schema(schema_with = txid_schema, required = true)]
     pub txid: Option<u32>,
+}
+
+/// `txid` in OpenAPI: always present, an unsigned 32-bit integer or `null`.
+fn txid_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Integer, Type::Null]))
+        .minimum(Some(0u32))
+        .maximum(Some(u32::MAX))
+        .description(Some(
+            "The writing transaction's 32-bit xid (`pg_current_xact_id()::xid`, what Electric's \
+             awaitTxId waits for), or null when the request wrote nothing.",
+        ))
+        .build()
 }
 
 /// Why the transaction around a mutation could not be run.

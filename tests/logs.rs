@@ -80,3 +80,43 @@ async fn a_forged_payload_shape_is_never_delivered() {
         assert_eq!(frames.len(), 2, "{forged}: {frames:?}");
     }
 }
+
+#[tokio::test]
+async fn what_clients_send_is_logged_quoted() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let db = TestDb::migrated().await;
+    let url = common::cluster().url(&db.name);
+    let server = Served::start(
+        &url,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allowed-origins",
+            "https://app.example",
+        ],
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
+    let mut request = server.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "origin",
+        "https://evil.example ERROR forged".parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    let log = server.stop().await;
+    let refused = log
+        .lines()
+        .find(|l| l.contains("origin not allowed"))
+        .unwrap_or_else(|| panic!("no log line for the refusal:\n{log}"));
+    // Quoted: a value, never words of the log line itself.
+    assert!(
+        refused.contains(r#""https://evil.example ERROR forged""#),
+        "{refused}"
+    );
+}

@@ -497,3 +497,363 @@ async fn openapi_carries_x_sync_read_from_the_routes_at_request_time() {
     );
     let _ = &demo.db;
 }
+
+/// The statuses `doc` documents for `method` on `path`.
+fn documented(doc: &Value, method: &str, path: &str) -> Vec<String> {
+    doc["paths"][path][method.to_lowercase()]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} is not documented"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// Sends `method concrete` with `body` (JSON unless `json` is false); the status.
+async fn status_of(
+    http: &reqwest::Client,
+    bridge: &Bridge,
+    method: &str,
+    concrete: &str,
+    body: Option<&str>,
+    json: bool,
+) -> u16 {
+    let mut request = http.request(method.parse().unwrap(), bridge.http_url(concrete));
+    if let Some(body) = body {
+        if json {
+            request = request.header("content-type", "application/json");
+        }
+        request = request.body(body.to_owned());
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// The document passes a real OpenAPI 3.1 validator, and every status the
+/// API really answers, provoked here one by one, is documented for its operation.
+#[tokio::test]
+async fn openapi_is_valid_and_documents_every_status_the_api_answers() {
+    let demo = Demo::new().await;
+    let (status, doc) = demo.call("GET", "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // openapi-spec-validator (PyPI; .ci/run installs it).
+    let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
+    std::fs::write(file.path(), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let output = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator", "--schema", "3.1"])
+        .args(["--validation-errors", "all"])
+        .arg(file.path())
+        .output()
+        .expect("python3 is needed to validate the OpenAPI document");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !said.contains("No module named openapi_spec_validator"),
+        "install the validator: python3 -m pip install openapi-spec-validator"
+    );
+    assert!(output.status.success(), "not valid OpenAPI 3.1:\n{said}");
+    assert!(said.contains(": OK"), "{said}");
+
+    // txid: an unsigned 32-bit integer or null, always present.
+    for schema in [
+        "Mutation_Order",
+        "Mutation_OrderItem",
+        "Mutation_OrderWithItems",
+    ] {
+        let mutation = &doc["components"]["schemas"][schema];
+        let txid = &mutation["properties"]["txid"];
+        assert_eq!(txid["type"], json!(["integer", "null"]), "{schema}: {txid}");
+        assert_eq!(txid["minimum"], 0, "{schema}");
+        assert_eq!(txid["maximum"], 4_294_967_295u64, "{schema}");
+        assert!(txid.get("format").is_none(), "{schema}: {txid}");
+        assert!(
+            mutation["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("txid")),
+            "{schema}"
+        );
+    }
+    let text = doc.to_string();
+    assert!(!text.contains("None"), "a Rust None in the document");
+    for name in ["NotFound", "MethodNotAllowed"] {
+        assert!(
+            doc["components"]["responses"][name]["description"].is_string(),
+            "{name}"
+        );
+    }
+
+    let http = reqwest::Client::new();
+    let bridge = &demo.bridge;
+    let mut observed: Vec<(&str, &str, u16)> = Vec::new();
+    let created = status_of(
+        &http,
+        bridge,
+        "POST",
+        "/api/orders",
+        Some(r#"{"customer": "ada", "items": [{"sku": "tea", "quantity": 1}]}"#),
+        true,
+    )
+    .await;
+    observed.push(("POST", "/api/orders", created));
+    let (_, list) = demo.call("GET", "/api/orders", None).await;
+    let id = list["data"][0]["id"].as_i64().unwrap();
+    let (_, order) = demo.call("GET", &format!("/api/orders/{id}"), None).await;
+    let item = order["data"]["items"][0]["id"].as_i64().unwrap();
+    let one = format!("/api/orders/{id}");
+    let items = format!("/api/orders/{id}/items");
+    let big = format!(r#"{{"customer": "ada"{}}}"#, " ".repeat(70_000));
+    // (method, template, concrete path, body, sent as JSON)
+    let cases: Vec<(&str, &str, String, Option<&str>, bool)> = vec![
+        ("GET", "/api/orders", "/api/orders".into(), None, true),
+        (
+            "GET",
+            "/api/orders",
+            "/api/orders?limit=0".into(),
+            None,
+            true,
+        ),
+        ("POST", "/api/orders", "/api/orders".into(), Some("{"), true),
+        (
+            "POST",
+            "/api/orders",
+            "/api/orders".into(),
+            Some(&big),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders",
+            "/api/orders".into(),
+            Some(r#"{"customer": "ada"}"#),
+            false,
+        ),
+        (
+            "POST",
+            "/api/orders",
+            "/api/orders".into(),
+            Some(r#"{"customer": ""}"#),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders",
+            "/api/orders".into(),
+            Some(
+                r#"{"customer": "a", "items": [{"sku": "t", "quantity": 1}, {"sku": "t", "quantity": 1}]}"#,
+            ),
+            true,
+        ),
+        ("GET", "/api/orders/{id}", one.clone(), None, true),
+        (
+            "GET",
+            "/api/orders/{id}",
+            "/api/orders/999999".into(),
+            None,
+            true,
+        ),
+        (
+            "PATCH",
+            "/api/orders/{id}",
+            one.clone(),
+            Some(r#"{"status": "ready"}"#),
+            true,
+        ),
+        (
+            "PATCH",
+            "/api/orders/{id}",
+            "/api/orders/999999".into(),
+            Some(r#"{"status": "ready"}"#),
+            true,
+        ),
+        ("PATCH", "/api/orders/{id}", one.clone(), Some("nope"), true),
+        ("PATCH", "/api/orders/{id}", one.clone(), Some(&big), true),
+        (
+            "PATCH",
+            "/api/orders/{id}",
+            one.clone(),
+            Some(r#"{"status": "ready"}"#),
+            false,
+        ),
+        (
+            "PATCH",
+            "/api/orders/{id}",
+            one.clone(),
+            Some(r#"{"status": "lost"}"#),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            items.clone(),
+            Some(r#"{"sku": "cake", "quantity": 1}"#),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            items.clone(),
+            Some(r#"{"sku": "cake", "quantity": 1}"#),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            "/api/orders/999999/items".into(),
+            Some(r#"{"sku": "cake", "quantity": 1}"#),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            items.clone(),
+            Some("["),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            items.clone(),
+            Some(&big),
+            true,
+        ),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            items.clone(),
+            Some("{}"),
+            false,
+        ),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            items.clone(),
+            Some(r#"{"sku": "cake"}"#),
+            true,
+        ),
+        (
+            "DELETE",
+            "/api/orders/{id}/items/{item_id}",
+            format!("{items}/{item}"),
+            None,
+            true,
+        ),
+        (
+            "DELETE",
+            "/api/orders/{id}/items/{item_id}",
+            format!("{items}/{item}"),
+            None,
+            true,
+        ),
+        ("DELETE", "/api/orders/{id}", one.clone(), None, true),
+        ("DELETE", "/api/orders/{id}", one.clone(), None, true),
+    ];
+    for (method, template, concrete, body, json) in &cases {
+        let status = status_of(&http, bridge, method, concrete, *body, *json).await;
+        observed.push((method, template, status));
+    }
+
+    // 500: a DBA renames the columns the API reads.
+    demo.pg
+        .batch_execute(
+            "alter table orders rename column customer to client; \
+             alter table order_items rename column sku to code",
+        )
+        .await
+        .unwrap();
+    let (_, created) = demo.call("GET", "/api/orders", None).await;
+    assert_eq!(created["error"]["code"], "internal", "{created}");
+    let operations: Vec<(&str, &str, String, Option<&str>)> = vec![
+        ("GET", "/api/orders", "/api/orders".into(), None),
+        (
+            "POST",
+            "/api/orders",
+            "/api/orders".into(),
+            Some(r#"{"customer": "bo"}"#),
+        ),
+        ("GET", "/api/orders/{id}", "/api/orders/1".into(), None),
+        (
+            "PATCH",
+            "/api/orders/{id}",
+            "/api/orders/1".into(),
+            Some(r#"{"status": "new"}"#),
+        ),
+        ("DELETE", "/api/orders/{id}", "/api/orders/1".into(), None),
+        (
+            "POST",
+            "/api/orders/{id}/items",
+            "/api/orders/1/items".into(),
+            Some(r#"{"sku": "t", "quantity": 1}"#),
+        ),
+        (
+            "DELETE",
+            "/api/orders/{id}/items/{item_id}",
+            "/api/orders/1/items/1".into(),
+            None,
+        ),
+    ];
+    for (method, template, concrete, body) in &operations {
+        let status = status_of(&http, bridge, method, concrete, *body, true).await;
+        assert_eq!(status, 500, "{method} {concrete}");
+        observed.push((method, template, status));
+    }
+
+    // 503: the database stops taking connections.
+    let admin = common::connect(&common::cluster().config("postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "alter database {db} with allow_connections false; \
+             select pg_terminate_backend(pid) from pg_stat_activity \
+             where datname = '{db}' and pid <> pg_backend_pid()",
+            db = demo.db.name
+        ))
+        .await
+        .unwrap();
+    for (method, template, concrete, body) in &operations {
+        // Pooled connections are found dead one by one; wait for the refusal.
+        let status = tokio::time::timeout(common::PATIENCE, async {
+            loop {
+                let status = status_of(&http, bridge, method, concrete, *body, true).await;
+                if status == 503 {
+                    return status;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{method} {concrete} never answered 503"));
+        observed.push((method, template, status));
+    }
+    admin
+        .batch_execute(&format!(
+            "alter database {} with allow_connections true",
+            demo.db.name
+        ))
+        .await
+        .unwrap();
+
+    // 401: the same API with authentication on, asked without a token.
+    let db = TestDb::migrated().await;
+    let auth = pgbroadcast::config::AuthArgs {
+        jwt_secret: Some("a-secret-only-for-this-test".into()),
+        ..Default::default()
+    };
+    let guarded = Bridge::start_custom(&db, Default::default(), true, auth).await;
+    for (method, template, concrete, body) in &operations {
+        let status = status_of(&http, &guarded, method, concrete, *body, true).await;
+        assert_eq!(status, 401, "{method} {concrete}");
+        observed.push((method, template, status));
+    }
+
+    let mut seen = std::collections::BTreeSet::new();
+    for (method, template, status) in &observed {
+        let statuses = documented(&doc, method, template);
+        assert!(
+            statuses.contains(&status.to_string()),
+            "{method} {template} answered {status}, documented: {statuses:?}"
+        );
+        seen.insert(*status);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec![200, 201, 400, 401, 404, 409, 413, 415, 422, 500, 503]
+    );
+}

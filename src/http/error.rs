@@ -2,12 +2,14 @@
 //! Database internals never reach the client; they are logged instead.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use utoipa::ToSchema;
+
+use crate::logging;
 
 /// An error answer of the REST API.
 #[derive(Debug)]
@@ -69,20 +71,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(e) => ApiError::validation(e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            ),
-            other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", other.body_text()),
-        }
-    }
-}
-
 impl From<PathRejection> for ApiError {
     fn from(_: PathRejection) -> Self {
         // `/api/orders/abc` names no order, just as `/api/orders/999` does not.
@@ -95,7 +83,7 @@ impl From<crate::mutation::Error> for ApiError {
         match err {
             crate::mutation::Error::Postgres(e) => e.into(),
             crate::mutation::Error::Pool(e) => {
-                tracing::error!(error = %e, "database pool");
+                tracing::error!(error = %logging::error(&e), "database pool");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -125,7 +113,7 @@ impl From<tokio_postgres::Error> for ApiError {
         {
             return ApiError::validation("the data violates a rule of the database");
         }
-        tracing::error!(error = %err, "database error in a request");
+        tracing::error!(error = %logging::error(&err), "database error in a request");
         ApiError::internal()
     }
 }

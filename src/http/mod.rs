@@ -2,26 +2,30 @@
 //! with `demo`, the example REST API. [`error`] is the API's error shape.
 
 pub mod error;
+pub mod json;
 pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Security;
 use crate::config::Limits;
 use crate::demo::Demo;
 use crate::http::error::ApiError;
+use crate::http::json::BodyLimit;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ws::session;
@@ -49,19 +53,96 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let demo = state.demo.clone();
     let security = Arc::clone(&state.security);
+    let body_limit = BodyLimit(state.limits.max_body_bytes);
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/ws/broadcast", get(ws_upgrade))
         .route("/metrics", get(metrics))
         .with_state(state);
-    match demo {
-        Some(demo) if security.enabled() => router.merge(crate::demo::router(demo).layer(
-            axum::middleware::from_fn_with_state(security, require_bearer),
-        )),
-        Some(demo) => router.merge(crate::demo::router(demo)),
+    let router = match demo {
+        Some(demo) => {
+            let api = crate::demo::router(demo)
+                .layer(Extension(body_limit))
+                .layer(axum::middleware::from_fn(in_request_span));
+            let cors = cors(&security);
+            let api = if security.enabled() {
+                api.layer(axum::middleware::from_fn_with_state(
+                    security,
+                    require_bearer,
+                ))
+            } else {
+                api
+            };
+            // CORS outermost: it answers preflights itself (they carry no
+            // token), and a 405 or 401 still reaches the page that asked.
+            router.merge(
+                api.method_not_allowed_fallback(method_not_allowed)
+                    .layer(cors),
+            )
+        }
         None => router,
-    }
+    };
+    // Last, so that they apply to every route above.
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Which browser pages may call the REST API: those on `--allowed-origins`
+/// (the list the WebSocket handshake checks), or any when none is given.
+/// Never with cookies: the API takes bearer tokens, which a page can only
+/// send if it holds one, so allowing an origin hands it no one's credentials.
+fn cors(security: &Security) -> CorsLayer {
+    use axum::http::{Method, header};
+    let origins = if security.allowed_origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        // An origin that is no valid header value can never be matched anyway.
+        AllowOrigin::list(
+            security
+                .allowed_origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::ALLOW, header::WWW_AUTHENTICATE])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// What a REST handler logs carries its request's method and path.
+async fn in_request_span(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let span = tracing::error_span!(
+        "request",
+        method = %request.method(),
+        path = %crate::logging::untrusted(request.uri().path()),
+    );
+    next.run(request).instrument(span).await
+}
+
+/// Any path no route serves.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("nothing is served at {}", uri.path()))
+}
+
+/// A served path asked with a method it does not take; axum adds `Allow`.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not take {method}; the Allow header lists what it takes",
+            uri.path()
+        ),
+    )
 }
 
 /// The REST API takes the same tokens as the WebSocket, as `Authorization: Bearer`.
@@ -162,12 +243,49 @@ fn protocol_token(headers: &HeaderMap) -> Option<String> {
     offered.get(at + 1).cloned()
 }
 
+/// Why a request to `/ws/broadcast` is no WebSocket handshake, in the API's
+/// error shape: 426 (with `Upgrade: websocket`) for a plain HTTP request.
+fn not_a_handshake(rejection: WebSocketUpgradeRejection) -> Response {
+    use axum::http::header::{CONNECTION, SEC_WEBSOCKET_VERSION, UPGRADE};
+    let upgrade_required = |message: &str| {
+        let mut response = ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        response
+    };
+    match rejection {
+        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_) => {
+            let mut response = upgrade_required("this server speaks WebSocket version 13");
+            response
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            response
+        }
+        WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_)
+        | WebSocketUpgradeRejection::InvalidProtocolPseudoheader(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "the WebSocket handshake is incomplete (Sec-WebSocket-Key is missing)",
+        )
+        .into_response(),
+        _ => upgrade_required(
+            "this is a WebSocket endpoint: connect with a WebSocket client (ws://…/ws/broadcast)",
+        ),
+    }
+}
+
 async fn ws_upgrade(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return not_a_handshake(rejection),
+    };
     let security = Arc::clone(&state.security);
     if crate::auth::token_in_query(uri.query()) {
         return ApiError::new(
@@ -185,6 +303,10 @@ async fn ws_upgrade(
             .is_ok_and(|origin| security.allowed_origins.iter().any(|a| a == origin))
     {
         state.metrics.refuse("origin");
+        tracing::debug!(
+            origin = %crate::logging::untrusted(&String::from_utf8_lossy(origin.as_bytes())),
+            "WebSocket refused: origin not allowed"
+        );
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",

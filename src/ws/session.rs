@@ -379,7 +379,7 @@ async fn handle(
             let (topics, denied) = match access.authorize(&topics).await {
                 Ok(split) => split,
                 Err(err) => {
-                    tracing::warn!(error = %err, "authorization query failed");
+                    tracing::warn!(error = %crate::logging::error(&err), "authorization query failed");
                     return vec![error(
                         ErrorCode::AuthorizationUnavailable,
                         "authorization could not be checked; nothing was subscribed, try again",
@@ -454,13 +454,13 @@ async fn revoke_denied(
             vec![unsubscribed(&denied, Some("revoked"))]
         }
         Err(err) if fail_closed => {
-            tracing::warn!(error = %err, "authorization for new claims could not be checked; dropping held topics");
+            tracing::warn!(error = %crate::logging::error(&err), "authorization for new claims could not be checked; dropping held topics");
             let held = session.topics();
             session.unsubscribe(&held);
             vec![unsubscribed(&held, Some("authorization_unavailable"))]
         }
         Err(err) => {
-            tracing::warn!(error = %err, "re-checking authorization failed; keeping topics until the next check");
+            tracing::warn!(error = %crate::logging::error(&err), "re-checking authorization failed; keeping topics until the next check");
             Vec::new()
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use pgbroadcast::cluster::Cluster;
-use pgbroadcast::config::{Limits, PgArgs};
+use pgbroadcast::config::{AuthArgs, Limits, PgArgs};
 use pgbroadcast::server::{self, Running, Settings};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -109,15 +109,21 @@ impl Bridge {
         Bridge::start_full(db, Limits::default(), true).await
     }
 
-    pub async fn start_demo_with(db: &TestDb, limits: Limits) -> Bridge {
-        Bridge::start_full(db, limits, true).await
-    }
-
     pub async fn start_with(db: &TestDb, limits: Limits) -> Bridge {
         Bridge::start_full(db, limits, false).await
     }
 
+    /// `demo` with these limits.
+    pub async fn start_demo_with(db: &TestDb, limits: Limits) -> Bridge {
+        Bridge::start_full(db, limits, true).await
+    }
+
     async fn start_full(db: &TestDb, limits: Limits, demo: bool) -> Bridge {
+        Bridge::start_custom(db, limits, demo, Default::default()).await
+    }
+
+    /// `serve` (or `demo`) with these limits and security settings.
+    pub async fn start_custom(db: &TestDb, limits: Limits, demo: bool, auth: AuthArgs) -> Bridge {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let settings = Settings {
             pg: db.config.clone(),
@@ -128,7 +134,7 @@ impl Bridge {
             limits,
             migrate: true,
             demo,
-            auth: Default::default(),
+            auth,
         };
         let running = server::start(listener, settings)
             .await
