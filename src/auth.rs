@@ -316,22 +316,54 @@ impl Security {
     }
 }
 
-/// Query parameters that look like a credential: refused, since URLs are logged.
+/// Query parameter names that carry credentials, compared after
+/// percent-decoding, trimmed, case-insensitively, with `-` read as `_`.
+pub const CREDENTIAL_PARAMETERS: [&str; 10] = [
+    "token",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "jwt",
+    "auth",
+    "authorization",
+    "bearer",
+    "api_key",
+    "apikey",
+];
+
+/// Whether a URL query carries a credential: a parameter named like one (see
+/// [`CREDENTIAL_PARAMETERS`]; with or without a value, however often), or a
+/// JWT as any parameter's name or value. Refused, since URLs are logged.
 pub fn token_in_query(query: Option<&str>) -> bool {
-    const NAMES: [&str; 6] = [
-        "token",
-        "access_token",
-        "jwt",
-        "auth",
-        "authorization",
-        "bearer",
-    ];
-    query.is_some_and(|q| {
-        q.split('&').any(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+    let Some(query) = query else {
+        return false;
+    };
+    // `;` separates parameters for some servers and proxies too.
+    query.split(';').any(|part| {
+        form_urlencoded::parse(part.as_bytes()).any(|(name, value)| {
+            let normalized = name.trim().to_ascii_lowercase().replace('-', "_");
+            CREDENTIAL_PARAMETERS.contains(&normalized.as_str())
+                || looks_like_jwt(&name)
+                || looks_like_jwt(&value)
         })
     })
+}
+
+/// A compact JWS or JWE (`eyJ…` header, 3 or 5 base64url parts), bare or after `Bearer `.
+fn looks_like_jwt(text: &str) -> bool {
+    let text = text.trim();
+    let text = match text.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => text[7..].trim_start(),
+        _ => text,
+    };
+    let parts: Vec<&str> = text.split('.').collect();
+    text.starts_with("eyJ")
+        && matches!(parts.len(), 3 | 5)
+        && parts[0].len() > 3
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]
@@ -427,6 +459,59 @@ mod tests {
         assert!(token_in_query(Some("x=1&access_token=abc")));
         assert!(token_in_query(Some("JWT=abc")));
         assert!(!token_in_query(Some("x=1")));
+        assert!(!token_in_query(Some("")));
         assert!(!token_in_query(None));
+    }
+
+    #[test]
+    fn tokens_in_urls_are_spotted_however_spelled() {
+        let jwt = token(
+            "0123456789abcdef0123456789abcdef",
+            serde_json::json!({"exp": 1}),
+        );
+        let spotted = [
+            // Percent-encoded names, as a server decodes them.
+            "%74oken=abc",
+            "tok%65n=abc",
+            "%54%4F%4B%45%4E=abc",
+            // Every common name, in any case, `-` or `_`.
+            "id_token=abc",
+            "refresh_token=abc",
+            "api_key=abc",
+            "apikey=abc",
+            "API-KEY=abc",
+            "Access-Token=abc",
+            "authorization=Bearer%20abc",
+            "bearer=abc",
+            "auth=abc",
+            // Empty values, no value, repeated names, blanks around the name.
+            "token=",
+            "token",
+            "x=1&token=a&token=b",
+            "+token+=abc",
+            "x=1;token=abc",
+            "&&token=abc&&",
+        ];
+        for query in spotted {
+            assert!(token_in_query(Some(query)), "{query}");
+        }
+        // A JWT under any name, or as a bare parameter.
+        assert!(token_in_query(Some(&format!("q={jwt}"))));
+        assert!(token_in_query(Some(&format!("x=1&{jwt}"))));
+        assert!(token_in_query(Some(&format!("h=Bearer+{jwt}"))));
+        let harmless = [
+            "x=1",
+            "tokens=3",
+            "tokenizer=on",
+            "my_token_count=2",
+            "author=ada",
+            "keyboard=us",
+            "v=eyJ",
+            "v=a.b.c",
+            "%2574oken=abc",
+        ];
+        for query in harmless {
+            assert!(!token_in_query(Some(query)), "{query}");
+        }
     }
 }

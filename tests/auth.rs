@@ -267,6 +267,44 @@ async fn bad_tokens_are_refused_and_never_echoed() {
 }
 
 #[tokio::test]
+async fn credentials_in_the_url_are_refused_however_spelled() {
+    let db = grants_db().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let token = server.used(&kitchen(60));
+    let queries = [
+        format!("%74oken={token}"),
+        format!("tok%65n={token}"),
+        format!("id_token={token}"),
+        format!("API_KEY={token}"),
+        format!("x=1&Access-Token={token}&x=2"),
+        format!("apikey={token}&apikey={token}"),
+        "token=".to_owned(),
+        format!("anything={token}"),
+    ];
+    for query in &queries {
+        match tokio_tungstenite::connect_async(format!("{}?{query}", server.url())).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+                assert_eq!(response.status(), 400, "{body}");
+                assert!(body.contains("token_in_url"), "{body}");
+                assert!(!body.contains(&token[token.len() - 20..]));
+            }
+            other => panic!(
+                "{}: expected 400, got {:?}",
+                query.split('=').next().unwrap(),
+                other.map(|_| ())
+            ),
+        }
+    }
+    // A query without credentials is fine.
+    let mut client = WsClient::connect(&format!("{}?tokens=3&author=ada", server.url())).await;
+    assert_eq!(client.welcome["auth"], "required");
+    client.send(json!({ "auth": token })).await;
+    assert_eq!(client.next().await["type"], "authenticated");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn forbidden_channels_and_entities_get_an_error_and_the_rest_flows() {
     let db = grants_db().await;
     let mut pg = db.client().await;
