@@ -28,7 +28,18 @@ pub enum ConfigError {
     NoKeys { path: PathBuf },
     #[error("{path}: {message}")]
     BadKey { path: PathBuf, message: String },
+    #[error(
+        "the JWT secret (--jwt-secret / PGBROADCAST_JWT_SECRET) is set but empty, which would turn authentication off: set a random secret of at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`), or unset it"
+    )]
+    EmptySecret,
+    #[error(
+        "the JWT secret (--jwt-secret / PGBROADCAST_JWT_SECRET) is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES} (RFC 7518 section 3.2): use a random secret such as `openssl rand -base64 48`"
+    )]
+    ShortSecret { len: usize },
 }
+
+/// Shortest HS256 secret accepted: the hash size (RFC 7518 §3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Why a token was refused. The messages name the reason, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +104,9 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// `None` when neither a secret nor public keys are configured.
+    /// `None` when neither a secret nor public keys are configured. A secret
+    /// that is set must be at least [`MIN_SECRET_BYTES`] long: an empty one
+    /// would silently turn authentication off.
     pub fn new(
         secret: Option<&str>,
         public_keys: Option<&Path>,
@@ -101,7 +114,13 @@ impl Authenticator {
         issuer: Option<String>,
     ) -> Result<Option<Authenticator>, ConfigError> {
         let mut keys = Vec::new();
-        if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+        if let Some(secret) = secret {
+            if secret.is_empty() {
+                return Err(ConfigError::EmptySecret);
+            }
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(ConfigError::ShortSecret { len: secret.len() });
+            }
             keys.push(Key {
                 kid: None,
                 algorithm: Algorithm::HS256,
@@ -371,6 +390,8 @@ mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
 
+    const SECRET: &str = "a-unit-test-secret-of-at-least-32-bytes";
+
     fn now() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -389,7 +410,7 @@ mod tests {
 
     #[test]
     fn hs256_checks_signature_expiry_audience_issuer() {
-        let auth = Authenticator::new(Some("s3cret"), None, Some("app".into()), Some("me".into()))
+        let auth = Authenticator::new(Some(SECRET), None, Some("app".into()), Some("me".into()))
             .unwrap()
             .unwrap();
         let claims = |extra: Value| {
@@ -405,7 +426,7 @@ mod tests {
             c
         };
         let id = auth
-            .verify(&token("s3cret", claims(serde_json::json!({}))))
+            .verify(&token(SECRET, claims(serde_json::json!({}))))
             .unwrap();
         assert_eq!(id.claims["sub"], "u1");
         assert!(id.remaining() > Duration::from_secs(50));
@@ -416,21 +437,21 @@ mod tests {
         );
         assert_eq!(
             err(token(
-                "s3cret",
+                SECRET,
                 claims(serde_json::json!({"exp": now() - 60}))
             )),
             AuthError::Expired
         );
         assert_eq!(
-            err(token("s3cret", claims(serde_json::json!({"exp": null})))),
+            err(token(SECRET, claims(serde_json::json!({"exp": null})))),
             AuthError::NoExpiry
         );
         assert_eq!(
-            err(token("s3cret", claims(serde_json::json!({"aud": "else"})))),
+            err(token(SECRET, claims(serde_json::json!({"aud": "else"})))),
             AuthError::WrongAudience
         );
         assert_eq!(
-            err(token("s3cret", claims(serde_json::json!({"iss": "else"})))),
+            err(token(SECRET, claims(serde_json::json!({"iss": "else"})))),
             AuthError::WrongIssuer
         );
         assert_eq!(err("not.a.jwt".into()), AuthError::Malformed);
@@ -446,10 +467,32 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn empty_and_short_secrets_are_refused() {
+        let err = Authenticator::new(Some(""), None, None, None).unwrap_err();
+        assert!(matches!(err, ConfigError::EmptySecret), "{err}");
+        assert!(err.to_string().contains("empty"), "{err}");
+        for secret in ["x", "s3cret", "0123456789abcdef0123456789abcde"] {
+            let err = Authenticator::new(Some(secret), None, None, None).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("is {} bytes", secret.len())) && message.contains("32"),
+                "{message}"
+            );
+            assert!(!message.contains(secret), "{message}");
+        }
+        // 32 bytes is enough (multi-byte characters count as their bytes).
         assert!(
-            Authenticator::new(Some(""), None, None, None)
+            Authenticator::new(Some("0123456789abcdef0123456789abcdef"), None, None, None)
                 .unwrap()
-                .is_none()
+                .is_some()
+        );
+        assert!(
+            Authenticator::new(Some(&"é".repeat(16)), None, None, None)
+                .unwrap()
+                .is_some()
         );
     }
 

@@ -495,3 +495,39 @@ async fn a_public_address_without_authentication_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn empty_or_short_secrets_stop_the_start() {
+    let short = "only-31-bytes-of-secret-here-xx";
+    for (flag, env, why) in [
+        (Some(""), None, "empty"),
+        (None, Some(""), "empty"),
+        (Some(short), None, "is 31 bytes"),
+        (None, Some(short), "is 31 bytes"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", common::cluster().url("postgres"))
+            .env_remove("PGBROADCAST_JWT_SECRET")
+            .kill_on_drop(true);
+        if let Some(secret) = flag {
+            command.args(["--jwt-secret", secret]);
+        }
+        if let Some(secret) = env {
+            command.env("PGBROADCAST_JWT_SECRET", secret);
+        }
+        let out = tokio::time::timeout(common::PATIENCE, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("started with a weak secret ({why})"))
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(why) && stderr.contains("PGBROADCAST_JWT_SECRET"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("openssl rand"), "{stderr}");
+        assert!(!stderr.contains(short), "the secret was printed: {stderr}");
+    }
+}

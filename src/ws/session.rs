@@ -979,9 +979,14 @@ mod tests {
     async fn a_busy_peer_cannot_outlive_its_auth_deadline() {
         let hub = crate::hub::tests::test_hub(8);
         let security = Security {
-            authenticator: crate::auth::Authenticator::new(Some("secret"), None, None, None)
-                .unwrap()
-                .map(std::sync::Arc::new),
+            authenticator: crate::auth::Authenticator::new(
+                Some("a-unit-test-secret-of-at-least-32-bytes"),
+                None,
+                None,
+                None,
+            )
+            .unwrap()
+            .map(std::sync::Arc::new),
             auth_timeout: Duration::from_millis(200),
             ..Security::default()
         };
