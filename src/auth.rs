@@ -12,6 +12,7 @@ use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
+use crate::config::AuthArgs;
 use crate::hub::Topic;
 
 /// Why security settings could not be loaded.
@@ -46,6 +47,12 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub enum AuthError {
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (its nbf is in the future)")]
+    NotYetValid,
+    #[error("the token's iat (issued at) is in the future")]
+    IssuedInFuture,
+    #[error("the token's {0} claim is not a NumericDate (a number of seconds since 1970)")]
+    BadTimeClaim(&'static str),
     #[error("the token's signature does not verify")]
     BadSignature,
     #[error("the token is not for this audience")]
@@ -64,19 +71,23 @@ pub enum AuthError {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub claims: Value,
-    /// `exp`, seconds since the Unix epoch.
+    /// `exp`, seconds since the Unix epoch (saturated at `u64::MAX`).
     pub expires_at: u64,
 }
 
 impl Identity {
     /// Time left until `exp`.
     pub fn remaining(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        Duration::from_secs(self.expires_at.saturating_sub(now))
+        Duration::from_secs(self.expires_at.saturating_sub(unix_now()))
     }
+}
+
+/// Seconds since the Unix epoch (0 for a clock set before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 struct Key {
@@ -90,6 +101,8 @@ pub struct Authenticator {
     keys: Vec<Key>,
     audience: Option<String>,
     issuer: Option<String>,
+    /// Clock skew allowed for `exp`, `nbf` and `iat`, in seconds.
+    leeway: u64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -99,6 +112,7 @@ impl std::fmt::Debug for Authenticator {
             .field("keys", &self.keys.len())
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
             .finish()
     }
 }
@@ -107,14 +121,9 @@ impl Authenticator {
     /// `None` when neither a secret nor public keys are configured. A secret
     /// that is set must be at least [`MIN_SECRET_BYTES`] long: an empty one
     /// would silently turn authentication off.
-    pub fn new(
-        secret: Option<&str>,
-        public_keys: Option<&Path>,
-        audience: Option<String>,
-        issuer: Option<String>,
-    ) -> Result<Option<Authenticator>, ConfigError> {
+    pub fn new(args: &AuthArgs) -> Result<Option<Authenticator>, ConfigError> {
         let mut keys = Vec::new();
-        if let Some(secret) = secret {
+        if let Some(secret) = &args.jwt_secret {
             if secret.is_empty() {
                 return Err(ConfigError::EmptySecret);
             }
@@ -127,7 +136,7 @@ impl Authenticator {
                 key: DecodingKey::from_secret(secret.as_bytes()),
             });
         }
-        if let Some(path) = public_keys {
+        if let Some(path) = &args.jwt_public_keys {
             keys.extend(load_public_keys(path)?);
         }
         if keys.is_empty() {
@@ -135,13 +144,21 @@ impl Authenticator {
         }
         Ok(Some(Authenticator {
             keys,
-            audience,
-            issuer,
+            audience: args.jwt_audience.clone(),
+            issuer: args.jwt_issuer.clone(),
+            leeway: args.jwt_leeway.as_secs(),
         }))
     }
 
-    /// Verifies `token`: signature, `exp` (required), and `aud`/`iss` when configured.
+    /// Verifies `token` now; see [`Authenticator::verify_at`].
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// Verifies `token` as of `now` (Unix seconds): the signature; `exp`
+    /// (required), `nbf` and `iat` (when present) within the leeway; and
+    /// `aud`/`iss` when configured.
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let candidates: Vec<&Key> = self
             .keys
@@ -153,8 +170,11 @@ impl Authenticator {
             return Err(AuthError::WrongAlgorithm);
         }
         let mut validation = Validation::new(header.alg);
-        validation.set_required_spec_claims(&["exp"]);
-        validation.leeway = 5;
+        // Times are checked below, with arithmetic that cannot overflow.
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
         match &self.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -166,7 +186,7 @@ impl Authenticator {
         for key in candidates {
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
                 Ok(data) => {
-                    let expires_at = data.claims["exp"].as_u64().ok_or(AuthError::NoExpiry)?;
+                    let expires_at = check_times(&data.claims, now, self.leeway)?;
                     return Ok(Identity {
                         claims: data.claims,
                         expires_at,
@@ -174,10 +194,8 @@ impl Authenticator {
                 }
                 Err(err) => {
                     last = match err.kind() {
-                        ErrorKind::ExpiredSignature => return Err(AuthError::Expired),
                         ErrorKind::InvalidAudience => return Err(AuthError::WrongAudience),
                         ErrorKind::InvalidIssuer => return Err(AuthError::WrongIssuer),
-                        ErrorKind::MissingRequiredClaim(_) => return Err(AuthError::NoExpiry),
                         ErrorKind::InvalidSignature => AuthError::BadSignature,
                         _ => AuthError::Malformed,
                     }
@@ -186,6 +204,59 @@ impl Authenticator {
         }
         Err(last)
     }
+}
+
+/// Checks `exp` (required), `nbf` and `iat` against `now` with `leeway`
+/// seconds of clock skew; returns `exp`.
+fn check_times(claims: &Value, now: u64, leeway: u64) -> Result<u64, AuthError> {
+    let exp = numeric_date(claims, "exp", Round::Down)?.ok_or(AuthError::NoExpiry)?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(AuthError::Expired);
+    }
+    let latest = now.saturating_add(leeway);
+    if numeric_date(claims, "nbf", Round::Up)?.is_some_and(|nbf| nbf > latest) {
+        return Err(AuthError::NotYetValid);
+    }
+    if numeric_date(claims, "iat", Round::Up)?.is_some_and(|iat| iat > latest) {
+        return Err(AuthError::IssuedInFuture);
+    }
+    Ok(exp)
+}
+
+/// Which way a fractional NumericDate is rounded: toward the stricter reading.
+#[derive(Clone, Copy)]
+enum Round {
+    Down,
+    Up,
+}
+
+/// A NumericDate claim (RFC 7519 §2: seconds since 1970, possibly
+/// fractional) as whole seconds; before 1970 reads as 0, beyond `u64` as
+/// `u64::MAX`. `None` when absent or null.
+fn numeric_date(
+    claims: &Value,
+    name: &'static str,
+    round: Round,
+) -> Result<Option<u64>, AuthError> {
+    let number = match claims.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number,
+        Some(_) => return Err(AuthError::BadTimeClaim(name)),
+    };
+    if let Some(seconds) = number.as_u64() {
+        return Ok(Some(seconds));
+    }
+    if number.is_i64() {
+        // Negative: before 1970.
+        return Ok(Some(0));
+    }
+    let seconds = number.as_f64().ok_or(AuthError::BadTimeClaim(name))?;
+    let seconds = match round {
+        Round::Down => seconds.floor(),
+        Round::Up => seconds.ceil(),
+    };
+    // `as` saturates: negative to 0, too large to u64::MAX.
+    Ok(Some(seconds as u64))
 }
 
 fn load_public_keys(path: &Path) -> Result<Vec<Key>, ConfigError> {
@@ -389,14 +460,19 @@ fn looks_like_jwt(text: &str) -> bool {
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
 
     const SECRET: &str = "a-unit-test-secret-of-at-least-32-bytes";
 
+    fn with_secret(secret: &str) -> AuthArgs {
+        AuthArgs {
+            jwt_secret: Some(secret.into()),
+            ..AuthArgs::default()
+        }
+    }
+
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        unix_now()
     }
 
     fn token(secret: &str, claims: Value) -> String {
@@ -410,9 +486,13 @@ mod tests {
 
     #[test]
     fn hs256_checks_signature_expiry_audience_issuer() {
-        let auth = Authenticator::new(Some(SECRET), None, Some("app".into()), Some("me".into()))
-            .unwrap()
-            .unwrap();
+        let auth = Authenticator::new(&AuthArgs {
+            jwt_audience: Some("app".into()),
+            jwt_issuer: Some("me".into()),
+            ..with_secret(SECRET)
+        })
+        .unwrap()
+        .unwrap();
         let claims = |extra: Value| {
             let mut c =
                 serde_json::json!({"sub": "u1", "exp": now() + 60, "aud": "app", "iss": "me"});
@@ -461,21 +541,95 @@ mod tests {
     }
 
     #[test]
-    fn no_keys_means_no_authentication() {
-        assert!(
-            Authenticator::new(None, None, None, None)
-                .unwrap()
-                .is_none()
+    fn exp_nbf_and_iat_are_checked_within_the_leeway() {
+        const NOW: u64 = 1_700_000_000;
+        let auth = |leeway: u64| {
+            Authenticator::new(&AuthArgs {
+                jwt_leeway: Duration::from_secs(leeway),
+                ..with_secret(SECRET)
+            })
+            .unwrap()
+            .unwrap()
+        };
+        let check = |leeway: u64, claims: Value| {
+            auth(leeway)
+                .verify_at(&token(SECRET, claims), NOW)
+                .map(|id| id.expires_at)
+        };
+        let json = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        // exp: valid until exp + leeway.
+        assert!(check(0, json!({"exp": NOW + 1})).is_ok());
+        assert_eq!(check(0, json!({"exp": NOW})), Err(AuthError::Expired));
+        assert!(check(5, json!({"exp": NOW - 4})).is_ok());
+        assert_eq!(check(5, json!({"exp": NOW - 5})), Err(AuthError::Expired));
+        // nbf: valid from nbf - leeway.
+        let valid_from = |nbf: u64| json!({"exp": NOW + 3600, "nbf": nbf});
+        assert!(check(0, valid_from(NOW)).is_ok());
+        assert_eq!(check(0, valid_from(NOW + 1)), Err(AuthError::NotYetValid));
+        assert!(check(5, valid_from(NOW + 5)).is_ok());
+        assert_eq!(check(5, valid_from(NOW + 6)), Err(AuthError::NotYetValid));
+        assert_eq!(
+            check(5, valid_from(NOW + 3600)),
+            Err(AuthError::NotYetValid)
         );
+        // iat: not after now + leeway.
+        let issued = |iat: u64| json!({"exp": NOW + 3600, "iat": iat});
+        assert!(check(5, issued(NOW - 3600)).is_ok());
+        assert!(check(5, issued(NOW + 5)).is_ok());
+        assert_eq!(check(5, issued(NOW + 6)), Err(AuthError::IssuedInFuture));
+        assert_eq!(check(5, issued(u64::MAX)), Err(AuthError::IssuedInFuture));
+        // Fractions (RFC 7519 allows them) round toward the stricter reading.
+        assert_eq!(
+            check(0, json(&format!(r#"{{"exp": {NOW}.9}}"#))),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            check(
+                0,
+                json(&format!(r#"{{"exp": {}, "nbf": {NOW}.1}}"#, NOW + 60))
+            ),
+            Err(AuthError::NotYetValid)
+        );
+        // Before 1970 is long ago; null is absent; anything else is malformed.
+        assert_eq!(check(5, json!({"exp": -1})), Err(AuthError::Expired));
+        assert!(check(5, json!({"exp": NOW + 60, "nbf": -1, "iat": -1.5})).is_ok());
+        assert!(check(5, json!({"exp": NOW + 60, "nbf": null})).is_ok());
+        assert_eq!(check(5, json!({"exp": null})), Err(AuthError::NoExpiry));
+        for (claim, value) in [
+            ("exp", json!("tomorrow")),
+            ("exp", json!(true)),
+            ("nbf", json!("1700000000")),
+            ("iat", json!(false)),
+            ("iat", json!([1])),
+        ] {
+            let mut claims = json!({"exp": NOW + 60});
+            claims[claim] = value;
+            let err = check(5, claims).unwrap_err();
+            assert_eq!(err, AuthError::BadTimeClaim(claim));
+            assert!(err.to_string().contains(claim), "{err}");
+        }
+        // Arrays and objects as exp or nbf already stop the JWT library's decoder.
+        for claim in ["exp", "nbf"] {
+            for value in [json!([1]), json!({"s": 1})] {
+                let mut claims = json!({"exp": NOW + 60});
+                claims[claim] = value;
+                assert_eq!(check(5, claims), Err(AuthError::Malformed));
+            }
+        }
+    }
+
+    #[test]
+    fn no_keys_means_no_authentication() {
+        assert!(Authenticator::new(&AuthArgs::default()).unwrap().is_none());
     }
 
     #[test]
     fn empty_and_short_secrets_are_refused() {
-        let err = Authenticator::new(Some(""), None, None, None).unwrap_err();
+        let err = Authenticator::new(&with_secret("")).unwrap_err();
         assert!(matches!(err, ConfigError::EmptySecret), "{err}");
         assert!(err.to_string().contains("empty"), "{err}");
         for secret in ["x", "s3cret", "0123456789abcdef0123456789abcde"] {
-            let err = Authenticator::new(Some(secret), None, None, None).unwrap_err();
+            let err = Authenticator::new(&with_secret(secret)).unwrap_err();
             let message = err.to_string();
             assert!(
                 message.contains(&format!("is {} bytes", secret.len())) && message.contains("32"),
@@ -485,12 +639,12 @@ mod tests {
         }
         // 32 bytes is enough (multi-byte characters count as their bytes).
         assert!(
-            Authenticator::new(Some("0123456789abcdef0123456789abcdef"), None, None, None)
+            Authenticator::new(&with_secret("0123456789abcdef0123456789abcdef"))
                 .unwrap()
                 .is_some()
         );
         assert!(
-            Authenticator::new(Some(&"é".repeat(16)), None, None, None)
+            Authenticator::new(&with_secret(&"é".repeat(16)))
                 .unwrap()
                 .is_some()
         );

@@ -76,6 +76,10 @@ pub struct AuthArgs {
     #[arg(long, env = "PGBROADCAST_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
+    /// Clock skew allowed when checking `exp`, `nbf` and `iat` (whole seconds).
+    #[arg(long, env = "PGBROADCAST_JWT_LEEWAY", default_value = "5s", value_parser = duration_in::<0, 300_000>)]
+    pub jwt_leeway: Duration,
+
     /// A new connection must authenticate within this long.
     #[arg(long, env = "PGBROADCAST_AUTH_TIMEOUT", default_value = "10s", value_parser = duration_in::<100, 600_000>)]
     pub auth_timeout: Duration,
@@ -104,6 +108,7 @@ impl Default for AuthArgs {
             jwt_public_keys: None,
             jwt_audience: None,
             jwt_issuer: None,
+            jwt_leeway: Duration::from_secs(5),
             auth_timeout: Duration::from_secs(10),
             auth_expiry_notice: Duration::from_secs(30),
             authz_recheck: Duration::from_secs(60),
@@ -341,6 +346,7 @@ mod tests {
             "--max-message-bytes=0",
             "--outbound-queue=0",
             "--max-channels-per-message=0",
+            "--jwt-leeway=6m",
         ] {
             let err = Cli::try_parse_from(["pgbroadcast", "serve", flag]).unwrap_err();
             assert!(err.to_string().contains("must be between"), "{flag}: {err}");

@@ -216,6 +216,18 @@ async fn bad_tokens_are_refused_and_never_echoed() {
             "audience",
         ),
         (hs256(json!({"sub": "u1", "aud": "app"})), "exp"),
+        (
+            hs256(json!({"sub": "u1", "aud": "app", "exp": now() + 7200, "nbf": now() + 3600})),
+            "not valid yet",
+        ),
+        (
+            hs256(json!({"sub": "u1", "aud": "app", "exp": now() + 7200, "iat": now() + 3600})),
+            "iat",
+        ),
+        (
+            hs256(json!({"sub": "u1", "aud": "app", "exp": "tomorrow"})),
+            "exp claim is not a NumericDate",
+        ),
     ];
     for (token, why) in &cases {
         let token = server.used(token);

@@ -979,12 +979,10 @@ mod tests {
     async fn a_busy_peer_cannot_outlive_its_auth_deadline() {
         let hub = crate::hub::tests::test_hub(8);
         let security = Security {
-            authenticator: crate::auth::Authenticator::new(
-                Some("a-unit-test-secret-of-at-least-32-bytes"),
-                None,
-                None,
-                None,
-            )
+            authenticator: crate::auth::Authenticator::new(&crate::config::AuthArgs {
+                jwt_secret: Some("a-unit-test-secret-of-at-least-32-bytes".into()),
+                ..Default::default()
+            })
             .unwrap()
             .map(std::sync::Arc::new),
             auth_timeout: Duration::from_millis(200),
