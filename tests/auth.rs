@@ -380,6 +380,34 @@ async fn a_refreshed_token_keeps_the_connection_and_an_expired_one_closes_it() {
 }
 
 #[tokio::test]
+async fn a_token_that_expires_in_the_far_future_keeps_its_connection_usable() {
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let far = [json!(10u64.pow(19)), json!(u64::MAX), json!(1e300)];
+    for (n, exp) in far.iter().enumerate() {
+        let token = hs256(json!({"role": "kitchen", "aud": "app", "exp": exp}));
+        // As the first message ...
+        let mut by_message = server.client(&token).await;
+        by_message.subscribe(&["order"]).await;
+        // ... and in the handshake.
+        let token = server.used(&token);
+        let mut request = server.url().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("bearer, {token}").parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut by_header = WsClient::from_stream(ws).await;
+        by_header.subscribe(&["order"]).await;
+        let txid = write(&mut pg, &format!("insert into orders values ({n})")).await;
+        assert_eq!(by_message.next().await["payload"]["txid"], txid);
+        assert_eq!(by_header.next().await["payload"]["txid"], txid);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_revoked_grant_ends_existing_subscriptions_and_refuses_new_ones() {
     let db = grants_db().await;
     let pg = db.client().await;
