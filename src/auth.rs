@@ -61,6 +61,8 @@ pub enum AuthError {
     WrongIssuer,
     #[error("the token has no exp claim; exp is required")]
     NoExpiry,
+    #[error("the token has no {0} claim, which this server requires")]
+    MissingClaim(&'static str),
     #[error("the token's algorithm is not accepted here")]
     WrongAlgorithm,
     #[error("the token is malformed")]
@@ -171,17 +173,23 @@ impl Authenticator {
         }
         let mut validation = Validation::new(header.alg);
         // Times are checked below, with arithmetic that cannot overflow.
-        validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
+        // A configured audience or issuer must be named, not only match when present.
+        let mut required = Vec::new();
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let mut last = AuthError::BadSignature;
         for key in candidates {
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
@@ -196,6 +204,13 @@ impl Authenticator {
                     last = match err.kind() {
                         ErrorKind::InvalidAudience => return Err(AuthError::WrongAudience),
                         ErrorKind::InvalidIssuer => return Err(AuthError::WrongIssuer),
+                        ErrorKind::MissingRequiredClaim(claim) => {
+                            return Err(match claim.as_str() {
+                                "aud" => AuthError::MissingClaim("aud"),
+                                "iss" => AuthError::MissingClaim("iss"),
+                                _ => AuthError::Malformed,
+                            });
+                        }
                         ErrorKind::InvalidSignature => AuthError::BadSignature,
                         _ => AuthError::Malformed,
                     }
@@ -533,6 +548,15 @@ mod tests {
         assert_eq!(
             err(token(SECRET, claims(serde_json::json!({"iss": "else"})))),
             AuthError::WrongIssuer
+        );
+        // Configured aud and iss are required, not only checked when present.
+        assert_eq!(
+            err(token(SECRET, claims(serde_json::json!({"aud": null})))),
+            AuthError::MissingClaim("aud")
+        );
+        assert_eq!(
+            err(token(SECRET, claims(serde_json::json!({"iss": null})))),
+            AuthError::MissingClaim("iss")
         );
         assert_eq!(err("not.a.jwt".into()), AuthError::Malformed);
         // An error never carries the token.

@@ -216,6 +216,8 @@ async fn bad_tokens_are_refused_and_never_echoed() {
             "audience",
         ),
         (hs256(json!({"sub": "u1", "aud": "app"})), "exp"),
+        // --jwt-audience is set: a token without aud is not for this service.
+        (hs256(json!({"sub": "u1", "exp": now() + 60})), "aud"),
         (
             hs256(json!({"sub": "u1", "aud": "app", "exp": now() + 7200, "nbf": now() + 3600})),
             "not valid yet",
