@@ -1,10 +1,13 @@
 //! Who a client is and what it may see. [`Authenticator`] validates JWTs
 //! (HS256 with a shared secret; RS256/ES256 with public keys from a PEM or
-//! JWKS file); [`Authorizer`] asks the database, through
+//! JWKS file, and from a JWKS URL, see [`jwks`]); [`Authorizer`] asks the database, through
 //! `broadcast.authorize(claims, channel, entity_id)`, whether those claims may
 //! subscribe to a topic. Tokens are never logged and never echoed.
 
+pub mod jwks;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -37,6 +40,18 @@ pub enum ConfigError {
         "the JWT secret (--jwt-secret / PGBROADCAST_JWT_SECRET) is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES} (RFC 7518 section 3.2): use a random secret such as `openssl rand -base64 48`"
     )]
     ShortSecret { len: usize },
+    #[error("--jwks-url {url}: {message}")]
+    JwksUrl { url: String, message: String },
+    #[error("TLS for --jwks-url")]
+    JwksTls(#[source] crate::tls::Error),
+    #[error(
+        "cannot fetch JWT keys from {url} (--jwks-url; the first fetch must succeed, later failures keep the last good keys)"
+    )]
+    JwksFetch {
+        url: String,
+        #[source]
+        source: jwks::FetchError,
+    },
 }
 
 /// Shortest HS256 secret accepted: the hash size (RFC 7518 §3.2).
@@ -65,6 +80,8 @@ pub enum AuthError {
     MissingClaim(&'static str),
     #[error("the token's algorithm is not accepted here")]
     WrongAlgorithm,
+    #[error("the token's signing key (kid) is not known here")]
+    UnknownKey,
     #[error("the token is malformed")]
     Malformed,
 }
@@ -100,7 +117,10 @@ struct Key {
 
 /// Verifies JWTs against the configured keys.
 pub struct Authenticator {
+    /// From the secret and the public key file.
     keys: Vec<Key>,
+    /// From the JWKS URL.
+    remote: Option<Arc<jwks::Remote>>,
     audience: Option<String>,
     issuer: Option<String>,
     /// Clock skew allowed for `exp`, `nbf` and `iat`, in seconds.
@@ -112,6 +132,7 @@ impl std::fmt::Debug for Authenticator {
         // Never print keys or secrets.
         f.debug_struct("Authenticator")
             .field("keys", &self.keys.len())
+            .field("remote_keys", &self.remote.as_ref().map(|r| r.keys().len()))
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
             .field("leeway", &self.leeway)
@@ -120,10 +141,12 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// `None` when neither a secret nor public keys are configured. A secret
-    /// that is set must be at least [`MIN_SECRET_BYTES`] long: an empty one
-    /// would silently turn authentication off.
-    pub fn new(args: &AuthArgs) -> Result<Option<Authenticator>, ConfigError> {
+    /// `None` when no secret, public keys or JWKS URL are configured. A
+    /// secret that is set must be at least [`MIN_SECRET_BYTES`] long: an
+    /// empty one would silently turn authentication off. A JWKS URL is
+    /// fetched now (an error if that fails), then refreshed in the background
+    /// for as long as the authenticator lives.
+    pub async fn new(args: &AuthArgs) -> Result<Option<Authenticator>, ConfigError> {
         let mut keys = Vec::new();
         if let Some(secret) = &args.jwt_secret {
             if secret.is_empty() {
@@ -141,35 +164,86 @@ impl Authenticator {
         if let Some(path) = &args.jwt_public_keys {
             keys.extend(load_public_keys(path)?);
         }
-        if keys.is_empty() {
+        let remote = match &args.jwks_url {
+            Some(url) => {
+                let uri = jwks::check_url(url).map_err(|message| ConfigError::JwksUrl {
+                    url: url.clone(),
+                    message,
+                })?;
+                let tls = crate::tls::client_config(args.jwks_ca_file.as_deref())
+                    .map_err(ConfigError::JwksTls)?;
+                let remote = jwks::Remote::start(url.clone(), jwks::https_source(uri, tls))
+                    .await
+                    .map_err(|source| ConfigError::JwksFetch {
+                        url: url.clone(),
+                        source,
+                    })?;
+                tokio::spawn(jwks::refresh_every(
+                    Arc::downgrade(&remote),
+                    args.jwks_refresh,
+                ));
+                Some(remote)
+            }
+            None => None,
+        };
+        if keys.is_empty() && remote.is_none() {
             return Ok(None);
         }
         Ok(Some(Authenticator {
             keys,
+            remote,
             audience: args.jwt_audience.clone(),
             issuer: args.jwt_issuer.clone(),
             leeway: args.jwt_leeway.as_secs(),
         }))
     }
 
-    /// Verifies `token` now; see [`Authenticator::verify_at`].
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        self.verify_at(token, unix_now())
+    /// Verifies `token` now (see [`Authenticator::verify_at`]). A token
+    /// naming a `kid` that no key has makes the JWKS URL be fetched again
+    /// (at most once per [`jwks::MIN_REFETCH`]), and waits for that.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        match self.verify_at(token, unix_now()) {
+            Err(AuthError::UnknownKey) => {
+                let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
+                match (&self.remote, kid) {
+                    (Some(remote), Some(kid)) if remote.refresh_for(&kid).await => {
+                        self.verify_at(token, unix_now())
+                    }
+                    _ => Err(AuthError::UnknownKey),
+                }
+            }
+            verified => verified,
+        }
     }
 
-    /// Verifies `token` as of `now` (Unix seconds): the signature; `exp`
-    /// (required), `nbf` and `iat` (when present) within the leeway; and
-    /// `aud`/`iss` when configured.
+    /// Verifies `token` as of `now` (Unix seconds) with the keys at hand: the
+    /// signature; `exp` (required), `nbf` and `iat` (when present) within the
+    /// leeway; and `aud`/`iss` when configured. [`AuthError::UnknownKey`]
+    /// when the token names a `kid` that no key has.
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-        let candidates: Vec<&Key> = self
+        let remote = self.remote.as_ref().map(|r| r.keys());
+        let of_algorithm: Vec<&Key> = self
             .keys
             .iter()
+            .chain(remote.iter().flat_map(|keys| keys.iter()))
             .filter(|k| k.algorithm == header.alg)
+            .collect();
+        let candidates: Vec<&Key> = of_algorithm
+            .iter()
+            .copied()
             .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
             .collect();
+        // A kid no key has: keys may have been rotated at the JWKS URL.
+        let unknown_kid = header.kid.is_some()
+            && (self.remote.is_some() || !of_algorithm.is_empty())
+            && !candidates.iter().any(|k| k.kid == header.kid);
         if candidates.is_empty() {
-            return Err(AuthError::WrongAlgorithm);
+            return Err(if unknown_kid {
+                AuthError::UnknownKey
+            } else {
+                AuthError::WrongAlgorithm
+            });
         }
         let mut validation = Validation::new(header.alg);
         // Times are checked below, with arithmetic that cannot overflow.
@@ -216,6 +290,11 @@ impl Authenticator {
                     }
                 }
             }
+        }
+        // Only keys without a kid were tried, and none fits: the token's own
+        // key, named by its kid, may be new at the JWKS URL.
+        if last == AuthError::BadSignature && unknown_kid && self.remote.is_some() {
+            return Err(AuthError::UnknownKey);
         }
         Err(last)
     }
@@ -287,24 +366,11 @@ fn load_public_keys(path: &Path) -> Result<Vec<Key>, ConfigError> {
     if text.trim_start().starts_with('{') {
         let set: JwkSet =
             serde_json::from_str(&text).map_err(|e| bad(format!("not a JWKS document: {e}")))?;
-        for jwk in &set.keys {
-            let algorithm = match jwk.common.key_algorithm {
-                Some(KeyAlgorithm::RS256) => Algorithm::RS256,
-                Some(KeyAlgorithm::ES256) => Algorithm::ES256,
-                Some(_) => continue,
-                None => match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    _ => continue,
-                },
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?;
-            keys.push(Key {
-                kid: jwk.common.key_id.clone(),
-                algorithm,
-                key,
-            });
+        let (usable, problems) = keys_from_jwks(&set);
+        if !problems.is_empty() {
+            return Err(bad(problems.join("; ")));
         }
+        keys = usable;
     } else {
         for block in text.split_inclusive("-----END PUBLIC KEY-----") {
             let Some(start) = block.find("-----BEGIN PUBLIC KEY-----") else {
@@ -334,6 +400,47 @@ fn load_public_keys(path: &Path) -> Result<Vec<Key>, ConfigError> {
         });
     }
     Ok(keys)
+}
+
+/// The RS256 and ES256 signing keys of a JWKS document; keys for other
+/// algorithms or for encryption are passed over, broken ones are named.
+fn keys_from_jwks(set: &JwkSet) -> (Vec<Key>, Vec<String>) {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
+    let mut keys = Vec::new();
+    let mut problems = Vec::new();
+    for jwk in &set.keys {
+        let name = jwk.common.key_id.as_deref().unwrap_or("without kid");
+        if matches!(
+            jwk.common.public_key_use,
+            Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+        ) {
+            continue;
+        }
+        let algorithm = match (jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(KeyAlgorithm::RS256) | None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (Some(KeyAlgorithm::ES256) | None, AlgorithmParameters::EllipticCurve(ec))
+                if ec.curve == EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            (Some(KeyAlgorithm::RS256 | KeyAlgorithm::ES256), _) => {
+                problems.push(format!(
+                    "key {name}: its parameters do not fit its alg (RS256 needs an RSA key, ES256 a P-256 key)"
+                ));
+                continue;
+            }
+            _ => continue,
+        };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => keys.push(Key {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key,
+            }),
+            Err(e) => problems.push(format!("key {name}: {e}")),
+        }
+    }
+    (keys, problems)
 }
 
 /// Asks the database whether claims may subscribe to a topic.
@@ -479,6 +586,15 @@ mod tests {
 
     const SECRET: &str = "a-unit-test-secret-of-at-least-32-bytes";
 
+    /// [`Authenticator::new`] for tests without a runtime of their own.
+    fn authenticator(args: &AuthArgs) -> Result<Option<Authenticator>, ConfigError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(Authenticator::new(args))
+    }
+
     fn with_secret(secret: &str) -> AuthArgs {
         AuthArgs {
             jwt_secret: Some(secret.into()),
@@ -501,7 +617,7 @@ mod tests {
 
     #[test]
     fn hs256_checks_signature_expiry_audience_issuer() {
-        let auth = Authenticator::new(&AuthArgs {
+        let auth = authenticator(&AuthArgs {
             jwt_audience: Some("app".into()),
             jwt_issuer: Some("me".into()),
             ..with_secret(SECRET)
@@ -521,11 +637,11 @@ mod tests {
             c
         };
         let id = auth
-            .verify(&token(SECRET, claims(serde_json::json!({}))))
+            .verify_at(&token(SECRET, claims(serde_json::json!({}))), now())
             .unwrap();
         assert_eq!(id.claims["sub"], "u1");
         assert!(id.remaining() > Duration::from_secs(50));
-        let err = |t: String| auth.verify(&t).unwrap_err();
+        let err = |t: String| auth.verify_at(&t, now()).unwrap_err();
         assert_eq!(
             err(token("other", claims(serde_json::json!({})))),
             AuthError::BadSignature
@@ -568,7 +684,7 @@ mod tests {
     fn exp_nbf_and_iat_are_checked_within_the_leeway() {
         const NOW: u64 = 1_700_000_000;
         let auth = |leeway: u64| {
-            Authenticator::new(&AuthArgs {
+            authenticator(&AuthArgs {
                 jwt_leeway: Duration::from_secs(leeway),
                 ..with_secret(SECRET)
             })
@@ -644,16 +760,16 @@ mod tests {
 
     #[test]
     fn no_keys_means_no_authentication() {
-        assert!(Authenticator::new(&AuthArgs::default()).unwrap().is_none());
+        assert!(authenticator(&AuthArgs::default()).unwrap().is_none());
     }
 
     #[test]
     fn empty_and_short_secrets_are_refused() {
-        let err = Authenticator::new(&with_secret("")).unwrap_err();
+        let err = authenticator(&with_secret("")).unwrap_err();
         assert!(matches!(err, ConfigError::EmptySecret), "{err}");
         assert!(err.to_string().contains("empty"), "{err}");
         for secret in ["x", "s3cret", "0123456789abcdef0123456789abcde"] {
-            let err = Authenticator::new(&with_secret(secret)).unwrap_err();
+            let err = authenticator(&with_secret(secret)).unwrap_err();
             let message = err.to_string();
             assert!(
                 message.contains(&format!("is {} bytes", secret.len())) && message.contains("32"),
@@ -663,12 +779,12 @@ mod tests {
         }
         // 32 bytes is enough (multi-byte characters count as their bytes).
         assert!(
-            Authenticator::new(&with_secret("0123456789abcdef0123456789abcdef"))
+            authenticator(&with_secret("0123456789abcdef0123456789abcdef"))
                 .unwrap()
                 .is_some()
         );
         assert!(
-            Authenticator::new(&with_secret(&"é".repeat(16)))
+            authenticator(&with_secret(&"é".repeat(16)))
                 .unwrap()
                 .is_some()
         );

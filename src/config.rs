@@ -76,6 +76,19 @@ pub struct AuthArgs {
     #[arg(long, env = "PGBROADCAST_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
+    /// URL of a JWKS document with RS256 / ES256 public keys (https; plain
+    /// http only to a loopback address), fetched at start and refreshed.
+    #[arg(long, env = "PGBROADCAST_JWKS_URL", value_parser = parse_jwks_url)]
+    pub jwks_url: Option<String>,
+
+    /// PEM file of CA certificates to trust for the JWKS URL, beside the Mozilla roots.
+    #[arg(long, env = "PGBROADCAST_JWKS_CA_FILE", requires = "jwks_url")]
+    pub jwks_ca_file: Option<std::path::PathBuf>,
+
+    /// How often the JWKS URL is fetched again (besides on an unknown `kid`).
+    #[arg(long, env = "PGBROADCAST_JWKS_REFRESH", default_value = "10m", value_parser = duration_in::<10_000, 86_400_000>)]
+    pub jwks_refresh: Duration,
+
     /// Clock skew allowed when checking `exp`, `nbf` and `iat` (whole seconds).
     #[arg(long, env = "PGBROADCAST_JWT_LEEWAY", default_value = "5s", value_parser = duration_in::<0, 300_000>)]
     pub jwt_leeway: Duration,
@@ -109,6 +122,9 @@ impl Default for AuthArgs {
             jwt_audience: None,
             jwt_issuer: None,
             jwt_leeway: Duration::from_secs(5),
+            jwks_url: None,
+            jwks_ca_file: None,
+            jwks_refresh: Duration::from_secs(600),
             auth_timeout: Duration::from_secs(10),
             auth_expiry_notice: Duration::from_secs(30),
             authz_recheck: Duration::from_secs(60),
@@ -273,6 +289,12 @@ pub fn parse_pg_channel(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A JWKS URL: https, or http to a loopback address.
+pub fn parse_jwks_url(s: &str) -> Result<String, String> {
+    crate::auth::jwks::check_url(s)?;
+    Ok(s.to_owned())
+}
+
 /// Parses `250ms`, `5s`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -347,6 +369,7 @@ mod tests {
             "--outbound-queue=0",
             "--max-channels-per-message=0",
             "--jwt-leeway=6m",
+            "--jwks-refresh=1s",
         ] {
             let err = Cli::try_parse_from(["pgbroadcast", "serve", flag]).unwrap_err();
             assert!(err.to_string().contains("must be between"), "{flag}: {err}");

@@ -74,7 +74,7 @@ impl Running {
 pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running, crate::Error> {
     let addr = listener.local_addr()?;
     let auth = &settings.auth;
-    let authenticator = Authenticator::new(auth)?;
+    let authenticator = Authenticator::new(auth).await?;
     if authenticator.is_none() && !addr.ip().is_loopback() && !auth.insecure {
         return Err(crate::Error::Insecure(addr));
     }

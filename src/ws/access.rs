@@ -51,11 +51,11 @@ impl<'a> Access<'a> {
 
     /// Verifies a token (first or refreshed); on success it replaces the
     /// current one, cached answers are dropped, and its `exp` is returned.
-    pub fn accept(&mut self, token: &str) -> Result<u64, AuthError> {
+    pub async fn accept(&mut self, token: &str) -> Result<u64, AuthError> {
         let Some(authenticator) = &self.security.authenticator else {
             return Err(AuthError::Malformed);
         };
-        let identity = authenticator.verify(token)?;
+        let identity = authenticator.verify(token).await?;
         self.identity = Some(identity);
         self.cache.clear();
         self.expiry_notified = false;
@@ -222,11 +222,12 @@ mod tests {
                 }
             }
             let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
-            let authenticator = Authenticator::new(&AuthArgs {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let authenticator = runtime.block_on(Authenticator::new(&AuthArgs {
                 jwt_secret: Some(SECRET.into()),
                 jwt_leeway: Duration::from_secs(leeway),
                 ..AuthArgs::default()
-            }).unwrap();
+            })).unwrap();
             let security = Security {
                 authenticator: authenticator.map(std::sync::Arc::new),
                 expiry_notice: Duration::from_secs(notice),
@@ -263,7 +264,7 @@ mod tests {
             }
             // The session's own path, on the real clock.
             let mut access = Access::new(&security, None);
-            if access.accept(&token).is_ok() {
+            if runtime.block_on(access.accept(&token)).is_ok() {
                 prop_assert!(access.notice_at() <= access.expires());
                 prop_assert!(access.expires() <= far_future());
             }

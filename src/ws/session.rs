@@ -133,7 +133,7 @@ where
                     }
                     Some(Ok(Message::Text(request))) => match rate.admit() {
                         Admit::Yes => match protocol::parse(&request, limits) {
-                            Ok(Request::Auth(token)) => match access.accept(&token) {
+                            Ok(Request::Auth(token)) => match access.accept(&token).await {
                                 Ok(expires_at) => {
                                     auth_deadline.as_mut().reset(far_future());
                                     expiry.as_mut().reset(access.expires());
@@ -983,6 +983,7 @@ mod tests {
                 jwt_secret: Some("a-unit-test-secret-of-at-least-32-bytes".into()),
                 ..Default::default()
             })
+            .await
             .unwrap()
             .map(std::sync::Arc::new),
             auth_timeout: Duration::from_millis(200),
