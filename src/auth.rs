@@ -1,8 +1,9 @@
 //! Who a client is and what it may see. [`Authenticator`] validates JWTs
 //! (HS256 with a shared secret; RS256/ES256 with public keys from a PEM or
-//! JWKS file, and from a JWKS URL, see [`jwks`]); [`Authorizer`] asks the database, through
-//! `broadcast.authorize(claims, channel, entity_id)`, whether those claims may
-//! subscribe to a topic. Tokens are never logged and never echoed.
+//! JWKS file and from a JWKS URL, see [`jwks`]); [`Authorizer`] asks the
+//! database, through `broadcast.authorize(claims, channel, entity_id)`,
+//! whether those claims may subscribe to a topic. Tokens are never logged and
+//! never echoed.
 
 pub mod jwks;
 

@@ -378,6 +378,22 @@ mod tests {
     }
 
     #[test]
+    fn jwks_flags_are_checked_at_start() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["pgbroadcast", "serve"][..], args].concat())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(parse(&["--jwks-url", "https://idp.example/jwks.json"]).is_ok());
+        let err = parse(&["--jwks-url", "http://idp.example/jwks.json"]).unwrap_err();
+        assert!(err.contains("must be https"), "{err}");
+        // A CA file for a URL that is not there is a mistake.
+        let err = parse(&["--jwks-ca-file", "ca.pem"]).unwrap_err();
+        assert!(err.contains("--jwks-url"), "{err}");
+    }
+
+    #[test]
     fn pg_channel_must_fit_an_identifier() {
         assert_eq!(parse_pg_channel("app_events"), Ok("app_events".into()));
         assert!(parse_pg_channel("").is_err());
