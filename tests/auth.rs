@@ -827,6 +827,7 @@ async fn keys_from_a_jwks_url_rotate_and_unknown_kids_are_rate_limited() {
     let jwks = provider::JwksServer::start(&pki).await;
     jwks.serve(Some(pki.jwks(&["a"])));
     let ca = pki.ca();
+    // Beside the secret (HS256) and a key file with an ES256 key without kid.
     let mut server = Server::start(
         &db,
         "serve",
@@ -835,15 +836,27 @@ async fn keys_from_a_jwks_url_rotate_and_unknown_kids_are_rate_limited() {
             &jwks.url(),
             "--jwks-ca-file",
             ca.to_str().unwrap(),
+            "--jwt-public-keys",
+            "tests/fixtures/es256-public.pem",
         ],
     )
     .await;
     assert_eq!(jwks.requests(), 1);
     let mut by_a = server.client(&pki.token("a")).await;
     by_a.subscribe(&["order"]).await;
-    // The secret's keys work beside the URL's.
+    // The secret's and the file's keys work beside the URL's.
     let mut by_secret = server.client(&kitchen(60)).await;
     by_secret.subscribe(&["order"]).await;
+    let file_key = std::fs::read("tests/fixtures/es256-private-pkcs8.pem").unwrap();
+    let from_file = encode(
+        &Header::new(Algorithm::ES256),
+        &json!({"role": "kitchen", "aud": "app", "exp": now() + 60}),
+        &EncodingKey::from_ec_pem(&file_key).unwrap(),
+    )
+    .unwrap();
+    let mut by_file = server.client(&from_file).await;
+    by_file.subscribe(&["order"]).await;
+    assert_eq!(jwks.requests(), 1);
 
     // The provider rotates to b: the first token naming b makes the service fetch again.
     jwks.serve(Some(pki.jwks(&["b"])));
@@ -860,7 +873,7 @@ async fn keys_from_a_jwks_url_rotate_and_unknown_kids_are_rate_limited() {
 
     // Everyone authenticated gets signals.
     let txid = write(&mut pg, "insert into orders values (1)").await;
-    for client in [&mut by_a, &mut by_secret, &mut by_b] {
+    for client in [&mut by_a, &mut by_secret, &mut by_file, &mut by_b] {
         assert_eq!(client.next().await["payload"]["txid"], txid);
     }
     server.stop().await;
