@@ -76,6 +76,23 @@ pub struct AuthArgs {
     #[arg(long, env = "PGBROADCAST_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
+    /// URL of a JWKS document with RS256 / ES256 public keys (https; plain
+    /// http only to a loopback address), fetched at start and refreshed.
+    #[arg(long, env = "PGBROADCAST_JWKS_URL", value_parser = parse_jwks_url)]
+    pub jwks_url: Option<String>,
+
+    /// PEM file of CA certificates to trust for the JWKS URL, beside the Mozilla roots.
+    #[arg(long, env = "PGBROADCAST_JWKS_CA_FILE", requires = "jwks_url")]
+    pub jwks_ca_file: Option<std::path::PathBuf>,
+
+    /// How often the JWKS URL is fetched again (besides on an unknown `kid`).
+    #[arg(long, env = "PGBROADCAST_JWKS_REFRESH", default_value = "10m", value_parser = duration_in::<10_000, 86_400_000>)]
+    pub jwks_refresh: Duration,
+
+    /// Clock skew allowed when checking `exp`, `nbf` and `iat` (whole seconds).
+    #[arg(long, env = "PGBROADCAST_JWT_LEEWAY", default_value = "5s", value_parser = duration_in::<0, 300_000>)]
+    pub jwt_leeway: Duration,
+
     /// A new connection must authenticate within this long.
     #[arg(long, env = "PGBROADCAST_AUTH_TIMEOUT", default_value = "10s", value_parser = duration_in::<100, 600_000>)]
     pub auth_timeout: Duration,
@@ -105,6 +122,10 @@ impl Default for AuthArgs {
             jwt_public_keys: None,
             jwt_audience: None,
             jwt_issuer: None,
+            jwt_leeway: Duration::from_secs(5),
+            jwks_url: None,
+            jwks_ca_file: None,
+            jwks_refresh: Duration::from_secs(600),
             auth_timeout: Duration::from_secs(10),
             auth_expiry_notice: Duration::from_secs(30),
             authz_recheck: Duration::from_secs(60),
@@ -291,6 +312,12 @@ pub fn parse_pg_channel(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A JWKS URL: https, or http to a loopback address.
+pub fn parse_jwks_url(s: &str) -> Result<String, String> {
+    crate::auth::jwks::check_url(s)?;
+    Ok(s.to_owned())
+}
+
 /// Parses a duration: `250ms`, `1.5s`, `2m`, `1h`, `1h 30m` (humantime's
 /// units), or a bare number of seconds (`7`, `0.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -386,11 +413,29 @@ mod tests {
             "--max-channels-per-message=0",
             "--max-body-bytes=1023",
             "--max-body-bytes=16777217",
+            "--jwt-leeway=6m",
+            "--jwks-refresh=1s",
         ] {
             let err = Cli::try_parse_from(["pgbroadcast", "serve", flag]).unwrap_err();
             assert!(err.to_string().contains("must be between"), "{flag}: {err}");
         }
         assert!(Cli::try_parse_from(["pgbroadcast", "serve", "--heartbeat=5s"]).is_ok());
+    }
+
+    #[test]
+    fn jwks_flags_are_checked_at_start() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["pgbroadcast", "serve"][..], args].concat())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(parse(&["--jwks-url", "https://idp.example/jwks.json"]).is_ok());
+        let err = parse(&["--jwks-url", "http://idp.example/jwks.json"]).unwrap_err();
+        assert!(err.contains("must be https"), "{err}");
+        // A CA file for a URL that is not there is a mistake.
+        let err = parse(&["--jwks-ca-file", "ca.pem"]).unwrap_err();
+        assert!(err.contains("--jwks-url"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! [`mutation`] gives REST handlers the txid Electric confirms, [`openapi`] the
 //! `x-sync` extension, [`demo`] the order example; [`cluster`] starts a
 //! private Postgres when no `DATABASE_URL` is given; [`tls`] secures the
-//! connections to Postgres; [`bench`](mod@bench) measures a
+//! connections to Postgres and to a JWKS URL; [`bench`](mod@bench) measures a
 //! server; [`config`] holds the CLI.
 
 pub mod auth;
@@ -52,7 +52,7 @@ pub enum Error {
     #[error(transparent)]
     Tls(#[from] tls::Error),
     #[error(
-        "refusing to serve {0} without authentication: clients from other machines could subscribe to everything. Configure --jwt-secret or --jwt-public-keys, or pass --insecure if something in front of this service authenticates them"
+        "refusing to serve {0} without authentication: clients from other machines could subscribe to everything. Configure --jwt-secret, --jwt-public-keys or --jwks-url, or pass --insecure if something in front of this service authenticates them"
     )]
     Insecure(std::net::SocketAddr),
 }

@@ -75,12 +75,7 @@ impl Running {
 pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running, crate::Error> {
     let addr = listener.local_addr()?;
     let auth = &settings.auth;
-    let authenticator = Authenticator::new(
-        auth.jwt_secret.as_deref(),
-        auth.jwt_public_keys.as_deref(),
-        auth.jwt_audience.clone(),
-        auth.jwt_issuer.clone(),
-    )?;
+    let authenticator = Authenticator::new(auth).await?;
     if authenticator.is_none() && !addr.ip().is_loopback() && !auth.insecure {
         return Err(crate::Error::Insecure(addr));
     }

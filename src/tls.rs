@@ -1,7 +1,8 @@
-//! TLS to Postgres: rustls (ring) trusting the Mozilla roots, plus an optional
-//! CA file for private certificate authorities. The URL's `sslmode` decides:
-//! `disable` plain, `prefer` (the default) TLS when the server offers it,
-//! `require` TLS or no connection. Certificates are always verified.
+//! TLS as a client, to Postgres and to a JWKS URL: rustls (ring) trusting
+//! the Mozilla roots, plus an optional CA file for private certificate
+//! authorities. For Postgres the URL's `sslmode` decides: `disable` plain,
+//! `prefer` (the default) TLS when the server offers it, `require` TLS or no
+//! connection. Certificates are always verified.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,13 @@ pub enum Error {
 
 /// A connector trusting the Mozilla roots and the certificates in `ca_file`.
 pub fn connector(ca_file: Option<&Path>) -> Result<Connector, Error> {
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+        client_config(ca_file)?,
+    ))
+}
+
+/// A client configuration trusting the Mozilla roots and the certificates in `ca_file`.
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -39,11 +47,10 @@ pub fn connector(ca_file: Option<&Path>) -> Result<Connector, Error> {
             return Err(bad("no certificate in the file".into()));
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    .with_no_client_auth())
 }

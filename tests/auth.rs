@@ -216,6 +216,20 @@ async fn bad_tokens_are_refused_and_never_echoed() {
             "audience",
         ),
         (hs256(json!({"sub": "u1", "aud": "app"})), "exp"),
+        // --jwt-audience is set: a token without aud is not for this service.
+        (hs256(json!({"sub": "u1", "exp": now() + 60})), "aud"),
+        (
+            hs256(json!({"sub": "u1", "aud": "app", "exp": now() + 7200, "nbf": now() + 3600})),
+            "not valid yet",
+        ),
+        (
+            hs256(json!({"sub": "u1", "aud": "app", "exp": now() + 7200, "iat": now() + 3600})),
+            "iat",
+        ),
+        (
+            hs256(json!({"sub": "u1", "aud": "app", "exp": "tomorrow"})),
+            "exp claim is not a NumericDate",
+        ),
     ];
     for (token, why) in &cases {
         let token = server.used(token);
@@ -263,6 +277,44 @@ async fn bad_tokens_are_refused_and_never_echoed() {
     assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
     let mut client = WsClient::from_stream(ws).await;
     client.subscribe(&["order"]).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_are_refused_however_spelled() {
+    let db = grants_db().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let token = server.used(&kitchen(60));
+    let queries = [
+        format!("%74oken={token}"),
+        format!("tok%65n={token}"),
+        format!("id_token={token}"),
+        format!("API_KEY={token}"),
+        format!("x=1&Access-Token={token}&x=2"),
+        format!("apikey={token}&apikey={token}"),
+        "token=".to_owned(),
+        format!("anything={token}"),
+    ];
+    for query in &queries {
+        match tokio_tungstenite::connect_async(format!("{}?{query}", server.url())).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+                assert_eq!(response.status(), 400, "{body}");
+                assert!(body.contains("token_in_url"), "{body}");
+                assert!(!body.contains(&token[token.len() - 20..]));
+            }
+            other => panic!(
+                "{}: expected 400, got {:?}",
+                query.split('=').next().unwrap(),
+                other.map(|_| ())
+            ),
+        }
+    }
+    // A query without credentials is fine.
+    let mut client = WsClient::connect(&format!("{}?tokens=3&author=ada", server.url())).await;
+    assert_eq!(client.welcome["auth"], "required");
+    client.send(json!({ "auth": token })).await;
+    assert_eq!(client.next().await["type"], "authenticated");
     server.stop().await;
 }
 
@@ -326,6 +378,34 @@ async fn a_refreshed_token_keeps_the_connection_and_an_expired_one_closes_it() {
     // Past the first token's expiry, the refreshed connection still gets signals.
     let txid = write(&mut pg, "insert into orders values (5)").await;
     assert_eq!(refreshed.next().await["payload"]["txid"], txid);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_that_expires_in_the_far_future_keeps_its_connection_usable() {
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let far = [json!(10u64.pow(19)), json!(u64::MAX), json!(1e300)];
+    for (n, exp) in far.iter().enumerate() {
+        let token = hs256(json!({"role": "kitchen", "aud": "app", "exp": exp}));
+        // As the first message ...
+        let mut by_message = server.client(&token).await;
+        by_message.subscribe(&["order"]).await;
+        // ... and in the handshake.
+        let token = server.used(&token);
+        let mut request = server.url().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("bearer, {token}").parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut by_header = WsClient::from_stream(ws).await;
+        by_header.subscribe(&["order"]).await;
+        let txid = write(&mut pg, &format!("insert into orders values ({n})")).await;
+        assert_eq!(by_message.next().await["payload"]["txid"], txid);
+        assert_eq!(by_header.next().await["payload"]["txid"], txid);
+    }
     server.stop().await;
 }
 
@@ -456,4 +536,431 @@ async fn a_public_address_without_authentication_is_refused() {
         stderr.contains("--insecure") && stderr.contains("--jwt-secret"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn empty_or_short_secrets_stop_the_start() {
+    let short = "only-31-bytes-of-secret-here-xx";
+    for (flag, env, why) in [
+        (Some(""), None, "empty"),
+        (None, Some(""), "empty"),
+        (Some(short), None, "is 31 bytes"),
+        (None, Some(short), "is 31 bytes"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", common::cluster().url("postgres"))
+            .env_remove("PGBROADCAST_JWT_SECRET")
+            .kill_on_drop(true);
+        if let Some(secret) = flag {
+            command.args(["--jwt-secret", secret]);
+        }
+        if let Some(secret) = env {
+            command.env("PGBROADCAST_JWT_SECRET", secret);
+        }
+        let out = tokio::time::timeout(common::PATIENCE, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("started with a weak secret ({why})"))
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(why) && stderr.contains("PGBROADCAST_JWT_SECRET"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("openssl rand"), "{stderr}");
+        assert!(!stderr.contains(short), "the secret was printed: {stderr}");
+    }
+}
+
+/// An identity provider as the service meets it: a JWKS document served over
+/// HTTPS with a certificate from a private CA (made with `openssl`), rotated
+/// at will, counting the requests it answers.
+mod provider {
+    use std::convert::Infallible;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::Response;
+    use hyper_util::rt::TokioIo;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use serde_json::json;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA, a certificate for 127.0.0.1 signed by it, and signing keys.
+    pub struct Pki {
+        dir: tempfile::TempDir,
+    }
+
+    impl Pki {
+        /// Signing keys `a`, `b` and `c` (ES256).
+        pub fn new() -> Pki {
+            let dir = tempfile::tempdir().unwrap();
+            let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+            openssl(
+                dir.path(),
+                &[
+                    &["req", "-x509", "-nodes"][..],
+                    &p256[..],
+                    &[
+                        "-keyout",
+                        "ca.key",
+                        "-out",
+                        "ca.crt",
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=pgbroadcast test CA",
+                    ],
+                ]
+                .concat(),
+            );
+            openssl(
+                dir.path(),
+                &[
+                    &["req", "-nodes"][..],
+                    &p256[..],
+                    &[
+                        "-keyout",
+                        "server.key",
+                        "-out",
+                        "server.csr",
+                        "-subj",
+                        "/CN=127.0.0.1",
+                    ],
+                ]
+                .concat(),
+            );
+            std::fs::write(dir.path().join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+            openssl(
+                dir.path(),
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "server.crt",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "ext",
+                ],
+            );
+            for kid in ["a", "b", "c"] {
+                openssl(
+                    dir.path(),
+                    &[
+                        "genpkey",
+                        "-algorithm",
+                        "EC",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-out",
+                        &format!("{kid}.pem"),
+                    ],
+                );
+            }
+            Pki { dir }
+        }
+
+        pub fn ca(&self) -> PathBuf {
+            self.dir.path().join("ca.crt")
+        }
+
+        fn key(&self, kid: &str) -> EncodingKey {
+            let pem = std::fs::read(self.dir.path().join(format!("{kid}.pem"))).unwrap();
+            EncodingKey::from_ec_pem(&pem).unwrap()
+        }
+
+        /// A kitchen token for audience `app`, signed with key `kid` and naming it.
+        pub fn token(&self, kid: &str) -> String {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(kid.to_owned());
+            let claims =
+                json!({"sub": "u1", "role": "kitchen", "aud": "app", "exp": super::now() + 60});
+            encode(&header, &claims, &self.key(kid)).unwrap()
+        }
+
+        /// The JWKS document publishing the public halves of `kids`.
+        pub fn jwks(&self, kids: &[&str]) -> String {
+            let keys = kids
+                .iter()
+                .map(|kid| {
+                    let mut jwk = Jwk::from_encoding_key(&self.key(kid), Algorithm::ES256).unwrap();
+                    jwk.common.key_id = Some((*kid).to_owned());
+                    jwk
+                })
+                .collect();
+            serde_json::to_string(&JwkSet { keys }).unwrap()
+        }
+    }
+
+    /// The provider's HTTPS endpoint.
+    pub struct JwksServer {
+        addr: std::net::SocketAddr,
+        /// The document served; `None`: 500.
+        served: Arc<Mutex<Option<String>>>,
+        requests: Arc<AtomicUsize>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl JwksServer {
+        pub async fn start(pki: &Pki) -> JwksServer {
+            let dir = pki.dir.path();
+            let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let served = Arc::new(Mutex::new(None::<String>));
+            let requests = Arc::new(AtomicUsize::new(0));
+            let (document, count) = (Arc::clone(&served), Arc::clone(&requests));
+            let task = tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, document, count) =
+                        (acceptor.clone(), Arc::clone(&document), Arc::clone(&count));
+                    tokio::spawn(async move {
+                        // A client that does not trust the certificate gives up here.
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let answer = hyper::service::service_fn(move |_request| {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let response = match document.lock().unwrap().clone() {
+                                Some(body) => Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body))),
+                                None => Response::builder()
+                                    .status(500)
+                                    .body(Full::new(Bytes::from("down"))),
+                            };
+                            async move { Ok::<_, Infallible>(response.unwrap()) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), answer)
+                            .await;
+                    });
+                }
+            });
+            JwksServer {
+                addr,
+                served,
+                requests,
+                task,
+            }
+        }
+
+        pub fn url(&self) -> String {
+            format!("https://{}/.well-known/jwks.json", self.addr)
+        }
+
+        /// Serves `document` from now on; `None`: answers 500.
+        pub fn serve(&self, document: Option<String>) {
+            *self.served.lock().unwrap() = document;
+        }
+
+        /// Requests answered so far.
+        pub fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for JwksServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+}
+
+/// Connects, sends `token` as the first message, and expects a 4001 close
+/// whose reason contains `why`.
+async fn refused(server: &mut Server, token: &str, why: &str) {
+    let token = server.used(token);
+    let mut client = WsClient::connect(&server.url()).await;
+    client.send(json!({ "auth": token })).await;
+    let (code, reason) = close_of(client.next_message().await);
+    assert_eq!(code, 4001);
+    assert!(reason.contains(why), "{why}: {reason}");
+}
+
+#[tokio::test]
+async fn keys_from_a_jwks_url_rotate_and_unknown_kids_are_rate_limited() {
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    let pki = provider::Pki::new();
+    let jwks = provider::JwksServer::start(&pki).await;
+    jwks.serve(Some(pki.jwks(&["a"])));
+    let ca = pki.ca();
+    // Beside the secret (HS256) and a key file with an ES256 key without kid.
+    let mut server = Server::start(
+        &db,
+        "serve",
+        &[
+            "--jwks-url",
+            &jwks.url(),
+            "--jwks-ca-file",
+            ca.to_str().unwrap(),
+            "--jwt-public-keys",
+            "tests/fixtures/es256-public.pem",
+        ],
+    )
+    .await;
+    assert_eq!(jwks.requests(), 1);
+    let mut by_a = server.client(&pki.token("a")).await;
+    by_a.subscribe(&["order"]).await;
+    // The secret's and the file's keys work beside the URL's.
+    let mut by_secret = server.client(&kitchen(60)).await;
+    by_secret.subscribe(&["order"]).await;
+    let file_key = std::fs::read("tests/fixtures/es256-private-pkcs8.pem").unwrap();
+    let from_file = encode(
+        &Header::new(Algorithm::ES256),
+        &json!({"role": "kitchen", "aud": "app", "exp": now() + 60}),
+        &EncodingKey::from_ec_pem(&file_key).unwrap(),
+    )
+    .unwrap();
+    let mut by_file = server.client(&from_file).await;
+    by_file.subscribe(&["order"]).await;
+    assert_eq!(jwks.requests(), 1);
+
+    // The provider rotates to b: the first token naming b makes the service fetch again.
+    jwks.serve(Some(pki.jwks(&["b"])));
+    let mut by_b = server.client(&pki.token("b")).await;
+    by_b.subscribe(&["order"]).await;
+    assert_eq!(jwks.requests(), 2);
+
+    // a is gone with that fetch; c was never published. Neither is accepted,
+    // and neither makes the service fetch again within 30 s of the last time.
+    refused(&mut server, &pki.token("a"), "kid").await;
+    refused(&mut server, &pki.token("c"), "kid").await;
+    refused(&mut server, &pki.token("c"), "kid").await;
+    assert_eq!(jwks.requests(), 2);
+
+    // Everyone authenticated gets signals.
+    let txid = write(&mut pg, "insert into orders values (1)").await;
+    for client in [&mut by_a, &mut by_secret, &mut by_file, &mut by_b] {
+        assert_eq!(client.next().await["payload"]["txid"], txid);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_jwks_fetch_keeps_the_last_good_keys_and_says_why() {
+    let db = grants_db().await;
+    let pki = provider::Pki::new();
+    let jwks = provider::JwksServer::start(&pki).await;
+    jwks.serve(Some(pki.jwks(&["a"])));
+    let ca = pki.ca();
+    let mut server = Server::start(
+        &db,
+        "serve",
+        &[
+            "--jwks-url",
+            &jwks.url(),
+            "--jwks-ca-file",
+            ca.to_str().unwrap(),
+        ],
+    )
+    .await;
+    // The provider fails just as a new key is in use.
+    jwks.serve(None);
+    refused(&mut server, &pki.token("b"), "kid").await;
+    assert_eq!(jwks.requests(), 2);
+    let mut client = server.client(&pki.token("a")).await;
+    client.subscribe(&["order"]).await;
+    tokio::time::timeout(common::PATIENCE, async {
+        while !server.log.lock().unwrap().lines().any(|line| {
+            line.contains("keeping the last good ones")
+                && line.contains("500 Internal Server Error")
+        }) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no warning about the failed fetch in the log");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_jwks_url_that_cannot_be_used_stops_the_start() {
+    let pki = provider::Pki::new();
+    let jwks = provider::JwksServer::start(&pki).await;
+    let ca = pki.ca();
+    let url = jwks.url();
+    let start = |args: Vec<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-audience", "app"])
+            .args(args)
+            .env("DATABASE_URL", common::cluster().url("postgres"))
+            .kill_on_drop(true);
+        async move {
+            let out = tokio::time::timeout(common::PATIENCE, command.output())
+                .await
+                .expect("the service started anyway")
+                .unwrap();
+            assert!(!out.status.success());
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    // The provider is down.
+    jwks.serve(None);
+    let stderr = start(vec![
+        "--jwks-url",
+        &url,
+        "--jwks-ca-file",
+        ca.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        stderr.contains(&format!("cannot fetch JWT keys from {url}"))
+            && stderr.contains("500 Internal Server Error"),
+        "{stderr}"
+    );
+    // The provider's certificate is not trusted.
+    jwks.serve(Some(pki.jwks(&["a"])));
+    let stderr = start(vec!["--jwks-url", &url]).await;
+    assert!(
+        stderr.contains("cannot fetch JWT keys") && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    assert_eq!(jwks.requests(), 1);
+    // Plain http to another machine.
+    let stderr = start(vec!["--jwks-url", "http://192.0.2.1/jwks.json"]).await;
+    assert!(stderr.contains("must be https"), "{stderr}");
 }

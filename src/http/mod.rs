@@ -163,7 +163,11 @@ async fn require_bearer(
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(token)
         });
-    match token.map(|t| authenticator.verify(t.trim())) {
+    let verified = match token {
+        Some(token) => Some(authenticator.verify(token.trim()).await),
+        None => None,
+    };
+    match verified {
         Some(Ok(_)) => next.run(request).await,
         Some(Err(err)) => unauthorized(&err.to_string()),
         None => unauthorized("send a token as Authorization: Bearer <jwt>"),
@@ -318,7 +322,7 @@ async fn ws_upgrade(
     if let Some(authenticator) = &security.authenticator
         && let Some(token) = protocol_token(&headers)
     {
-        match authenticator.verify(&token) {
+        match authenticator.verify(&token).await {
             Ok(id) => identity = Some(id),
             Err(err) => {
                 state.metrics.refuse("unauthorized");

@@ -51,21 +51,23 @@ impl<'a> Access<'a> {
 
     /// Verifies a token (first or refreshed); on success it replaces the
     /// current one, cached answers are dropped, and its `exp` is returned.
-    pub fn accept(&mut self, token: &str) -> Result<u64, AuthError> {
+    pub async fn accept(&mut self, token: &str) -> Result<u64, AuthError> {
         let Some(authenticator) = &self.security.authenticator else {
             return Err(AuthError::Malformed);
         };
-        let identity = authenticator.verify(token)?;
+        let identity = authenticator.verify(token).await?;
         self.identity = Some(identity);
         self.cache.clear();
         self.expiry_notified = false;
         Ok(self.identity.as_ref().map_or(0, |id| id.expires_at))
     }
 
-    /// When the current token expires (far away without one).
+    /// When the current token expires (far away without one, and at most
+    /// that far for an `exp` beyond it: the client chose it, so it may be
+    /// anything up to `u64::MAX` seconds).
     pub fn expires(&self) -> Instant {
         match &self.identity {
-            Some(id) => Instant::now() + id.remaining(),
+            Some(id) => after(id.remaining()),
             None => far_future(),
         }
     }
@@ -73,7 +75,7 @@ impl<'a> Access<'a> {
     /// When to send `auth_expiring`.
     pub fn notice_at(&self) -> Instant {
         match &self.identity {
-            Some(id) => Instant::now() + id.remaining().saturating_sub(self.security.expiry_notice),
+            Some(id) => after(id.remaining().saturating_sub(self.security.expiry_notice)),
             None => far_future(),
         }
     }
@@ -121,7 +123,151 @@ impl<'a> Access<'a> {
     }
 }
 
+/// How far away [`far_future`] is: any deadline is at most this far.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A deadline that never comes (timers of features not in use).
 pub fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+    after(FAR)
+}
+
+/// `wait` from now, capped at [`FAR`] so no clock can overflow.
+fn after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait.min(FAR)).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Authenticator, unix_now};
+    use crate::config::AuthArgs;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    const SECRET: &str = "a-unit-test-secret-of-at-least-32-bytes";
+
+    /// A time claim as a client might send it: absent, null, any integer or
+    /// float JSON can carry, the edges of u64/i64, past every clock, not a number.
+    fn time_claim() -> impl Strategy<Value = Option<Value>> {
+        const EDGES: [&str; 19] = [
+            "0",
+            "1",
+            "-1",
+            "10000000000000000000",
+            "18446744073709551615",
+            "18446744073709551614",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "18446744073709551616",
+            "1e20",
+            "1e300",
+            "-1e300",
+            "0.5",
+            "-0.0",
+            "1e-300",
+            "253402300799",
+            "\"tomorrow\"",
+            "true",
+        ];
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            prop::sample::select(&EDGES[..]).prop_map(|t| Some(serde_json::from_str(t).unwrap())),
+            any::<u64>().prop_map(|n| Some(json!(n))),
+            any::<i64>().prop_map(|n| Some(json!(n))),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(|f| Some(json!(f))),
+            // Around the real clock, where the boundaries are.
+            (-100_000i64..100_000).prop_map(|d| Some(json!(unix_now() as i64 + d))),
+        ]
+    }
+
+    /// A claim's value as a real number, if it is one, read as documented:
+    /// before 1970 as 1970, beyond `u64` seconds as `u64::MAX`.
+    fn real(claim: &Option<Value>) -> Option<f64> {
+        claim
+            .as_ref()
+            .and_then(Value::as_f64)
+            .map(|t| t.clamp(0.0, u64::MAX as f64))
+    }
+
+    /// `a <= b` up to a second and the rounding of floats this large.
+    fn about_le(a: f64, b: f64) -> bool {
+        a <= b + 1.0 + a.abs().max(b.abs()) * f64::EPSILON * 4.0
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the time claims and the clock, verifying a token and
+        /// turning it into the session's deadlines never panics, and an
+        /// accepted token has an exp ahead and nbf/iat behind (within the leeway).
+        #[test]
+        fn time_claims_never_panic(
+            exp in time_claim(),
+            nbf in time_claim(),
+            iat in time_claim(),
+            clock in prop_oneof![Just(None), Just(Some(0u64)), Just(Some(u64::MAX)), any::<u64>().prop_map(Some)],
+            leeway in 0u64..=300,
+            notice in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+        ) {
+            let mut claims = json!({"sub": "u1"});
+            for (name, claim) in [("exp", &exp), ("nbf", &nbf), ("iat", &iat)] {
+                if let Some(value) = claim {
+                    claims[name] = value.clone();
+                }
+            }
+            let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let authenticator = runtime.block_on(Authenticator::new(&AuthArgs {
+                jwt_secret: Some(SECRET.into()),
+                jwt_leeway: Duration::from_secs(leeway),
+                ..AuthArgs::default()
+            })).unwrap();
+            let security = Security {
+                authenticator: authenticator.map(std::sync::Arc::new),
+                expiry_notice: Duration::from_secs(notice),
+                ..Security::default()
+            };
+            let auth = security.authenticator.as_deref().unwrap();
+            let now = clock.unwrap_or_else(unix_now);
+            let (t, l) = (now as f64, leeway as f64);
+            match auth.verify_at(&token, now) {
+                Ok(identity) => {
+                    prop_assert!(real(&exp).is_some_and(|exp| about_le(t, exp + l)), "{claims}");
+                    prop_assert!(real(&nbf).is_none_or(|nbf| about_le(nbf, t + l)), "{claims}");
+                    prop_assert!(real(&iat).is_none_or(|iat| about_le(iat, t + l)), "{claims}");
+                    let access = Access::new(&security, Some(identity));
+                    let (notice_at, expires) = (access.notice_at(), access.expires());
+                    prop_assert!(notice_at <= expires);
+                    prop_assert!(expires <= far_future());
+                }
+                Err(AuthError::NoExpiry) => prop_assert!(matches!(exp, None | Some(Value::Null))),
+                Err(AuthError::BadTimeClaim(name)) => {
+                    let claim = match name { "exp" => &exp, "nbf" => &nbf, _ => &iat };
+                    prop_assert!(claim.as_ref().is_some_and(|v| !v.is_number() && !v.is_null()));
+                }
+                Err(AuthError::Expired) => {
+                    prop_assert!(real(&exp).is_some_and(|exp| about_le(exp + l, t)), "{claims}")
+                }
+                Err(AuthError::NotYetValid) => {
+                    prop_assert!(real(&nbf).is_some_and(|nbf| about_le(t + l, nbf)), "{claims}")
+                }
+                Err(AuthError::IssuedInFuture) => {
+                    prop_assert!(real(&iat).is_some_and(|iat| about_le(t + l, iat)), "{claims}")
+                }
+                Err(other) => prop_assert!(false, "{other} for {claims}"),
+            }
+            // The session's own path, on the real clock.
+            let mut access = Access::new(&security, None);
+            if runtime.block_on(access.accept(&token)).is_ok() {
+                prop_assert!(access.notice_at() <= access.expires());
+                prop_assert!(access.expires() <= far_future());
+            }
+        }
+    }
 }

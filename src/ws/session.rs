@@ -133,7 +133,7 @@ where
                     }
                     Some(Ok(Message::Text(request))) => match rate.admit() {
                         true => match protocol::parse(&request, limits) {
-                            Ok(Request::Auth(token)) => match access.accept(&token) {
+                            Ok(Request::Auth(token)) => match access.accept(&token).await {
                                 Ok(expires_at) => {
                                     auth_deadline.as_mut().reset(far_future());
                                     expiry.as_mut().reset(access.expires());
@@ -1234,9 +1234,13 @@ mod tests {
     async fn a_busy_peer_cannot_outlive_its_auth_deadline() {
         let hub = crate::hub::tests::test_hub(8);
         let security = Security {
-            authenticator: crate::auth::Authenticator::new(Some("secret"), None, None, None)
-                .unwrap()
-                .map(std::sync::Arc::new),
+            authenticator: crate::auth::Authenticator::new(&crate::config::AuthArgs {
+                jwt_secret: Some("a-unit-test-secret-of-at-least-32-bytes".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .map(std::sync::Arc::new),
             auth_timeout: Duration::from_millis(200),
             ..Security::default()
         };
