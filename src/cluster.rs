@@ -6,9 +6,14 @@
 //! process. When the pipe closes — on drop, on exit, even on `SIGKILL` — the
 //! guardian stops Postgres (fast shutdown) and deletes the directory, so no
 //! cluster outlives its owner.
+//!
+//! Everything in the directory is accessible to its owner only (directories
+//! 0700, files 0600, the socket too): the password file initdb reads is
+//! created that way, not restricted afterwards.
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -54,6 +59,7 @@ impl Builder {
         let owner = unprivileged_owner()?;
         let base = tempfile::Builder::new()
             .prefix("pgbroadcast-pg-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?
             .keep();
         if let Some((uid, gid)) = owner {
@@ -185,10 +191,13 @@ impl Cluster {
 
     fn initdb(&self) -> Result<(), Error> {
         let pwfile = self.base.join("pwfile");
-        std::fs::write(&pwfile, &self.password)?;
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(&pwfile, Some(uid.as_raw()), Some(gid.as_raw()))?;
-        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pwfile)?
+            .write_all(self.password.as_bytes())?;
+        self.give_to_owner(&pwfile)?;
         let mut cmd = Command::new(self.bin.join("initdb"));
         cmd.arg("-D")
             .arg(self.base.join("data"))
@@ -205,15 +214,19 @@ impl Cluster {
                 detail: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
-        std::fs::create_dir_all(self.base.join("sock"))?;
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(
-                self.base.join("sock"),
-                Some(uid.as_raw()),
-                Some(gid.as_raw()),
-            )?;
-        }
+        let sock = self.base.join("sock");
+        std::fs::DirBuilder::new().mode(0o700).create(&sock)?;
+        self.give_to_owner(&sock)?;
         Ok(())
+    }
+
+    fn give_to_owner(&self, path: &Path) -> std::io::Result<()> {
+        match self.owner {
+            Some((uid, gid)) => {
+                std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
+            }
+            None => Ok(()),
+        }
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), Error> {
@@ -227,6 +240,7 @@ impl Cluster {
         let defaults = [
             ("listen_addresses", "127.0.0.1"),
             ("max_connections", "300"),
+            ("unix_socket_permissions", "0700"),
         ];
         for (name, value) in defaults
             .iter()
@@ -294,16 +308,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        match self.guardian.take() {
-            // EOF on its stdin: the guardian stops Postgres and removes the directory.
-            Some(mut guardian) => {
-                drop(guardian.stdin);
-                let _ = guardian.child.wait();
-            }
-            None => {
-                let _ = std::fs::remove_dir_all(&self.base);
-            }
+        // EOF on its stdin: the guardian stops Postgres and removes the directory.
+        if let Some(mut guardian) = self.guardian.take() {
+            drop(guardian.stdin);
+            let _ = guardian.child.wait();
         }
+        // What is left, if anything: the directory itself when the guardian
+        // runs as another user and may not write to TMPDIR, or all of it when
+        // no guardian ran.
+        let _ = std::fs::remove_dir_all(&self.base);
     }
 }
 
@@ -311,6 +324,7 @@ impl Drop for Cluster {
 const GUARDIAN: &str = r#"
 postgres=$1 base=$2 port=$3
 shift 3
+umask 077
 "$postgres" -D "$base/data" -p "$port" -k "$base/sock" "$@" >>"$base/postgres.log" 2>&1 &
 pg=$!
 trap '' INT TERM HUP

@@ -1,0 +1,267 @@
+//! Start-up and exit of the binary as an operator sees them, with no
+//! DATABASE_URL (so on a private Postgres): every file of the private cluster
+//! is owner-only, and nothing is left behind.
+//!
+//! Each test gives the binary a TMPDIR of its own, so what it leaves behind
+//! can be listed.
+
+mod common;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgbroadcast");
+
+/// How often file-system conditions are polled: there is no event to wait on
+/// for another process creating a file, so the tests look every few ms
+/// (always within a deadline).
+const POLL: Duration = Duration::from_millis(2);
+
+/// A TMPDIR for one run of the binary. Others may traverse it (not list it):
+/// as root, Postgres runs as the `postgres` user, which must reach its
+/// directory inside.
+fn private_tmpdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("pgbroadcast-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// `pgbroadcast serve` with no DATABASE_URL, TMPDIR set to `tmp`; its stdout
+/// lines arrive on a channel as they are printed.
+struct Serve {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    printed: Vec<String>,
+    stderr: JoinHandle<String>,
+}
+
+/// What a finished run printed, and how it ended.
+#[derive(Debug)]
+#[allow(dead_code)] // shown in failure messages
+struct Exit {
+    status: ExitStatus,
+    stdout: Vec<String>,
+    stderr: String,
+}
+
+impl Serve {
+    fn spawn(tmp: &Path, args: &[&str]) -> Serve {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .env_remove("DATABASE_URL")
+            // No authentication, whatever the environment of the tests says.
+            .env_remove("PGBROADCAST_JWT_SECRET")
+            .env_remove("PGBROADCAST_JWT_PUBLIC_KEYS")
+            .env_remove("PGBROADCAST_INSECURE")
+            .env("TMPDIR", tmp)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Serve {
+            child,
+            lines,
+            printed: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Whether a line starting with `prefix` has been printed by now (does not wait).
+    fn has_printed(&mut self, prefix: &str) -> bool {
+        while let Ok(line) = self.lines.try_recv() {
+            self.printed.push(line);
+        }
+        self.printed.iter().any(|l| l.starts_with(prefix))
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    async fn sigterm(mut self) -> Exit {
+        kill(
+            Pid::from_raw(self.child.id().unwrap() as i32),
+            Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = tokio::time::timeout(common::PATIENCE, self.child.wait())
+            .await
+            .expect("no exit after SIGTERM")
+            .unwrap();
+        while let Some(line) = self.lines.recv().await {
+            self.printed.push(line);
+        }
+        Exit {
+            status,
+            stdout: self.printed,
+            stderr: self.stderr.await.unwrap(),
+        }
+    }
+}
+
+/// The one entry in `tmp`, once there is one: the private cluster's directory.
+fn cluster_dir(tmp: &Path) -> Option<PathBuf> {
+    let found = entries(tmp);
+    assert!(found.len() <= 1, "more than one entry in TMPDIR: {found:?}");
+    found.into_iter().next()
+}
+
+/// Live processes whose command line, working directory or environment
+/// mention `dir`: initdb, the Postgres it runs, the guardian, the postmaster
+/// and its children all do.
+fn processes_using(dir: &Path) -> Vec<String> {
+    let needle = dir.as_os_str().as_bytes();
+    let contains = |haystack: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let proc = entry.path();
+        if !entry.file_name().as_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else {
+            continue;
+        };
+        // The state follows the parenthesised command name; zombies are gone but for their exit status.
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(proc.join("environ")).unwrap_or_default();
+        let cwd = std::fs::read_link(proc.join("cwd")).unwrap_or_default();
+        if contains(&cmdline) || contains(&environ) || cwd.starts_with(dir) {
+            found.push(format!(
+                "{}: {}",
+                entry.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// After the exit: TMPDIR is empty at once, and no process of the cluster
+/// outlives it by more than a bounded wait (a killed process takes a moment to go).
+async fn assert_nothing_left(tmp: &Path, cluster: &Path, exit: &Exit) {
+    assert!(
+        entries(tmp).is_empty(),
+        "left behind: {:?}; {exit:?}",
+        entries(tmp)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_using(cluster);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Entries under `dir` (itself included) that group or others may access
+/// in any way, with their modes.
+fn not_owner_only(dir: &Path, walked: &mut Vec<PathBuf>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return bad; // removed meanwhile (a temporary file of Postgres)
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        bad.push(format!("{} {:o}", dir.display(), mode & 0o7777));
+    }
+    walked.push(dir.to_owned());
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            bad.extend(not_owner_only(&entry.path(), walked));
+        }
+    }
+    bad
+}
+
+#[tokio::test]
+async fn the_private_cluster_is_readable_by_its_owner_only() {
+    let tmp = private_tmpdir();
+    let mut serve = Serve::spawn(tmp.path(), &["--listen", "127.0.0.1:0"]);
+    // During start-up: the directory, and the password file for as long as it
+    // exists (initdb reads it, then it is removed). See POLL.
+    let mut bad = std::collections::BTreeSet::new();
+    let mut saw_pwfile = false;
+    let deadline = Instant::now() + common::PATIENCE;
+    while !serve.has_printed("listening on") {
+        assert!(Instant::now() < deadline, "no start within the patience");
+        if let Some(dir) = cluster_dir(tmp.path()) {
+            let pwfile = dir.join("pwfile");
+            for path in [&dir, &pwfile] {
+                if let Ok(meta) = std::fs::metadata(path) {
+                    let mode = meta.permissions().mode() & 0o7777;
+                    saw_pwfile |= path == &pwfile;
+                    if mode & 0o077 != 0 {
+                        bad.insert(format!("{} {mode:o} during start-up", path.display()));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(saw_pwfile, "the password file was never seen");
+
+    // While serving: everything under the directory.
+    let cluster = cluster_dir(tmp.path()).unwrap();
+    let mut walked = Vec::new();
+    bad.extend(not_owner_only(&cluster, &mut walked));
+    for expected in ["data/PG_VERSION", "postgres.log", "sock"] {
+        assert!(
+            walked.contains(&cluster.join(expected)),
+            "{expected} not found"
+        );
+    }
+    assert!(
+        walked
+            .iter()
+            .any(|p| p.starts_with(cluster.join("sock"))
+                && p.to_string_lossy().contains(".s.PGSQL.")),
+        "no socket in {walked:?}"
+    );
+    assert!(bad.is_empty(), "not owner-only: {bad:#?}");
+
+    let exit = serve.sigterm().await;
+    assert!(exit.status.success(), "{exit:?}");
+    assert_nothing_left(tmp.path(), &cluster, &exit).await;
+}
