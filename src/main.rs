@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use pgbroadcast::auth::Authenticator;
 use pgbroadcast::cluster::Cluster;
 use pgbroadcast::config::{Cli, Command, MigrateArgs, ServeArgs};
 use pgbroadcast::{Error, migrate, server};
@@ -35,8 +36,25 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
     if let Err(err) = server::raise_fd_limit(None) {
         tracing::warn!(error = %err, "could not raise the open-file limit");
     }
-    let (pg, cluster) = match &args.database_url {
-        Some(url) => (url.parse()?, None),
+    // What can fail cheaply fails before a private cluster is started.
+    let pg: Option<tokio_postgres::Config> =
+        args.database_url.as_deref().map(str::parse).transpose()?;
+    pgbroadcast::tls::connector(args.pg.pg_ca_file.as_deref())?;
+    let authenticator = Authenticator::new(
+        args.auth.jwt_secret.as_deref(),
+        args.auth.jwt_public_keys.as_deref(),
+        args.auth.jwt_audience.clone(),
+        args.auth.jwt_issuer.clone(),
+    )?;
+    if authenticator.is_none() && !args.listen.ip().is_loopback() && !args.auth.insecure {
+        return Err(Error::Insecure(args.listen));
+    }
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen))
+    })?;
+
+    let (pg, cluster) = match pg {
+        Some(pg) => (pg, None),
         None => {
             let cluster = tokio::task::spawn_blocking(|| Cluster::builder().start())
                 .await
@@ -48,9 +66,6 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
             (cluster.config("postgres"), Some(cluster))
         }
     };
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen))
-    })?;
     let settings = server::Settings {
         pg,
         pg_args: args.pg,

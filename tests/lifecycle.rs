@@ -1,6 +1,7 @@
 //! Start-up and exit of the binary as an operator sees them, with no
-//! DATABASE_URL (so on a private Postgres): every file of the private cluster
-//! is owner-only, and nothing is left behind.
+//! DATABASE_URL (so on a private Postgres): checks that can fail cheaply fail
+//! before any cluster is started; every file of the private cluster is
+//! owner-only, and nothing is left behind.
 //!
 //! Each test gives the binary a TMPDIR of its own, so what it leaves behind
 //! can be listed.
@@ -59,7 +60,6 @@ struct Serve {
 
 /// What a finished run printed, and how it ended.
 #[derive(Debug)]
-#[allow(dead_code)] // shown in failure messages
 struct Exit {
     status: ExitStatus,
     stdout: Vec<String>,
@@ -264,4 +264,76 @@ async fn the_private_cluster_is_readable_by_its_owner_only() {
     let exit = serve.sigterm().await;
     assert!(exit.status.success(), "{exit:?}");
     assert_nothing_left(tmp.path(), &cluster, &exit).await;
+}
+
+/// Runs `pgbroadcast serve <args>` to its exit (expected soon), watching TMPDIR
+/// meanwhile: returns what it printed and every entry TMPDIR ever had (see POLL).
+async fn serve_expecting_refusal(tmp: &Path, args: &[&str]) -> (Exit, Vec<PathBuf>, Duration) {
+    let started = Instant::now();
+    let mut serve = Serve::spawn(tmp, args);
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let status = loop {
+        for entry in entries(tmp) {
+            if !seen.contains(&entry) {
+                seen.push(entry);
+            }
+        }
+        if let Some(status) = serve.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < common::PATIENCE,
+            "serve {args:?} is still running"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    let elapsed = started.elapsed();
+    while let Some(line) = serve.lines.recv().await {
+        serve.printed.push(line);
+    }
+    let exit = Exit {
+        status,
+        stdout: serve.printed,
+        stderr: serve.stderr.await.unwrap(),
+    };
+    (exit, seen, elapsed)
+}
+
+/// Checks that fail at once: no Postgres was started, nothing was left, no time was lost.
+fn assert_refused_before_any_cluster(tmp: &Path, exit: &Exit, seen: &[PathBuf], elapsed: Duration) {
+    assert!(!exit.status.success(), "{exit:?}");
+    assert!(
+        !exit.stdout.iter().any(|l| l.contains("private Postgres")),
+        "a cluster was started: {exit:?}"
+    );
+    assert!(seen.is_empty(), "TMPDIR had {seen:?}");
+    assert!(entries(tmp).is_empty(), "left behind: {:?}", entries(tmp));
+    // initdb alone takes longer than this; the checks themselves take milliseconds.
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_busy_port_is_refused_before_any_postgres_is_started() {
+    let tmp = private_tmpdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (exit, seen, elapsed) = serve_expecting_refusal(tmp.path(), &["--listen", &addr]).await;
+    assert!(
+        exit.stderr.contains(&format!("cannot listen on {addr}")),
+        "{exit:?}"
+    );
+    assert_refused_before_any_cluster(tmp.path(), &exit, &seen, elapsed);
+}
+
+#[tokio::test]
+async fn a_public_address_without_authentication_is_refused_before_any_postgres_is_started() {
+    let tmp = private_tmpdir();
+    let (exit, seen, elapsed) =
+        serve_expecting_refusal(tmp.path(), &["--listen", "0.0.0.0:0"]).await;
+    assert!(
+        exit.stderr
+            .contains("refusing to serve 0.0.0.0:0 without authentication"),
+        "{exit:?}"
+    );
+    assert_refused_before_any_cluster(tmp.path(), &exit, &seen, elapsed);
 }
