@@ -1,7 +1,7 @@
 //! Start-up and exit of the binary as an operator sees them, with no
 //! DATABASE_URL (so on a private Postgres): checks that can fail cheaply fail
-//! before any cluster is started; every file of the private cluster is
-//! owner-only, and nothing is left behind.
+//! before any cluster is started; SIGTERM at any point of start-up exits 0 and
+//! leaves nothing behind; every file of the private cluster is owner-only.
 //!
 //! Each test gives the binary a TMPDIR of its own, so what it leaves behind
 //! can be listed.
@@ -103,12 +103,38 @@ impl Serve {
         }
     }
 
+    /// Waits for a stdout line starting with `prefix`.
+    async fn line(&mut self, prefix: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(common::PATIENCE, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {prefix:?} line in time: {:?}", self.printed))
+                .unwrap_or_else(|| panic!("stdout closed before {prefix:?}: {:?}", self.printed));
+            self.printed.push(line.clone());
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
     /// Whether a line starting with `prefix` has been printed by now (does not wait).
     fn has_printed(&mut self, prefix: &str) -> bool {
         while let Ok(line) = self.lines.try_recv() {
             self.printed.push(line);
         }
         self.printed.iter().any(|l| l.starts_with(prefix))
+    }
+
+    /// Polls `condition` until it holds (see [`POLL`]); panics after the test's patience.
+    async fn until(&mut self, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + common::PATIENCE;
+        while !condition() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("serve exited ({status}) before {what}: {:?}", self.printed);
+            }
+            assert!(Instant::now() < deadline, "no {what} in time");
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Sends SIGTERM and waits for the exit.
@@ -193,6 +219,82 @@ async fn assert_nothing_left(tmp: &Path, cluster: &Path, exit: &Exit) {
         assert!(Instant::now() < deadline, "processes left behind: {left:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Where in start-up the signal arrives, each recognized by what can be seen.
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    /// The cluster's directory exists in TMPDIR (initdb not yet started, or just).
+    DirCreated,
+    /// `data/PG_VERSION` exists: initdb is running.
+    InitdbRunning,
+    /// `postgres.log` exists: Postgres has been started and is coming up.
+    PostgresStarting,
+    /// "private Postgres" is printed: the SQL kit is being applied.
+    ClusterPrinted,
+    /// "listening on" is printed: start-up is over.
+    Listening,
+}
+
+async fn sigterm_at(point: Point) {
+    let tmp = private_tmpdir();
+    let mut serve = Serve::spawn(tmp.path(), &["--listen", "127.0.0.1:0"]);
+    let file = |name: &'static str| {
+        let tmp = tmp.path().to_owned();
+        move || cluster_dir(&tmp).is_some_and(|dir| dir.join(name).exists())
+    };
+    match point {
+        Point::DirCreated => {
+            let tmp = tmp.path().to_owned();
+            serve
+                .until("cluster directory", || cluster_dir(&tmp).is_some())
+                .await
+        }
+        Point::InitdbRunning => {
+            serve
+                .until("data/PG_VERSION", file("data/PG_VERSION"))
+                .await
+        }
+        Point::PostgresStarting => serve.until("postgres.log", file("postgres.log")).await,
+        Point::ClusterPrinted => drop(serve.line("private Postgres").await),
+        Point::Listening => drop(serve.line("listening on").await),
+    }
+    let cluster = cluster_dir(tmp.path()).unwrap();
+    let exit = serve.sigterm().await;
+    assert_eq!(exit.status.code(), Some(0), "{point:?}: {exit:?}");
+    assert_nothing_left(tmp.path(), &cluster, &exit).await;
+    if matches!(point, Point::DirCreated | Point::InitdbRunning) {
+        // More than a second of start-up was still ahead: the signal cut it short.
+        assert!(
+            !exit.stdout.iter().any(|l| l.starts_with("listening on")),
+            "{exit:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_when_the_cluster_dir_appears_exits_0_and_leaves_nothing() {
+    sigterm_at(Point::DirCreated).await;
+}
+
+#[tokio::test]
+async fn sigterm_while_initdb_runs_exits_0_and_leaves_nothing() {
+    sigterm_at(Point::InitdbRunning).await;
+}
+
+#[tokio::test]
+async fn sigterm_while_postgres_starts_exits_0_and_leaves_nothing() {
+    sigterm_at(Point::PostgresStarting).await;
+}
+
+#[tokio::test]
+async fn sigterm_while_migrating_exits_0_and_leaves_nothing() {
+    sigterm_at(Point::ClusterPrinted).await;
+}
+
+#[tokio::test]
+async fn sigterm_after_start_up_exits_0_and_leaves_nothing() {
+    sigterm_at(Point::Listening).await;
 }
 
 /// Entries under `dir` (itself included) that group or others may access
