@@ -1,9 +1,10 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use pgbroadcast::auth::Authenticator;
 use pgbroadcast::cluster::{self, Cluster};
-use pgbroadcast::config::{Cli, Command, MigrateArgs, ServeArgs};
+use pgbroadcast::config::{Cli, Command, LogFormat, MigrateArgs, ServeArgs};
 use pgbroadcast::{Error, migrate, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -12,12 +13,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args, false).await,
         Command::Demo(args) => serve(args, true).await,
@@ -30,6 +26,24 @@ async fn main() -> ExitCode {
             tracing::error!(error = %pgbroadcast::error_chain(&err), "pgbroadcast failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`). Text is coloured
+/// only on a terminal, and not when NO_COLOR is set (to anything but "").
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        );
+    match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
+        }
+        LogFormat::Json => logs.with_ansi(false).json().init(),
     }
 }
 
