@@ -138,15 +138,16 @@ impl Serve {
     }
 
     /// Sends SIGTERM and waits for the exit.
-    async fn sigterm(mut self) -> Exit {
-        kill(
-            Pid::from_raw(self.child.id().unwrap() as i32),
-            Signal::SIGTERM,
-        )
-        .unwrap();
+    async fn sigterm(self) -> Exit {
+        self.stop(Signal::SIGTERM).await
+    }
+
+    /// Sends `signal` and waits for the exit.
+    async fn stop(mut self, signal: Signal) -> Exit {
+        kill(Pid::from_raw(self.child.id().unwrap() as i32), signal).unwrap();
         let status = tokio::time::timeout(common::PATIENCE, self.child.wait())
             .await
-            .expect("no exit after SIGTERM")
+            .expect("no exit after the signal")
             .unwrap();
         while let Some(line) = self.lines.recv().await {
             self.printed.push(line);
@@ -236,7 +237,7 @@ enum Point {
     Listening,
 }
 
-async fn sigterm_at(point: Point) {
+async fn signal_at(point: Point, signal: Signal) {
     let tmp = private_tmpdir();
     let mut serve = Serve::spawn(tmp.path(), &["--listen", "127.0.0.1:0"]);
     let file = |name: &'static str| {
@@ -260,8 +261,8 @@ async fn sigterm_at(point: Point) {
         Point::Listening => drop(serve.line("listening on").await),
     }
     let cluster = cluster_dir(tmp.path()).unwrap();
-    let exit = serve.sigterm().await;
-    assert_eq!(exit.status.code(), Some(0), "{point:?}: {exit:?}");
+    let exit = serve.stop(signal).await;
+    assert_eq!(exit.status.code(), Some(0), "{point:?}, {signal}: {exit:?}");
     assert_nothing_left(tmp.path(), &cluster, &exit).await;
     if matches!(point, Point::DirCreated | Point::InitdbRunning) {
         // More than a second of start-up was still ahead: the signal cut it short.
@@ -274,27 +275,34 @@ async fn sigterm_at(point: Point) {
 
 #[tokio::test]
 async fn sigterm_when_the_cluster_dir_appears_exits_0_and_leaves_nothing() {
-    sigterm_at(Point::DirCreated).await;
+    signal_at(Point::DirCreated, Signal::SIGTERM).await;
 }
 
 #[tokio::test]
 async fn sigterm_while_initdb_runs_exits_0_and_leaves_nothing() {
-    sigterm_at(Point::InitdbRunning).await;
+    signal_at(Point::InitdbRunning, Signal::SIGTERM).await;
 }
 
 #[tokio::test]
 async fn sigterm_while_postgres_starts_exits_0_and_leaves_nothing() {
-    sigterm_at(Point::PostgresStarting).await;
+    signal_at(Point::PostgresStarting, Signal::SIGTERM).await;
 }
 
 #[tokio::test]
 async fn sigterm_while_migrating_exits_0_and_leaves_nothing() {
-    sigterm_at(Point::ClusterPrinted).await;
+    signal_at(Point::ClusterPrinted, Signal::SIGTERM).await;
 }
 
 #[tokio::test]
 async fn sigterm_after_start_up_exits_0_and_leaves_nothing() {
-    sigterm_at(Point::Listening).await;
+    signal_at(Point::Listening, Signal::SIGTERM).await;
+}
+
+/// Ctrl-C in a terminal: SIGINT to the foreground process group, which is
+/// pgbroadcast alone (initdb and Postgres run in groups of their own).
+#[tokio::test]
+async fn sigint_while_initdb_runs_exits_0_and_leaves_nothing() {
+    signal_at(Point::InitdbRunning, Signal::SIGINT).await;
 }
 
 /// Entries under `dir` (itself included) that group or others may access
