@@ -104,10 +104,12 @@ impl Builder {
 pub struct Cancel(Arc<AtomicBool>);
 
 impl Cancel {
+    /// Asks the start to stop; it returns [`Error::Cancelled`] soon after.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
 
+    /// Whether [`Cancel::cancel`] has been called.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
