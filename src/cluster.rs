@@ -6,15 +6,27 @@
 //! process. When the pipe closes — on drop, on exit, even on `SIGKILL` — the
 //! guardian stops Postgres (fast shutdown) and deletes the directory, so no
 //! cluster outlives its owner.
+//!
+//! Everything in the directory is accessible to its owner only (directories
+//! 0700, files 0600, the socket too): the password file initdb reads is
+//! created that way, not restricted afterwards.
+//!
+//! [`Builder::start_cancellable`] can be stopped from another thread while it
+//! runs (a signal during `serve`'s start-up): it stops initdb or Postgres and
+//! removes the directory before returning.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::unistd::{Gid, Uid, User};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Gid, Pid, Uid, User};
 
 /// Why a private cluster could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +43,8 @@ pub enum Error {
     Command { step: &'static str, detail: String },
     #[error("postgres did not become ready within {0:?}; log:\n{1}")]
     NotReady(Duration, String),
+    #[error("start of the private cluster cancelled")]
+    Cancelled,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -50,15 +64,23 @@ impl Builder {
 
     /// Runs `initdb` and starts the server; blocks until it accepts connections.
     pub fn start(self) -> Result<Cluster, Error> {
+        self.start_cancellable(&Cancel::default())
+    }
+
+    /// [`Builder::start`], but returns [`Error::Cancelled`] soon after
+    /// `cancel` is triggered, having stopped initdb or Postgres and removed
+    /// the directory.
+    pub fn start_cancellable(self, cancel: &Cancel) -> Result<Cluster, Error> {
         let bin = find_binaries().ok_or(Error::BinariesNotFound)?;
         let owner = unprivileged_owner()?;
+        cancel.check()?;
         let base = tempfile::Builder::new()
             .prefix("pgbroadcast-pg-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?
             .keep();
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&base, Some(uid.as_raw()), Some(gid.as_raw()))?;
-        }
+        // From here on, dropping `cluster` (on an error, a cancel, a panic)
+        // removes the directory.
         let mut cluster = Cluster {
             bin,
             base,
@@ -68,13 +90,35 @@ impl Builder {
             settings: self.settings,
             guardian: None,
         };
-        // Until the first guardian runs, the directory is ours to remove.
-        let result = cluster.initdb().and_then(|()| cluster.start());
-        if let Err(err) = result {
-            let _ = std::fs::remove_dir_all(&cluster.base);
-            return Err(err);
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&cluster.base, Some(uid.as_raw()), Some(gid.as_raw()))?;
         }
+        cluster.initdb(cancel)?;
+        cluster.start_with(cancel)?;
         Ok(cluster)
+    }
+}
+
+/// Stops a [`Builder::start_cancellable`] running on another thread.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Asks the start to stop; it returns [`Error::Cancelled`] soon after.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Cancel::cancel`] has been called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
     }
 }
 
@@ -164,6 +208,10 @@ impl Cluster {
 
     /// Starts the server (again). The first start picks a free port; restarts reuse it.
     pub fn start(&mut self) -> Result<(), Error> {
+        self.start_with(&Cancel::default())
+    }
+
+    fn start_with(&mut self, cancel: &Cancel) -> Result<(), Error> {
         if self.guardian.is_some() {
             return Ok(());
         }
@@ -172,7 +220,7 @@ impl Cluster {
             if !fixed_port {
                 self.port = free_port()?;
             }
-            match self.spawn_and_wait() {
+            match self.spawn_and_wait(cancel) {
                 Err(Error::NotReady(_, log)) if !fixed_port && log.contains("could not bind") => {}
                 other => return other,
             }
@@ -183,12 +231,15 @@ impl Cluster {
         })
     }
 
-    fn initdb(&self) -> Result<(), Error> {
+    fn initdb(&self, cancel: &Cancel) -> Result<(), Error> {
         let pwfile = self.base.join("pwfile");
-        std::fs::write(&pwfile, &self.password)?;
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(&pwfile, Some(uid.as_raw()), Some(gid.as_raw()))?;
-        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pwfile)?
+            .write_all(self.password.as_bytes())?;
+        self.give_to_owner(&pwfile)?;
         let mut cmd = Command::new(self.bin.join("initdb"));
         cmd.arg("-D")
             .arg(self.base.join("data"))
@@ -196,27 +247,32 @@ impl Cluster {
             .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
             .args(["--locale=C", "--no-sync", "--no-instructions"]);
         self.as_owner(&mut cmd);
-        let out = cmd.output();
+        let result = run_cancellable(cmd, cancel);
         std::fs::remove_file(&pwfile)?;
-        let out = out?;
-        if !out.status.success() {
+        let (success, stderr) = result?;
+        if !success {
             return Err(Error::Command {
                 step: "initdb",
-                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+                detail: stderr,
             });
         }
-        std::fs::create_dir_all(self.base.join("sock"))?;
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(
-                self.base.join("sock"),
-                Some(uid.as_raw()),
-                Some(gid.as_raw()),
-            )?;
-        }
+        let sock = self.base.join("sock");
+        std::fs::DirBuilder::new().mode(0o700).create(&sock)?;
+        self.give_to_owner(&sock)?;
         Ok(())
     }
 
-    fn spawn_and_wait(&mut self) -> Result<(), Error> {
+    fn give_to_owner(&self, path: &Path) -> std::io::Result<()> {
+        match self.owner {
+            Some((uid, gid)) => {
+                std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn spawn_and_wait(&mut self, cancel: &Cancel) -> Result<(), Error> {
+        cancel.check()?;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(GUARDIAN)
@@ -227,6 +283,7 @@ impl Cluster {
         let defaults = [
             ("listen_addresses", "127.0.0.1"),
             ("max_connections", "300"),
+            ("unix_socket_permissions", "0700"),
         ];
         for (name, value) in defaults
             .iter()
@@ -248,6 +305,15 @@ impl Cluster {
 
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
+            if cancel.is_cancelled() {
+                // EOF without "keep": the guardian stops Postgres and removes
+                // what it can of the directory; dropping the cluster the rest.
+                if let Some(mut guardian) = self.guardian.take() {
+                    drop(guardian.stdin);
+                    let _ = guardian.child.wait();
+                }
+                return Err(Error::Cancelled);
+            }
             if self.postmaster_ready() {
                 return Ok(());
             }
@@ -294,28 +360,93 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        match self.guardian.take() {
-            // EOF on its stdin: the guardian stops Postgres and removes the directory.
-            Some(mut guardian) => {
-                drop(guardian.stdin);
-                let _ = guardian.child.wait();
-            }
-            None => {
-                let _ = std::fs::remove_dir_all(&self.base);
+        // EOF on its stdin: the guardian stops Postgres and removes the directory.
+        if let Some(mut guardian) = self.guardian.take() {
+            drop(guardian.stdin);
+            let _ = guardian.child.wait();
+        }
+        // What is left, if anything: the directory itself when the guardian
+        // runs as another user and may not write to TMPDIR, or all of it when
+        // no guardian ran.
+        remove_all(&self.base);
+    }
+}
+
+/// Removes `dir` and everything in it. A process killed a moment ago may
+/// still be finishing a file operation in it, so a failure is retried for a
+/// short while before it is logged.
+fn remove_all(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "could not remove the private cluster");
+                return;
             }
         }
     }
+}
+
+/// Runs `cmd` (in a process group of its own) to its end, or until `cancel`:
+/// then the whole group is killed (initdb and the Postgres processes it
+/// runs), and this returns [`Error::Cancelled`] once none of them can touch
+/// the directory any more. Returns whether it succeeded, and its stderr.
+fn run_cancellable(mut cmd: Command, cancel: &Cancel) -> Result<(bool, String), Error> {
+    cancel.check()?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own group: a terminal's Ctrl-C reaches only us, and a cancel
+        // reaches the processes initdb starts as well.
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Ends when every process holding the pipe has exited: initdb and the
+    // Postgres processes it starts (they inherit its stderr).
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if cancel.is_cancelled() && !killed {
+            // The child is not reaped yet, so its group id is still its own.
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            killed = true;
+        }
+        // Waiting for either the child's exit or a cancel, which share no
+        // event to wait on: both are polled.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if killed {
+        return Err(Error::Cancelled);
+    }
+    Ok((status.success(), stderr))
 }
 
 /// `$1` postgres binary, `$2` base dir, `$3` port, then `-c name=value` pairs.
 const GUARDIAN: &str = r#"
 postgres=$1 base=$2 port=$3
 shift 3
+umask 077
 "$postgres" -D "$base/data" -p "$port" -k "$base/sock" "$@" >>"$base/postgres.log" 2>&1 &
 pg=$!
 trap '' INT TERM HUP
 read -r cmd
+# SIGINT: fast shutdown. A command started with & by sh begins with SIGINT
+# ignored, until Postgres installs its handlers early in its start; SIGTERM
+# stops it in that window (its default action), and is a no-op once a fast
+# shutdown is under way (Postgres only escalates shutdown modes).
 kill -INT "$pg" 2>/dev/null
+kill -TERM "$pg" 2>/dev/null
 wait "$pg"
 if [ "$cmd" != keep ]; then rm -rf "$base"; fi
 "#;

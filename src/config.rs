@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,6 +14,24 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log format on stderr: `text` (coloured only on a terminal, and not
+    /// when NO_COLOR is set) or `json` (one object per line, for log shippers).
+    #[arg(
+        long,
+        env = "PGBROADCAST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,6 +461,26 @@ mod tests {
         assert_eq!(parse_pg_channel("app_events"), Ok("app_events".into()));
         assert!(parse_pg_channel("").is_err());
         assert!(parse_pg_channel(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn log_format_is_accepted_by_every_subcommand_before_or_after_it() {
+        use clap::Parser;
+        for command in [
+            &["serve"][..],
+            &["demo"],
+            &["migrate", "--database-url", "postgres://localhost/x"],
+            &["bench"],
+        ] {
+            let before = [&["pgbroadcast", "--log-format", "json"][..], command].concat();
+            let after = [&["pgbroadcast"][..], command, &["--log-format", "json"]].concat();
+            for args in [before, after] {
+                let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert_eq!(cli.log_format, LogFormat::Json, "{args:?}");
+            }
+        }
+        let err = Cli::try_parse_from(["pgbroadcast", "serve", "--log-format", "xml"]).unwrap_err();
+        assert!(err.to_string().contains("text, json"), "{err}");
     }
 
     #[test]

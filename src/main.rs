@@ -1,21 +1,19 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pgbroadcast::cluster::Cluster;
-use pgbroadcast::config::{Cli, Command, MigrateArgs, ServeArgs};
+use pgbroadcast::auth::Authenticator;
+use pgbroadcast::cluster::{self, Cluster};
+use pgbroadcast::config::{Cli, Command, LogFormat, MigrateArgs, ServeArgs};
 use pgbroadcast::{Error, migrate, server};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args, false).await,
         Command::Demo(args) => serve(args, true).await,
@@ -31,16 +29,78 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by RUST_LOG (default `info`). Text is coloured
+/// only on a terminal, and not when NO_COLOR is set (to anything but "").
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        );
+    match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
+        }
+        LogFormat::Json => logs.with_ansi(false).json().init(),
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), handled from the moment this is created on.
+struct Stop {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stop {
+    fn install() -> std::io::Result<Stop> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves when either signal has arrived (also one that arrived before this was called).
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// `serve` and `demo`. A stop signal at any point ends it with `Ok` and
+/// nothing left behind: during start-up the start is abandoned (the private
+/// cluster's start is cancelled and its directory removed), afterwards the
+/// shutdown is graceful.
 async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
+    // Before anything is started: from here on SIGTERM and SIGINT never take
+    // their default action (ending the process on the spot), so a stop during
+    // start-up still removes the private cluster.
+    let stop = &mut Stop::install()?;
     if let Err(err) = server::raise_fd_limit(None) {
         tracing::warn!(error = %err, "could not raise the open-file limit");
     }
-    let (pg, cluster) = match &args.database_url {
-        Some(url) => (url.parse()?, None),
+    // What can fail cheaply fails before a private cluster is started.
+    let pg: Option<tokio_postgres::Config> =
+        args.database_url.as_deref().map(str::parse).transpose()?;
+    pgbroadcast::tls::connector(args.pg.pg_ca_file.as_deref())?;
+    let authenticator = Authenticator::new(&args.auth).await?;
+    if authenticator.is_none() && !args.listen.ip().is_loopback() && !args.auth.insecure {
+        return Err(Error::Insecure(args.listen));
+    }
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen))
+    })?;
+
+    let (pg, cluster) = match pg {
+        Some(pg) => (pg, None),
         None => {
-            let cluster = tokio::task::spawn_blocking(|| Cluster::builder().start())
-                .await
-                .map_err(std::io::Error::other)??;
+            let Some(cluster) = start_private_cluster(stop).await? else {
+                tracing::info!("stopped during start-up");
+                return Ok(());
+            };
             let url = cluster.url("postgres");
             println!("private Postgres (removed on exit): {url}");
             println!("  psql \"{url}\"");
@@ -48,9 +108,49 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
             (cluster.config("postgres"), Some(cluster))
         }
     };
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen))
-    })?;
+    let result = serve_on(listener, pg, args, authenticator, demo, stop).await;
+    if let Some(cluster) = cluster {
+        remove(cluster).await;
+    }
+    result
+}
+
+/// Starts a private cluster unless a stop is requested first (then `None`,
+/// with nothing left behind).
+async fn start_private_cluster(stop: &mut Stop) -> Result<Option<Cluster>, Error> {
+    let cancel = cluster::Cancel::default();
+    let mut start = tokio::task::spawn_blocking({
+        let cancel = cancel.clone();
+        move || Cluster::builder().start_cancellable(&cancel)
+    });
+    tokio::select! {
+        started = &mut start => Ok(Some(started.map_err(std::io::Error::other)??)),
+        () = stop.requested() => {
+            cancel.cancel();
+            // The start removes what it made before it returns; if it had
+            // just finished, the cluster is removed here.
+            if let Ok(Ok(cluster)) = start.await {
+                remove(cluster).await;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Stops the cluster and removes its directory (blocking, so off the runtime's threads).
+async fn remove(cluster: Cluster) {
+    let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
+}
+
+/// Migrates, serves until a stop is requested, shuts down gracefully.
+async fn serve_on(
+    listener: TcpListener,
+    pg: tokio_postgres::Config,
+    args: ServeArgs,
+    authenticator: Option<Authenticator>,
+    demo: bool,
+    stop: &mut Stop,
+) -> Result<(), Error> {
     let settings = server::Settings {
         pg,
         pg_args: args.pg,
@@ -59,21 +159,22 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
         demo,
         auth: args.auth,
     };
-    let running = server::start(listener, settings).await?;
+    let running = tokio::select! {
+        running = server::start_with(listener, settings, authenticator) => running?,
+        () = stop.requested() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
     let addr = running.addr;
     println!("listening on http://{addr} (WebSocket: ws://{addr}/ws/broadcast)");
     if demo {
         println!("  REST API: http://{addr}/api/orders");
         println!("  OpenAPI:  http://{addr}/openapi.json");
     }
-    shutdown_signal().await;
+    stop.requested().await;
     tracing::info!("shutting down");
     running.shutdown().await?;
-    if let Some(cluster) = cluster {
-        tokio::task::spawn_blocking(move || drop(cluster))
-            .await
-            .ok();
-    }
     Ok(())
 }
 
@@ -103,13 +204,4 @@ async fn run_migrate(args: MigrateArgs) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -73,9 +73,20 @@ impl Running {
 
 /// Migrates (unless told not to), starts the listener and serves on `listener`.
 pub async fn start(listener: TcpListener, settings: Settings) -> Result<Running, crate::Error> {
+    let authenticator = Authenticator::new(&settings.auth).await?;
+    start_with(listener, settings, authenticator).await
+}
+
+/// [`start`] with the authenticator already made from `settings.auth` (it
+/// reads key files and fetches a JWKS URL: `serve` does that before it
+/// starts a private Postgres, and only once).
+pub async fn start_with(
+    listener: TcpListener,
+    settings: Settings,
+    authenticator: Option<Authenticator>,
+) -> Result<Running, crate::Error> {
     let addr = listener.local_addr()?;
     let auth = &settings.auth;
-    let authenticator = Authenticator::new(auth).await?;
     if authenticator.is_none() && !addr.ip().is_loopback() && !auth.insecure {
         return Err(crate::Error::Insecure(addr));
     }

@@ -1,6 +1,7 @@
 //! The binary as operators run it: `migrate` is idempotent; `serve` with no
 //! DATABASE_URL runs a private Postgres, serves signals from it, and on
-//! SIGTERM closes clients with 1001, exits 0 and removes the cluster.
+//! SIGTERM closes clients with 1001, exits 0 and removes the cluster. Logs
+//! are colourless on a pipe, or JSON lines with `--log-format json`.
 
 mod common;
 
@@ -182,4 +183,190 @@ async fn demo_runs_with_no_arguments_and_says_where_everything_is() {
 
     let status = sigterm_and_wait(&mut child).await;
     assert!(status.success());
+}
+
+/// `migrate` against a fresh database, with `args` and `env`: its exit and stderr.
+async fn migrate_logs(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let db = common::fresh_db().await;
+    let url = common::cluster().url(&db.name);
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["migrate", "--database-url", &url])
+        .env_remove("DATABASE_URL")
+        .env_remove("PGBROADCAST_LOG_FORMAT")
+        // Colour must be off because stderr is a pipe, not because of NO_COLOR.
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    (out.status, String::from_utf8(out.stderr).unwrap())
+}
+
+/// A `migrate` that fails (connection refused), with `before` and `after`
+/// the subcommand and `env`: its stderr.
+async fn failing_migrate_logs(before: &[&str], after: &[&str], env: &[(&str, &str)]) -> String {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args(before)
+        .args(["migrate", "--database-url"])
+        .arg(format!("postgres://postgres@127.0.0.1:{port}/none"))
+        .args(after)
+        .env_remove("PGBROADCAST_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[tokio::test]
+async fn logs_written_to_a_pipe_have_no_colour_codes() {
+    let (status, log) = migrate_logs(&[], &[]).await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("applying migration: V1__broadcast"), "{log}");
+    assert!(!log.contains("\x1b["), "{log:?}");
+
+    let log = failing_migrate_logs(&[], &[], &[]).await;
+    assert!(log.contains("ERROR"), "{log}");
+    assert!(log.contains("pgbroadcast failed"), "{log}");
+    assert!(!log.contains("\x1b["), "{log:?}");
+}
+
+#[tokio::test]
+async fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let command =
+        format!("'{BIN}' migrate --database-url postgres://postgres@127.0.0.1:{port}/none");
+    // `script` (util-linux) runs the command on a pseudo-terminal and copies what it writes.
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut script = Command::new("script");
+        script
+            .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+            .env_remove("PGBROADCAST_LOG_FORMAT")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            script.env("NO_COLOR", value);
+        }
+        async move {
+            let out = script.output().await.expect("run `script` (util-linux)");
+            assert!(!out.status.success());
+            let log = String::from_utf8(out.stdout).unwrap();
+            assert!(log.contains("pgbroadcast failed"), "{log:?}");
+            log
+        }
+    };
+    assert!(on_a_terminal(None).await.contains("\x1b["));
+    assert!(on_a_terminal(Some("")).await.contains("\x1b["));
+    assert!(!on_a_terminal(Some("1")).await.contains("\x1b["));
+}
+
+/// Every line of `log` as a JSON object with a timestamp, a level, a target
+/// and `fields.message`, as tracing-subscriber's JSON format writes them.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    assert!(!log.is_empty());
+    log.lines()
+        .map(|line| {
+            let record: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            let timestamp = record["timestamp"].as_str().unwrap_or_default();
+            assert!(
+                time::OffsetDateTime::parse(
+                    timestamp,
+                    &time::format_description::well_known::Rfc3339
+                )
+                .is_ok(),
+                "{line}"
+            );
+            assert!(
+                ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                    .contains(&record["level"].as_str().unwrap_or_default()),
+                "{line}"
+            );
+            assert!(record["target"].is_string(), "{line}");
+            assert!(record["fields"]["message"].is_string(), "{line}");
+            record
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_before_or_after_the_subcommand() {
+    let (status, log) = migrate_logs(&["--log-format", "json"], &[]).await;
+    assert!(status.success(), "{log}");
+    let records = json_lines(&log);
+    assert!(
+        records.iter().any(|r| r["level"] == "INFO"
+            && r["fields"]["message"] == "applying migration: V1__broadcast"),
+        "{log}"
+    );
+
+    // An error, with the flag after the subcommand, or from the environment.
+    for log in [
+        failing_migrate_logs(&[], &["--log-format", "json"], &[]).await,
+        failing_migrate_logs(&[], &[], &[("PGBROADCAST_LOG_FORMAT", "json")]).await,
+    ] {
+        let records = json_lines(&log);
+        let failure = records
+            .iter()
+            .find(|r| r["fields"]["message"] == "pgbroadcast failed")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert_eq!(failure["level"], "ERROR");
+        assert!(
+            failure["fields"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Connection refused")),
+            "{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_logs_json_from_start_to_shutdown() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
+            .await
+            .unwrap();
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    line_after(&mut lines, "listening on").await;
+    let status = sigterm_and_wait(&mut child).await;
+    assert!(status.success(), "{status:?}");
+    let log = log.await.unwrap();
+    let messages: Vec<String> = json_lines(&log)
+        .iter()
+        .map(|r| r["fields"]["message"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in [
+        "SQL kit up to date",
+        "serving; WebSocket at /ws/broadcast",
+        "shutting down",
+    ] {
+        assert!(messages.iter().any(|m| m == expected), "{expected}: {log}");
+    }
 }
