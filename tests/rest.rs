@@ -833,7 +833,7 @@ async fn openapi_is_valid_and_documents_every_status_the_api_answers() {
     // 401: the same API with authentication on, asked without a token.
     let db = TestDb::migrated().await;
     let auth = pgbroadcast::config::AuthArgs {
-        jwt_secret: Some("a-secret-only-for-this-test".into()),
+        jwt_secret: Some("a-secret-only-for-this-test-32-bytes-long".into()),
         ..Default::default()
     };
     let guarded = Bridge::start_custom(&db, Default::default(), true, auth).await;
