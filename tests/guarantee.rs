@@ -633,6 +633,38 @@ fn the_checker_itself() {
     assert!(check(&[Signal(1), Signal(1)], &truth, true).is_err());
     assert!(check(&[Signal(2), Signal(1)], &truth, true).is_err());
     assert!(check(&[Signal(9)], &truth, true).is_err());
+    // After resume_unavailable (another node), signals already seen may come
+    // again until a new one does; after any other resync they may not.
+    let moved = [
+        Signal(1),
+        Signal(2),
+        Resync("resume_unavailable".into()),
+        Signal(2),
+        Signal(3),
+        Signal(4),
+        Signal(5),
+    ];
+    assert_eq!(check(&moved, &truth, false).unwrap().redelivered, 1);
+    let repeat_later = [
+        Signal(1),
+        Signal(2),
+        Resync("resume_unavailable".into()),
+        Signal(3),
+        Signal(2),
+        Signal(4),
+        Signal(5),
+    ];
+    assert!(check(&repeat_later, &truth, false).is_err());
+    let slow = [
+        Signal(1),
+        Signal(2),
+        Resync("slow_consumer".into()),
+        Signal(2),
+        Signal(3),
+        Signal(4),
+        Signal(5),
+    ];
+    assert!(check(&slow, &truth, false).is_err());
     // The tail must arrive too, unless a resync covers it.
     assert!(check(&[Signal(1), Signal(2)], &truth, false).is_err());
     assert!(check(&[Signal(1), Signal(2), Resync("x".into())], &truth, false).is_ok());

@@ -1,6 +1,10 @@
 //! The delivery checker: what a client received against the ground truth
 //! (the committed writes, in commit order). Fails on any gap not covered by
-//! a `resync`, any duplicate, any out-of-order or phantom signal.
+//! a `resync`, any duplicate, any out-of-order or phantom signal — except
+//! that after a `resume_unavailable` resync (the client came back to a node
+//! that cannot replay, e.g. another node), signals it already saw may come
+//! again: that node's live stream can run behind the old one's, and the
+//! client has started over anyway.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +21,8 @@ pub struct Report {
     pub resyncs: usize,
     /// Committed signals the client did not get, each covered by a resync.
     pub covered: usize,
+    /// Signals seen again after a `resume_unavailable` resync.
+    pub redelivered: usize,
 }
 
 /// Checks `seen` against `truth` (sorted, in commit order). With `window`,
@@ -27,6 +33,7 @@ pub fn check(seen: &[Seen], truth: &[i64], window: bool) -> Result<Report, Strin
     let mut report = Report::default();
     let mut last: Option<i64> = None;
     let mut resync_since_last = false;
+    let mut may_repeat = false;
     let first_seen = seen.iter().find_map(|s| match s {
         Seen::Signal(n) => Some(*n),
         Seen::Resync(_) => None,
@@ -41,9 +48,10 @@ pub fn check(seen: &[Seen], truth: &[i64], window: bool) -> Result<Report, Strin
     };
     for (i, s) in seen.iter().enumerate() {
         match s {
-            Seen::Resync(_) => {
+            Seen::Resync(reason) => {
                 report.resyncs += 1;
                 resync_since_last = true;
+                may_repeat |= reason == "resume_unavailable";
             }
             Seen::Signal(n) => {
                 if !truth_set.contains(n) {
@@ -52,10 +60,15 @@ pub fn check(seen: &[Seen], truth: &[i64], window: bool) -> Result<Report, Strin
                 if let Some(l) = last
                     && *n <= l
                 {
+                    if may_repeat {
+                        report.redelivered += 1;
+                        continue;
+                    }
                     return Err(format!(
                         "frame {i}: signal {n} after {l}: duplicate or out of order"
                     ));
                 }
+                may_repeat = false;
                 let missing = missing_between(last, Some(*n));
                 if missing > 0 && !resync_since_last {
                     return Err(format!(
