@@ -15,7 +15,8 @@
 //! `x-sync` extension, [`demo`] the order example; [`cluster`] starts a
 //! private Postgres when no `DATABASE_URL` is given; [`tls`] secures the
 //! connections to Postgres and to a JWKS URL; [`bench`](mod@bench) measures a
-//! server; [`config`] holds the CLI.
+//! server; [`config`] holds the CLI; [`logging`] is how text from outside
+//! and errors reach the log.
 
 pub mod auth;
 pub mod bench;
