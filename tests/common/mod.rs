@@ -172,6 +172,16 @@ impl Bridge {
             .status()
             .as_u16()
     }
+
+    /// What `/metrics` answers now (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 /// A real WebSocket client.
