@@ -579,7 +579,7 @@ async fn empty_or_short_secrets_stop_the_start() {
 /// at will, counting the requests it answers.
 mod provider {
     use std::convert::Infallible;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -593,87 +593,20 @@ mod provider {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use serde_json::json;
 
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use crate::common::pki::{Certificates, Key, openssl};
 
     /// A CA, a certificate for 127.0.0.1 signed by it, and signing keys.
     pub struct Pki {
-        dir: tempfile::TempDir,
+        certs: Certificates,
     }
 
     impl Pki {
         /// Signing keys `a`, `b` and `c` (ES256).
         pub fn new() -> Pki {
-            let dir = tempfile::tempdir().unwrap();
-            let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-            openssl(
-                dir.path(),
-                &[
-                    &["req", "-x509", "-nodes"][..],
-                    &p256[..],
-                    &[
-                        "-keyout",
-                        "ca.key",
-                        "-out",
-                        "ca.crt",
-                        "-days",
-                        "2",
-                        "-subj",
-                        "/CN=pgbroadcast test CA",
-                    ],
-                ]
-                .concat(),
-            );
-            openssl(
-                dir.path(),
-                &[
-                    &["req", "-nodes"][..],
-                    &p256[..],
-                    &[
-                        "-keyout",
-                        "server.key",
-                        "-out",
-                        "server.csr",
-                        "-subj",
-                        "/CN=127.0.0.1",
-                    ],
-                ]
-                .concat(),
-            );
-            std::fs::write(dir.path().join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-            openssl(
-                dir.path(),
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "server.csr",
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    "server.crt",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    "ext",
-                ],
-            );
+            let certs = Certificates::new(Key::P256);
             for kid in ["a", "b", "c"] {
                 openssl(
-                    dir.path(),
+                    certs.dir(),
                     &[
                         "genpkey",
                         "-algorithm",
@@ -685,15 +618,15 @@ mod provider {
                     ],
                 );
             }
-            Pki { dir }
+            Pki { certs }
         }
 
         pub fn ca(&self) -> PathBuf {
-            self.dir.path().join("ca.crt")
+            self.certs.ca()
         }
 
         fn key(&self, kid: &str) -> EncodingKey {
-            let pem = std::fs::read(self.dir.path().join(format!("{kid}.pem"))).unwrap();
+            let pem = std::fs::read(self.certs.dir().join(format!("{kid}.pem"))).unwrap();
             EncodingKey::from_ec_pem(&pem).unwrap()
         }
 
@@ -731,12 +664,11 @@ mod provider {
 
     impl JwksServer {
         pub async fn start(pki: &Pki) -> JwksServer {
-            let dir = pki.dir.path();
-            let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
+            let certs = CertificateDer::pem_file_iter(pki.certs.cert())
                 .unwrap()
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
-            let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+            let key = PrivateKeyDer::from_pem_file(pki.certs.key()).unwrap();
             let config = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))

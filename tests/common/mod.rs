@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod checker;
+pub mod pki;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
