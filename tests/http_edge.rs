@@ -58,6 +58,18 @@ async fn post_raw(http: &reqwest::Client, url: &str, body: impl Into<String>) ->
     .await
 }
 
+/// Creates an order for ada; its id.
+async fn an_order(http: &reqwest::Client, bridge: &Bridge) -> i64 {
+    let created = post_raw(
+        http,
+        &bridge.http_url("/api/orders"),
+        r#"{"customer": "ada"}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    created.body["data"]["id"].as_i64().unwrap()
+}
+
 async fn demo_with(limits: Limits) -> (Bridge, TestDb) {
     let db = TestDb::migrated().await;
     let bridge = Bridge::start_demo_with(&db, limits).await;
@@ -138,13 +150,7 @@ async fn the_default_limit_is_64_kib() {
 async fn refusals_name_the_field_and_what_it_must_be() {
     let (bridge, db) = demo_with(Limits::default()).await;
     let http = reqwest::Client::new();
-    let created = post_raw(
-        &http,
-        &bridge.http_url("/api/orders"),
-        r#"{"customer": "ada"}"#,
-    )
-    .await;
-    let id = created.body["data"]["id"].as_i64().unwrap();
+    let id = an_order(&http, &bridge).await;
     let orders = bridge.http_url("/api/orders");
     let order = bridge.http_url(&format!("/api/orders/{id}"));
     let items = bridge.http_url(&format!("/api/orders/{id}/items"));
@@ -354,13 +360,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 async fn no_answer_to_random_bodies_speaks_of_server_types() {
     let (bridge, db) = demo_with(Limits::default()).await;
     let http = reqwest::Client::new();
-    let created = post_raw(
-        &http,
-        &bridge.http_url("/api/orders"),
-        r#"{"customer": "ada"}"#,
-    )
-    .await;
-    let id = created.body["data"]["id"].as_i64().unwrap();
+    let id = an_order(&http, &bridge).await;
     let endpoints = [
         ("POST", bridge.http_url("/api/orders")),
         ("PATCH", bridge.http_url(&format!("/api/orders/{id}"))),
