@@ -131,6 +131,18 @@ fn close_of(message: Message) -> (u16, String) {
     }
 }
 
+/// Connects, sends `token` as the first message, and expects a 4001 close
+/// whose reason contains `why` and not the token.
+async fn refused(server: &mut Server, token: &str, why: &str) {
+    let token = server.used(token);
+    let mut client = WsClient::connect(&server.url()).await;
+    client.send(json!({ "auth": token })).await;
+    let (code, reason) = close_of(client.next_message().await);
+    assert_eq!(code, 4001);
+    assert!(reason.contains(why), "{why}: {reason}");
+    assert!(!reason.contains(&token[token.len() - 20..]));
+}
+
 #[tokio::test]
 async fn without_a_token_nothing_is_allowed_and_the_connection_is_closed_with_4001() {
     let db = grants_db().await;
@@ -185,13 +197,7 @@ async fn bad_tokens_are_refused_and_never_echoed() {
         ),
     ];
     for (token, why) in &cases {
-        let token = server.used(token);
-        let mut client = WsClient::connect(&server.url()).await;
-        client.send(json!({ "auth": token })).await;
-        let (code, reason) = close_of(client.next_message().await);
-        assert_eq!(code, 4001);
-        assert!(reason.contains(why), "{why}: {reason}");
-        assert!(!reason.contains(&token[token.len() - 20..]));
+        refused(&mut server, token, why).await;
         // The same token in the Sec-WebSocket-Protocol header: refused before the upgrade.
         let mut request = server.url().into_client_request().unwrap();
         request.headers_mut().insert(
@@ -700,17 +706,6 @@ mod provider {
             self.task.abort();
         }
     }
-}
-
-/// Connects, sends `token` as the first message, and expects a 4001 close
-/// whose reason contains `why`.
-async fn refused(server: &mut Server, token: &str, why: &str) {
-    let token = server.used(token);
-    let mut client = WsClient::connect(&server.url()).await;
-    client.send(json!({ "auth": token })).await;
-    let (code, reason) = close_of(client.next_message().await);
-    assert_eq!(code, 4001);
-    assert!(reason.contains(why), "{why}: {reason}");
 }
 
 /// A provider publishing key `a`, and the binary taking keys from it (its
