@@ -295,6 +295,25 @@ pub async fn barrier(db: &Client, channel: &str) {
     .unwrap();
 }
 
+/// Commits a barrier on `channel` and expects exactly one frame before it:
+/// the `resync` for an invalid signal that notifications on `channel` the
+/// bridge cannot read come to. `what` names them in a failure.
+pub async fn expect_invalid_signal_resync(
+    db: &Client,
+    client: &mut WsClient,
+    channel: &str,
+    what: &str,
+) {
+    barrier(db, channel).await;
+    let frames = client.until(channel, "barrier").await;
+    assert_eq!(
+        frames[0],
+        json!({"channel": channel, "event": "resync", "payload": {"reason": "invalid_signal"}}),
+        "{what}"
+    );
+    assert_eq!(frames.len(), 2, "{what}: {frames:?}");
+}
+
 /// Runs `sql` in one transaction and returns that transaction's txid.
 pub async fn write(db: &mut Client, sql: &str) -> i64 {
     let tx = db.transaction().await.unwrap();
