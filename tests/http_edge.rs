@@ -649,7 +649,7 @@ async fn a_500_logs_what_postgres_said_and_answers_generically() {
         .unwrap();
     let answer = send(http.get(server.http_url("/api/orders/1"))).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let line = server.log_line(&["42703"]).await;
+    let line = server.log_line(&["ERROR 42703"]).await;
     assert!(
         line.contains(r#"ERROR 42703: column \"quantity\" does not exist"#),
         "{line}"
