@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::binary::{Launch, Served};
 use common::{TestDb, WsClient, write};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -37,88 +34,46 @@ fn kitchen(exp_in: u64) -> String {
     hs256(json!({"sub": "u1", "role": "kitchen", "aud": "app", "exp": now() + exp_in}))
 }
 
-/// The binary with authentication on, its stderr (the log) captured.
+/// The binary with authentication on, and the tokens used against it: none
+/// of them may reach its log.
 struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
+    served: Served,
     tokens: Vec<String>,
 }
 
 impl Server {
     async fn start(db: &TestDb, subcommand: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
-            .args([
-                subcommand,
-                "--listen",
-                "127.0.0.1:0",
-                "--jwt-secret",
-                SECRET,
-                "--jwt-audience",
-                "app",
-            ])
-            .args([
-                "--auth-timeout",
-                "1s",
-                "--auth-expiry-notice",
-                "2s",
-                "--authz-recheck",
-                "300ms",
-            ])
-            .args(["--allowed-origins", "https://app.example"])
-            .args(extra)
-            .env("DATABASE_URL", common::cluster().url(&db.name))
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = tokio::time::timeout(common::PATIENCE, stdout.next_line())
-                .await
-                .expect("server start")
-                .unwrap()
-                .unwrap_or_else(|| panic!("server exited:\n{}", log.lock().unwrap()));
-            if let Some(rest) = line.strip_prefix("listening on http://") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let server = Server {
-            child,
-            addr,
-            log,
+        let args = [
+            subcommand,
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--jwt-audience",
+            "app",
+            "--auth-timeout",
+            "1s",
+            "--auth-expiry-notice",
+            "2s",
+            "--authz-recheck",
+            "300ms",
+            "--allowed-origins",
+            "https://app.example",
+        ];
+        let served = Served::start(
+            &common::cluster().url(&db.name),
+            &[&args[..], extra].concat(),
+            &[("RUST_LOG", "debug")],
+        )
+        .await;
+        Server {
+            served,
             tokens: Vec::new(),
-        };
-        // Ready: the LISTEN is in effect.
-        let readyz = format!("http://{}/readyz", server.addr);
-        tokio::time::timeout(common::PATIENCE, async {
-            while reqwest::get(&readyz)
-                .await
-                .map(|r| r.status().as_u16())
-                .ok()
-                != Some(200)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("never ready");
-        server
+        }
     }
 
     fn url(&self) -> String {
-        format!("ws://{}/ws/broadcast", self.addr)
+        self.served.ws_url()
     }
 
     /// A token this test used: it must never show up in the log.
@@ -129,25 +84,23 @@ impl Server {
 
     /// Connects and authenticates with `{"auth": token}`.
     async fn client(&mut self, token: &str) -> WsClient {
+        self.authenticated(token).await.0
+    }
+
+    /// The same, with the server's `authenticated` answer.
+    async fn authenticated(&mut self, token: &str) -> (WsClient, Value) {
         let token = self.used(token);
         let mut client = WsClient::connect(&self.url()).await;
         assert_eq!(client.welcome["auth"], "required");
         client.send(json!({ "auth": token })).await;
         let answer = client.next().await;
         assert_eq!(answer["type"], "authenticated", "{answer}");
-        client
+        (client, answer)
     }
 
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        // Give the stderr reader the last lines.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let log = self.log.lock().unwrap().clone();
-        assert!(
-            log.contains("LISTEN in effect"),
-            "the log was not captured:\n{log}"
-        );
+    /// Stops the server and reads its whole log: no token used is in it.
+    async fn stop(self) {
+        let log = self.served.stop().await;
         for token in &self.tokens {
             // Any distinctive part of a token would do; the signature is the secret part.
             let signature = token.rsplit('.').next().unwrap();
@@ -176,6 +129,18 @@ fn close_of(message: Message) -> (u16, String) {
         Message::Close(Some(frame)) => (frame.code.into(), frame.reason.to_string()),
         other => panic!("expected a close frame, got {other:?}"),
     }
+}
+
+/// Connects, sends `token` as the first message, and expects a 4001 close
+/// whose reason contains `why` and not the token.
+async fn refused(server: &mut Server, token: &str, why: &str) {
+    let token = server.used(token);
+    let mut client = WsClient::connect(&server.url()).await;
+    client.send(json!({ "auth": token })).await;
+    let (code, reason) = close_of(client.next_message().await);
+    assert_eq!(code, 4001);
+    assert!(reason.contains(why), "{why}: {reason}");
+    assert!(!reason.contains(&token[token.len() - 20..]));
 }
 
 #[tokio::test]
@@ -232,13 +197,7 @@ async fn bad_tokens_are_refused_and_never_echoed() {
         ),
     ];
     for (token, why) in &cases {
-        let token = server.used(token);
-        let mut client = WsClient::connect(&server.url()).await;
-        client.send(json!({ "auth": token })).await;
-        let (code, reason) = close_of(client.next_message().await);
-        assert_eq!(code, 4001);
-        assert!(reason.contains(why), "{why}: {reason}");
-        assert!(!reason.contains(&token[token.len() - 20..]));
+        refused(&mut server, token, why).await;
         // The same token in the Sec-WebSocket-Protocol header: refused before the upgrade.
         let mut request = server.url().into_client_request().unwrap();
         request.headers_mut().insert(
@@ -356,22 +315,38 @@ async fn forbidden_channels_and_entities_get_an_error_and_the_rest_flows() {
     server.stop().await;
 }
 
+/// Subscribes `client`, whose token runs out within `--auth-expiry-notice`
+/// (`authenticated`: the server's answer to it): the ack and the
+/// `auth_expiring` for that token's `expires_at` both arrive, and nothing
+/// else. The server counts the time a token has left in whole seconds, so
+/// the notice is due anywhere from at once to a second after authenticating:
+/// it may come before the ack or after it.
+async fn subscribe_while_expiring(client: &mut WsClient, topics: &[&str], authenticated: &Value) {
+    assert!(authenticated["expires_at"].is_u64(), "{authenticated}");
+    client.send(json!({ "subscribe": topics })).await;
+    let ack = json!({"type": "subscribed", "channels": topics});
+    let notice = json!({"type": "auth_expiring", "expires_at": authenticated["expires_at"]});
+    let frames = client.take(2).await;
+    assert!(
+        frames == [ack.clone(), notice.clone()] || frames == [notice, ack],
+        "{frames:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_refreshed_token_keeps_the_connection_and_an_expired_one_closes_it() {
     let db = grants_db().await;
     let mut pg = db.client().await;
     let mut server = Server::start(&db, "serve", &[]).await;
     // Expires in 3 s; --auth-expiry-notice 2s.
-    let mut refreshed = server.client(&kitchen(3)).await;
-    let mut lapsing = server.client(&kitchen(3)).await;
-    refreshed.subscribe(&["order"]).await;
-    lapsing.subscribe(&["order"]).await;
-    assert_eq!(refreshed.next().await["type"], "auth_expiring");
+    let (mut refreshed, refreshed_token) = server.authenticated(&kitchen(3)).await;
+    let (mut lapsing, lapsing_token) = server.authenticated(&kitchen(3)).await;
+    subscribe_while_expiring(&mut refreshed, &["order"], &refreshed_token).await;
+    subscribe_while_expiring(&mut lapsing, &["order"], &lapsing_token).await;
     let fresh = server.used(&kitchen(60));
     refreshed.send(json!({ "auth": fresh })).await;
     assert_eq!(refreshed.next().await["type"], "authenticated");
 
-    assert_eq!(lapsing.next().await["type"], "auth_expiring");
     let (code, reason) = close_of(lapsing.next_message().await);
     assert_eq!(code, 4001);
     assert!(reason.contains("expired"), "{reason}");
@@ -458,7 +433,7 @@ async fn a_page_from_another_origin_is_refused() {
 async fn the_rest_api_takes_the_same_tokens() {
     let db = TestDb::migrated().await;
     let mut server = Server::start(&db, "demo", &[]).await;
-    let url = format!("http://{}/api/orders", server.addr);
+    let url = server.served.http_url("/api/orders");
     let http = reqwest::Client::new();
     let response = http.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 401);
@@ -523,15 +498,13 @@ async fn rs256_from_jwks_and_es256_from_pem() {
 
 #[tokio::test]
 async fn a_public_address_without_authentication_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .env("DATABASE_URL", common::cluster().url("postgres"))
+    let exit = Launch::new(&["serve", "--listen", "0.0.0.0:0"])
+        .database(&common::cluster().url("postgres"))
         .env_remove("PGBROADCAST_INSECURE")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run()
+        .await;
+    assert!(!exit.status.success());
+    let stderr = exit.log;
     assert!(
         stderr.contains("--insecure") && stderr.contains("--jwt-secret"),
         "{stderr}"
@@ -547,24 +520,19 @@ async fn empty_or_short_secrets_stop_the_start() {
         (Some(short), None, "is 31 bytes"),
         (None, Some(short), "is 31 bytes"),
     ] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", common::cluster().url("postgres"))
-            .env_remove("PGBROADCAST_JWT_SECRET")
-            .kill_on_drop(true);
+        let mut launch = Launch::new(&["serve", "--listen", "127.0.0.1:0"])
+            .database(&common::cluster().url("postgres"))
+            .env_remove("PGBROADCAST_JWT_SECRET");
         if let Some(secret) = flag {
-            command.args(["--jwt-secret", secret]);
+            launch = launch.args(["--jwt-secret", secret]);
         }
         if let Some(secret) = env {
-            command.env("PGBROADCAST_JWT_SECRET", secret);
+            launch = launch.env("PGBROADCAST_JWT_SECRET", secret);
         }
-        let out = tokio::time::timeout(common::PATIENCE, command.output())
-            .await
-            .unwrap_or_else(|_| panic!("started with a weak secret ({why})"))
-            .unwrap();
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        // It must stop by itself, soon: `run` waits within the test's patience.
+        let exit = launch.run().await;
+        assert!(!exit.status.success(), "started with a weak secret ({why})");
+        let stderr = exit.log;
         assert!(
             stderr.contains(why) && stderr.contains("PGBROADCAST_JWT_SECRET"),
             "{stderr}"
@@ -579,7 +547,7 @@ async fn empty_or_short_secrets_stop_the_start() {
 /// at will, counting the requests it answers.
 mod provider {
     use std::convert::Infallible;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -593,87 +561,20 @@ mod provider {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use serde_json::json;
 
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use crate::common::pki::{Certificates, Key, openssl};
 
     /// A CA, a certificate for 127.0.0.1 signed by it, and signing keys.
     pub struct Pki {
-        dir: tempfile::TempDir,
+        certs: Certificates,
     }
 
     impl Pki {
         /// Signing keys `a`, `b` and `c` (ES256).
         pub fn new() -> Pki {
-            let dir = tempfile::tempdir().unwrap();
-            let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-            openssl(
-                dir.path(),
-                &[
-                    &["req", "-x509", "-nodes"][..],
-                    &p256[..],
-                    &[
-                        "-keyout",
-                        "ca.key",
-                        "-out",
-                        "ca.crt",
-                        "-days",
-                        "2",
-                        "-subj",
-                        "/CN=pgbroadcast test CA",
-                    ],
-                ]
-                .concat(),
-            );
-            openssl(
-                dir.path(),
-                &[
-                    &["req", "-nodes"][..],
-                    &p256[..],
-                    &[
-                        "-keyout",
-                        "server.key",
-                        "-out",
-                        "server.csr",
-                        "-subj",
-                        "/CN=127.0.0.1",
-                    ],
-                ]
-                .concat(),
-            );
-            std::fs::write(dir.path().join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-            openssl(
-                dir.path(),
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "server.csr",
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    "server.crt",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    "ext",
-                ],
-            );
+            let certs = Certificates::new(Key::P256);
             for kid in ["a", "b", "c"] {
                 openssl(
-                    dir.path(),
+                    certs.dir(),
                     &[
                         "genpkey",
                         "-algorithm",
@@ -685,15 +586,15 @@ mod provider {
                     ],
                 );
             }
-            Pki { dir }
+            Pki { certs }
         }
 
         pub fn ca(&self) -> PathBuf {
-            self.dir.path().join("ca.crt")
+            self.certs.ca()
         }
 
         fn key(&self, kid: &str) -> EncodingKey {
-            let pem = std::fs::read(self.dir.path().join(format!("{kid}.pem"))).unwrap();
+            let pem = std::fs::read(self.certs.dir().join(format!("{kid}.pem"))).unwrap();
             EncodingKey::from_ec_pem(&pem).unwrap()
         }
 
@@ -731,12 +632,11 @@ mod provider {
 
     impl JwksServer {
         pub async fn start(pki: &Pki) -> JwksServer {
-            let dir = pki.dir.path();
-            let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
+            let certs = CertificateDer::pem_file_iter(pki.certs.cert())
                 .unwrap()
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
-            let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+            let key = PrivateKeyDer::from_pem_file(pki.certs.key()).unwrap();
             let config = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -808,37 +708,29 @@ mod provider {
     }
 }
 
-/// Connects, sends `token` as the first message, and expects a 4001 close
-/// whose reason contains `why`.
-async fn refused(server: &mut Server, token: &str, why: &str) {
-    let token = server.used(token);
-    let mut client = WsClient::connect(&server.url()).await;
-    client.send(json!({ "auth": token })).await;
-    let (code, reason) = close_of(client.next_message().await);
-    assert_eq!(code, 4001);
-    assert!(reason.contains(why), "{why}: {reason}");
+/// A provider publishing key `a`, and the binary taking keys from it (its
+/// CA trusted by `--jwks-ca-file`) with `extra` arguments.
+async fn served_with_provider(
+    db: &TestDb,
+    extra: &[&str],
+) -> (provider::Pki, provider::JwksServer, Server) {
+    let pki = provider::Pki::new();
+    let jwks = provider::JwksServer::start(&pki).await;
+    jwks.serve(Some(pki.jwks(&["a"])));
+    let (url, ca) = (jwks.url(), pki.ca());
+    let from_provider = ["--jwks-url", &url, "--jwks-ca-file", ca.to_str().unwrap()];
+    let server = Server::start(db, "serve", &[&from_provider[..], extra].concat()).await;
+    (pki, jwks, server)
 }
 
 #[tokio::test]
 async fn keys_from_a_jwks_url_rotate_and_unknown_kids_are_rate_limited() {
     let db = grants_db().await;
     let mut pg = db.client().await;
-    let pki = provider::Pki::new();
-    let jwks = provider::JwksServer::start(&pki).await;
-    jwks.serve(Some(pki.jwks(&["a"])));
-    let ca = pki.ca();
     // Beside the secret (HS256) and a key file with an ES256 key without kid.
-    let mut server = Server::start(
+    let (pki, jwks, mut server) = served_with_provider(
         &db,
-        "serve",
-        &[
-            "--jwks-url",
-            &jwks.url(),
-            "--jwks-ca-file",
-            ca.to_str().unwrap(),
-            "--jwt-public-keys",
-            "tests/fixtures/es256-public.pem",
-        ],
+        &["--jwt-public-keys", "tests/fixtures/es256-public.pem"],
     )
     .await;
     assert_eq!(jwks.requests(), 1);
@@ -882,37 +774,18 @@ async fn keys_from_a_jwks_url_rotate_and_unknown_kids_are_rate_limited() {
 #[tokio::test]
 async fn a_failed_jwks_fetch_keeps_the_last_good_keys_and_says_why() {
     let db = grants_db().await;
-    let pki = provider::Pki::new();
-    let jwks = provider::JwksServer::start(&pki).await;
-    jwks.serve(Some(pki.jwks(&["a"])));
-    let ca = pki.ca();
-    let mut server = Server::start(
-        &db,
-        "serve",
-        &[
-            "--jwks-url",
-            &jwks.url(),
-            "--jwks-ca-file",
-            ca.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (pki, jwks, mut server) = served_with_provider(&db, &[]).await;
     // The provider fails just as a new key is in use.
     jwks.serve(None);
     refused(&mut server, &pki.token("b"), "kid").await;
     assert_eq!(jwks.requests(), 2);
     let mut client = server.client(&pki.token("a")).await;
     client.subscribe(&["order"]).await;
-    tokio::time::timeout(common::PATIENCE, async {
-        while !server.log.lock().unwrap().lines().any(|line| {
-            line.contains("keeping the last good ones")
-                && line.contains("500 Internal Server Error")
-        }) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("no warning about the failed fetch in the log");
+    // The warning about the failed fetch.
+    server
+        .served
+        .log_line(&["keeping the last good ones", "500 Internal Server Error"])
+        .await;
     server.stop().await;
 }
 
@@ -922,20 +795,15 @@ async fn a_jwks_url_that_cannot_be_used_stops_the_start() {
     let jwks = provider::JwksServer::start(&pki).await;
     let ca = pki.ca();
     let url = jwks.url();
+    // The service must stop by itself, soon: `run` waits within the test's patience.
     let start = |args: Vec<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-audience", "app"])
+        let launch = Launch::new(&["serve", "--listen", "127.0.0.1:0", "--jwt-audience", "app"])
             .args(args)
-            .env("DATABASE_URL", common::cluster().url("postgres"))
-            .kill_on_drop(true);
+            .database(&common::cluster().url("postgres"));
         async move {
-            let out = tokio::time::timeout(common::PATIENCE, command.output())
-                .await
-                .expect("the service started anyway")
-                .unwrap();
-            assert!(!out.status.success());
-            String::from_utf8_lossy(&out.stderr).into_owned()
+            let exit = launch.run().await;
+            assert!(!exit.status.success(), "the service started anyway");
+            exit.log
         }
     };
     // The provider is down.

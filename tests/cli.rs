@@ -5,35 +5,23 @@
 
 mod common;
 
-use std::process::Stdio;
-
+use common::binary::{BIN, Exit, Launch};
 use common::{WsClient, brief, connect, write};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pgbroadcast");
 
 #[tokio::test]
 async fn migrate_is_idempotent() {
     let db = common::fresh_db().await;
     let url = common::cluster().url(&db.name);
     let run = || async {
-        let out = Command::new(BIN)
-            .args(["migrate", "--database-url", &url])
+        let exit = Launch::new(&["migrate", "--database-url", &url])
             .env_remove("DATABASE_URL")
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            .run()
+            .await;
+        assert!(exit.status.success(), "{}", exit.log);
+        exit.stdout.join("\n")
     };
     assert!(run().await.contains("applied V1__broadcast"));
     assert!(run().await.contains("already up to date"));
@@ -52,72 +40,28 @@ async fn migrate_is_idempotent() {
 
 #[tokio::test]
 async fn migrate_without_a_database_says_what_is_missing() {
-    let out = Command::new(BIN)
-        .arg("migrate")
+    let exit = Launch::new(&["migrate"])
         .env_remove("DATABASE_URL")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--database-url"));
-}
-
-async fn line_after(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
-    loop {
-        let line = tokio::time::timeout(common::PATIENCE, lines.next_line())
-            .await
-            .expect("serve printed nothing in time")
-            .unwrap()
-            .expect("serve closed stdout");
-        if let Some(rest) = line.trim().strip_prefix(prefix) {
-            return rest.trim().to_owned();
-        }
-    }
+        .run()
+        .await;
+    assert!(!exit.status.success());
+    assert!(exit.log.contains("--database-url"));
 }
 
 /// `pgbroadcast <subcommand>` on the embedded default, any free port.
-fn spawn_embedded(subcommand: &str) -> (Child, Lines<BufReader<ChildStdout>>) {
-    let mut child = Command::new(BIN)
-        .args([subcommand, "--listen", "127.0.0.1:0"])
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
-}
-
-async fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
-    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
-    tokio::time::timeout(common::PATIENCE, child.wait())
-        .await
-        .expect("no exit after SIGTERM")
-        .unwrap()
+fn embedded(subcommand: &str) -> Launch {
+    Launch::new(&[subcommand, "--listen", "127.0.0.1:0"]).env_remove("DATABASE_URL")
 }
 
 #[tokio::test]
 async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
-    let (mut child, mut lines) = spawn_embedded("serve");
-    let url = line_after(&mut lines, "private Postgres (removed on exit):").await;
-    let data_dir = line_after(&mut lines, "data:").await;
-    let http = line_after(&mut lines, "listening on").await;
-    let addr = http
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    // Served once the LISTEN is in effect.
+    let served = embedded("serve").serve().await;
+    let url = served
+        .printed_after("private Postgres (removed on exit):")
+        .await;
+    let data_dir = served.printed_after("data:").await;
     assert!(std::path::Path::new(&data_dir).is_dir());
-
-    // Another process: poll its readiness endpoint until the LISTEN is in effect.
-    let readyz = format!("http://{addr}/readyz");
-    tokio::time::timeout(common::PATIENCE, async {
-        while reqwest::get(&readyz).await.unwrap().status() != 200 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("serve never became ready");
 
     // A person can psql into the printed URL and enable a table.
     let config: tokio_postgres::Config = url.parse().unwrap();
@@ -127,7 +71,7 @@ async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
     )
     .await
     .unwrap();
-    let mut client = WsClient::connect(&format!("ws://{addr}/ws/broadcast")).await;
+    let mut client = WsClient::connect(&served.ws_url()).await;
     client.subscribe(&["note"]).await;
     let txid = write(&mut pg, "insert into notes values (1)").await;
     assert_eq!(
@@ -136,12 +80,12 @@ async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
     );
     drop(pg);
 
-    let status = sigterm_and_wait(&mut child).await;
+    let exit = served.terminate().await;
     match client.next_message().await {
         Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
         other => panic!("expected close 1001, got {other:?}"),
     }
-    assert!(status.success(), "{status:?}");
+    assert!(exit.status.success(), "{exit:?}");
     assert!(
         !std::path::Path::new(&data_dir).exists(),
         "{data_dir} left behind"
@@ -150,10 +94,10 @@ async fn serve_runs_on_a_private_postgres_and_cleans_up_on_sigterm() {
 
 #[tokio::test]
 async fn demo_runs_with_no_arguments_and_says_where_everything_is() {
-    let (mut child, mut lines) = spawn_embedded("demo");
-    let listening = line_after(&mut lines, "listening on").await;
-    let api = line_after(&mut lines, "REST API:").await;
-    let openapi = line_after(&mut lines, "OpenAPI:").await;
+    let demo = embedded("demo").spawn();
+    let listening = demo.printed_after("listening on").await;
+    let api = demo.printed_after("REST API:").await;
+    let openapi = demo.printed_after("OpenAPI:").await;
     assert!(listening.contains("/ws/broadcast"), "{listening}");
 
     let http = reqwest::Client::new();
@@ -181,27 +125,31 @@ async fn demo_runs_with_no_arguments_and_says_where_everything_is() {
         "order"
     );
 
-    let status = sigterm_and_wait(&mut child).await;
-    assert!(status.success());
+    let exit = demo.terminate().await;
+    assert!(exit.status.success(), "{exit:?}");
 }
 
-/// `migrate` against a fresh database, with `args` and `env`: its exit and stderr.
-async fn migrate_logs(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let db = common::fresh_db().await;
-    let url = common::cluster().url(&db.name);
-    let out = Command::new(BIN)
-        .args(args)
-        .args(["migrate", "--database-url", &url])
+/// `pgbroadcast <before> migrate --database-url <url> <after>` with `env`,
+/// logging at `info`, in text unless told otherwise.
+async fn migrate(before: &[&str], url: &str, after: &[&str], env: &[(&str, &str)]) -> Exit {
+    Launch::new(before)
+        .args(["migrate", "--database-url", url])
+        .args(after)
         .env_remove("DATABASE_URL")
         .env_remove("PGBROADCAST_LOG_FORMAT")
         // Colour must be off because stderr is a pipe, not because of NO_COLOR.
         .env_remove("NO_COLOR")
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .output()
+        .envs(env)
+        .run()
         .await
-        .unwrap();
-    (out.status, String::from_utf8(out.stderr).unwrap())
+}
+
+/// `migrate` against a fresh database, with `args` and `env`: its exit and stderr.
+async fn migrate_logs(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let db = common::fresh_db().await;
+    let exit = migrate(args, &common::cluster().url(&db.name), &[], env).await;
+    (exit.status, exit.log)
 }
 
 /// A `migrate` that fails (connection refused), with `before` and `after`
@@ -213,20 +161,10 @@ async fn failing_migrate_logs(before: &[&str], after: &[&str], env: &[(&str, &st
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(BIN)
-        .args(before)
-        .args(["migrate", "--database-url"])
-        .arg(format!("postgres://postgres@127.0.0.1:{port}/none"))
-        .args(after)
-        .env_remove("PGBROADCAST_LOG_FORMAT")
-        .env_remove("NO_COLOR")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    String::from_utf8(out.stderr).unwrap()
+    let url = format!("postgres://postgres@127.0.0.1:{port}/none");
+    let exit = migrate(before, &url, after, env).await;
+    assert!(!exit.status.success());
+    exit.log
 }
 
 #[tokio::test]
@@ -336,28 +274,14 @@ async fn json_logs_are_one_object_per_line_before_or_after_the_subcommand() {
 
 #[tokio::test]
 async fn serve_logs_json_from_start_to_shutdown() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env_remove("DATABASE_URL")
+    let serve = embedded("serve")
+        .args(["--log-format", "json"])
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        let mut text = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
-            .await
-            .unwrap();
-        text
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    line_after(&mut lines, "listening on").await;
-    let status = sigterm_and_wait(&mut child).await;
-    assert!(status.success(), "{status:?}");
-    let log = log.await.unwrap();
+        .spawn();
+    serve.printed_after("listening on").await;
+    let exit = serve.terminate().await;
+    assert!(exit.status.success(), "{exit:?}");
+    let log = exit.log;
     let messages: Vec<String> = json_lines(&log)
         .iter()
         .map(|r| r["fields"]["message"].as_str().unwrap().to_owned())

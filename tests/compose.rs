@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
+use common::binary::Launch;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn compose() -> Value {
@@ -103,28 +101,18 @@ async fn the_pgbroadcast_service_command_and_health_check_work() {
 
     let db = common::fresh_db().await;
     // The service's environment as compose gives it, but this database.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbroadcast"));
+    let mut launch = Launch::new(&[]);
     for (name, value) in service["environment"].as_object().unwrap() {
-        command.env(name, value.as_str().unwrap());
+        launch = launch.env(name, value.as_str().unwrap());
     }
-    let mut child = command
+    let pgbroadcast = launch
         .args(&args)
-        .env("DATABASE_URL", common::cluster().url(&db.name))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the service exited");
-        if let Some(rest) = line.strip_prefix("listening on http://0.0.0.0:") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+        .database(&common::cluster().url(&db.name))
+        .spawn();
+    let listening = pgbroadcast
+        .printed_after("listening on http://0.0.0.0:")
+        .await;
+    let port = listening.split_whitespace().next().unwrap();
     let url = format!("http://127.0.0.1:{port}{health_path}");
     // Another process: poll its health check as Docker would, bounded.
     tokio::time::timeout(common::PATIENCE, async {

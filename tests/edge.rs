@@ -75,12 +75,7 @@ async fn slow_and_silent_connections_are_closed_after_the_handshake_timeout() {
         .await
         .unwrap();
     closed_by_server(idle).await;
-    let metrics = reqwest::get(bridge.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = bridge.metrics().await;
     assert!(
         metrics
             .contains(r#"pgbroadcast_http_connections_closed_total{reason="handshake_timeout"}"#),

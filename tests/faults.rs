@@ -119,11 +119,6 @@ async fn an_unreadable_notification_becomes_a_resync_on_its_channel() {
     )
     .await
     .unwrap();
-    common::barrier(&pg, "order").await;
-    let frames = client.until("order", "barrier").await;
-    assert_eq!(
-        frames[0],
-        json!({"channel": "order", "event": "resync", "payload": {"reason": "invalid_signal"}})
-    );
-    assert_eq!(frames.len(), 2, "{frames:?}");
+    common::expect_invalid_signal_resync(&pg, &mut client, "order", "unreadable notifications")
+        .await;
 }

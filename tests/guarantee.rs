@@ -320,12 +320,7 @@ async fn listener_backend_terminated_repeatedly() {
             "each client must have been told about the gaps: {r:?}"
         );
     }
-    let metrics = reqwest::get(bridge.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = bridge.metrics().await;
     assert!(
         metrics.contains("pgbroadcast_listener_reconnects_total 3"),
         "{metrics}"

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::binary::Served;
 use common::{Bridge, TestDb};
 use pgbroadcast::config::Limits;
 use proptest::prelude::*;
@@ -55,6 +56,18 @@ async fn post_raw(http: &reqwest::Client, url: &str, body: impl Into<String>) ->
             .body(body.into()),
     )
     .await
+}
+
+/// Creates an order for ada; its id.
+async fn an_order(http: &reqwest::Client, bridge: &Bridge) -> i64 {
+    let created = post_raw(
+        http,
+        &bridge.http_url("/api/orders"),
+        r#"{"customer": "ada"}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    created.body["data"]["id"].as_i64().unwrap()
 }
 
 async fn demo_with(limits: Limits) -> (Bridge, TestDb) {
@@ -137,13 +150,7 @@ async fn the_default_limit_is_64_kib() {
 async fn refusals_name_the_field_and_what_it_must_be() {
     let (bridge, db) = demo_with(Limits::default()).await;
     let http = reqwest::Client::new();
-    let created = post_raw(
-        &http,
-        &bridge.http_url("/api/orders"),
-        r#"{"customer": "ada"}"#,
-    )
-    .await;
-    let id = created.body["data"]["id"].as_i64().unwrap();
+    let id = an_order(&http, &bridge).await;
     let orders = bridge.http_url("/api/orders");
     let order = bridge.http_url(&format!("/api/orders/{id}"));
     let items = bridge.http_url(&format!("/api/orders/{id}/items"));
@@ -353,13 +360,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 async fn no_answer_to_random_bodies_speaks_of_server_types() {
     let (bridge, db) = demo_with(Limits::default()).await;
     let http = reqwest::Client::new();
-    let created = post_raw(
-        &http,
-        &bridge.http_url("/api/orders"),
-        r#"{"customer": "ada"}"#,
-    )
-    .await;
-    let id = created.body["data"]["id"].as_i64().unwrap();
+    let id = an_order(&http, &bridge).await;
     let endpoints = [
         ("POST", bridge.http_url("/api/orders")),
         ("PATCH", bridge.http_url(&format!("/api/orders/{id}"))),
@@ -564,91 +565,22 @@ async fn a_plain_get_on_the_websocket_endpoint_answers_426() {
     }
 }
 
-/// The real binary, its stderr (the log) captured.
-struct Binary {
-    _child: tokio::process::Child,
-    addr: String,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Binary {
-    async fn start(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Binary {
-        use std::process::Stdio;
-        use tokio::io::{AsyncBufReadExt, BufReader};
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgbroadcast"))
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", common::cluster().url(&db.name))
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = std::sync::Arc::clone(&log);
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = tokio::time::timeout(common::PATIENCE, stdout.next_line())
-                .await
-                .expect("server start")
-                .unwrap()
-                .unwrap_or_else(|| panic!("server exited:\n{}", log.lock().unwrap()));
-            if let Some(rest) = line.strip_prefix("listening on http://") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Go on reading: a closed pipe would end the process at its next line.
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-        Binary {
-            _child: child,
-            addr,
-            log,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The first log line holding `needle`, waited for (bounded).
-    async fn log_line(&self, needle: &str) -> String {
-        let found = tokio::time::timeout(common::PATIENCE, async {
-            loop {
-                if let Some(line) = self
-                    .log
-                    .lock()
-                    .unwrap()
-                    .lines()
-                    .find(|l| l.contains(needle))
-                {
-                    return line.to_owned();
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!("no log line with {needle:?}:\n{}", self.log.lock().unwrap())
-        })
-    }
+/// `pgbroadcast demo` on `db`, with its log at `info` and `env`.
+async fn demo_binary(db: &TestDb, env: &[(&str, &str)]) -> Served {
+    Served::start(
+        &common::cluster().url(&db.name),
+        &["demo", "--listen", "127.0.0.1:0"],
+        &[&[("RUST_LOG", "info")], env].concat(),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_500_logs_what_postgres_said_and_answers_generically() {
     let db = TestDb::migrated().await;
-    let server = Binary::start(&db, &["demo"], &[]).await;
+    let server = demo_binary(&db, &[]).await;
     let http = reqwest::Client::new();
-    let orders = server.url("/api/orders");
+    let orders = server.http_url("/api/orders");
     let answer = post_raw(&http, &orders, r#"{"customer": "ada"}"#).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
 
@@ -688,7 +620,7 @@ async fn a_500_logs_what_postgres_said_and_answers_generically() {
         json!({"error": {"code": "internal", "message": "the request could not be completed; see the server log"}})
     );
 
-    let line = server.log_line("PB042").await;
+    let line = server.log_line(&["PB042"]).await;
     // The error is one quoted log value, so its own quotes are escaped.
     for expected in [
         "ERROR PB042: orders are frozen for stocktaking",
@@ -715,9 +647,9 @@ async fn a_500_logs_what_postgres_said_and_answers_generically() {
         )
         .await
         .unwrap();
-    let answer = send(http.get(server.url("/api/orders/1"))).await;
+    let answer = send(http.get(server.http_url("/api/orders/1"))).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let line = server.log_line("42703").await;
+    let line = server.log_line(&["ERROR 42703"]).await;
     assert!(
         line.contains(r#"ERROR 42703: column \"quantity\" does not exist"#),
         "{line}"
@@ -750,10 +682,10 @@ async fn error_chain_gives_every_cause_and_what_postgres_said() {
 #[tokio::test]
 async fn the_body_limit_is_set_by_its_environment_variable() {
     let db = TestDb::migrated().await;
-    let server = Binary::start(&db, &["demo"], &[("PGBROADCAST_MAX_BODY_BYTES", "1024")]).await;
+    let server = demo_binary(&db, &[("PGBROADCAST_MAX_BODY_BYTES", "1024")]).await;
     let http = reqwest::Client::new();
     let body = format!(r#"{{"customer": "ada"{}}}"#, " ".repeat(1024));
-    let answer = post_raw(&http, &server.url("/api/orders"), body).await;
+    let answer = post_raw(&http, &server.http_url("/api/orders"), body).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(answer.message().contains("1024 bytes"), "{}", answer.body);
 }

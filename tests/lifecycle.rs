@@ -11,17 +11,10 @@ mod common;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pgbroadcast");
+use common::binary::{Exit, Launch, Process};
+use nix::sys::signal::Signal;
 
 /// How often file-system conditions are polled: there is no event to wait on
 /// for another process creating a file, so the tests look every few ms
@@ -49,114 +42,32 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// `pgbroadcast serve` with no DATABASE_URL, TMPDIR set to `tmp`; its stdout
-/// lines arrive on a channel as they are printed.
-struct Serve {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    printed: Vec<String>,
-    stderr: JoinHandle<String>,
+/// `pgbroadcast serve <args>` with no DATABASE_URL, TMPDIR set to `tmp`.
+fn spawn_serve(tmp: &Path, args: &[&str]) -> Process {
+    Launch::new(&["serve"])
+        .args(args)
+        .env_remove("DATABASE_URL")
+        // No authentication, whatever the environment of the tests says.
+        .env_remove("PGBROADCAST_JWT_SECRET")
+        .env_remove("PGBROADCAST_JWT_PUBLIC_KEYS")
+        .env_remove("PGBROADCAST_INSECURE")
+        .env("TMPDIR", tmp)
+        .spawn()
 }
 
-/// What a finished run printed, and how it ended.
-#[derive(Debug)]
-struct Exit {
-    status: ExitStatus,
-    stdout: Vec<String>,
-    stderr: String,
-}
-
-impl Serve {
-    fn spawn(tmp: &Path, args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(args)
-            .env_remove("DATABASE_URL")
-            // No authentication, whatever the environment of the tests says.
-            .env_remove("PGBROADCAST_JWT_SECRET")
-            .env_remove("PGBROADCAST_JWT_PUBLIC_KEYS")
-            .env_remove("PGBROADCAST_INSECURE")
-            .env("TMPDIR", tmp)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                let _ = tx.send(line);
-            }
-        });
-        let mut stderr = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text).await;
-            text
-        });
-        Serve {
-            child,
-            lines,
-            printed: Vec::new(),
-            stderr,
+/// Polls `condition` until it holds (see [`POLL`]); panics after the test's
+/// patience, or if `serve` exits first.
+async fn until(serve: &mut Process, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + common::PATIENCE;
+    while !condition() {
+        if let Some(status) = serve.try_wait() {
+            panic!(
+                "serve exited ({status}) before {what}: {:?}",
+                serve.printed()
+            );
         }
-    }
-
-    /// Waits for a stdout line starting with `prefix`.
-    async fn line(&mut self, prefix: &str) -> String {
-        loop {
-            let line = tokio::time::timeout(common::PATIENCE, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no {prefix:?} line in time: {:?}", self.printed))
-                .unwrap_or_else(|| panic!("stdout closed before {prefix:?}: {:?}", self.printed));
-            self.printed.push(line.clone());
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    }
-
-    /// Whether a line starting with `prefix` has been printed by now (does not wait).
-    fn has_printed(&mut self, prefix: &str) -> bool {
-        while let Ok(line) = self.lines.try_recv() {
-            self.printed.push(line);
-        }
-        self.printed.iter().any(|l| l.starts_with(prefix))
-    }
-
-    /// Polls `condition` until it holds (see [`POLL`]); panics after the test's patience.
-    async fn until(&mut self, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + common::PATIENCE;
-        while !condition() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("serve exited ({status}) before {what}: {:?}", self.printed);
-            }
-            assert!(Instant::now() < deadline, "no {what} in time");
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    async fn sigterm(self) -> Exit {
-        self.stop(Signal::SIGTERM).await
-    }
-
-    /// Sends `signal` and waits for the exit.
-    async fn stop(mut self, signal: Signal) -> Exit {
-        kill(Pid::from_raw(self.child.id().unwrap() as i32), signal).unwrap();
-        let status = tokio::time::timeout(common::PATIENCE, self.child.wait())
-            .await
-            .expect("no exit after the signal")
-            .unwrap();
-        while let Some(line) = self.lines.recv().await {
-            self.printed.push(line);
-        }
-        Exit {
-            status,
-            stdout: self.printed,
-            stderr: self.stderr.await.unwrap(),
-        }
+        assert!(Instant::now() < deadline, "no {what} in time");
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -239,7 +150,7 @@ enum Point {
 
 async fn signal_at(point: Point, signal: Signal) {
     let tmp = private_tmpdir();
-    let mut serve = Serve::spawn(tmp.path(), &["--listen", "127.0.0.1:0"]);
+    let mut serve = spawn_serve(tmp.path(), &["--listen", "127.0.0.1:0"]);
     let file = |name: &'static str| {
         let tmp = tmp.path().to_owned();
         move || cluster_dir(&tmp).is_some_and(|dir| dir.join(name).exists())
@@ -247,21 +158,18 @@ async fn signal_at(point: Point, signal: Signal) {
     match point {
         Point::DirCreated => {
             let tmp = tmp.path().to_owned();
-            serve
-                .until("cluster directory", || cluster_dir(&tmp).is_some())
-                .await
+            until(&mut serve, "cluster directory", || {
+                cluster_dir(&tmp).is_some()
+            })
+            .await
         }
-        Point::InitdbRunning => {
-            serve
-                .until("data/PG_VERSION", file("data/PG_VERSION"))
-                .await
-        }
-        Point::PostgresStarting => serve.until("postgres.log", file("postgres.log")).await,
-        Point::ClusterPrinted => drop(serve.line("private Postgres").await),
-        Point::Listening => drop(serve.line("listening on").await),
+        Point::InitdbRunning => until(&mut serve, "data/PG_VERSION", file("data/PG_VERSION")).await,
+        Point::PostgresStarting => until(&mut serve, "postgres.log", file("postgres.log")).await,
+        Point::ClusterPrinted => drop(serve.printed_after("private Postgres").await),
+        Point::Listening => drop(serve.printed_after("listening on").await),
     }
     let cluster = cluster_dir(tmp.path()).unwrap();
-    let exit = serve.stop(signal).await;
+    let exit = serve.stop_with(signal).await;
     assert_eq!(exit.status.code(), Some(0), "{point:?}, {signal}: {exit:?}");
     assert_nothing_left(tmp.path(), &cluster, &exit).await;
     if matches!(point, Point::DirCreated | Point::InitdbRunning) {
@@ -328,7 +236,7 @@ fn not_owner_only(dir: &Path, walked: &mut Vec<PathBuf>) -> Vec<String> {
 #[tokio::test]
 async fn the_private_cluster_is_readable_by_its_owner_only() {
     let tmp = private_tmpdir();
-    let mut serve = Serve::spawn(tmp.path(), &["--listen", "127.0.0.1:0"]);
+    let serve = spawn_serve(tmp.path(), &["--listen", "127.0.0.1:0"]);
     // During start-up: the directory, and the password file for as long as it
     // exists (initdb reads it, then it is removed). See POLL.
     let mut bad = std::collections::BTreeSet::new();
@@ -371,7 +279,7 @@ async fn the_private_cluster_is_readable_by_its_owner_only() {
     );
     assert!(bad.is_empty(), "not owner-only: {bad:#?}");
 
-    let exit = serve.sigterm().await;
+    let exit = serve.terminate().await;
     assert!(exit.status.success(), "{exit:?}");
     assert_nothing_left(tmp.path(), &cluster, &exit).await;
 }
@@ -380,33 +288,25 @@ async fn the_private_cluster_is_readable_by_its_owner_only() {
 /// meanwhile: returns what it printed and every entry TMPDIR ever had (see POLL).
 async fn serve_expecting_refusal(tmp: &Path, args: &[&str]) -> (Exit, Vec<PathBuf>, Duration) {
     let started = Instant::now();
-    let mut serve = Serve::spawn(tmp, args);
+    let mut serve = spawn_serve(tmp, args);
     let mut seen: Vec<PathBuf> = Vec::new();
-    let status = loop {
+    loop {
         for entry in entries(tmp) {
             if !seen.contains(&entry) {
                 seen.push(entry);
             }
         }
-        if let Some(status) = serve.child.try_wait().unwrap() {
-            break status;
+        if serve.try_wait().is_some() {
+            break;
         }
         assert!(
             started.elapsed() < common::PATIENCE,
             "serve {args:?} is still running"
         );
         tokio::time::sleep(POLL).await;
-    };
-    let elapsed = started.elapsed();
-    while let Some(line) = serve.lines.recv().await {
-        serve.printed.push(line);
     }
-    let exit = Exit {
-        status,
-        stdout: serve.printed,
-        stderr: serve.stderr.await.unwrap(),
-    };
-    (exit, seen, elapsed)
+    let elapsed = started.elapsed();
+    (serve.wait().await, seen, elapsed)
 }
 
 /// Checks that fail at once: no Postgres was started, nothing was left, no time was lost.
@@ -429,7 +329,7 @@ async fn a_busy_port_is_refused_before_any_postgres_is_started() {
     let addr = taken.local_addr().unwrap().to_string();
     let (exit, seen, elapsed) = serve_expecting_refusal(tmp.path(), &["--listen", &addr]).await;
     assert!(
-        exit.stderr.contains(&format!("cannot listen on {addr}")),
+        exit.log.contains(&format!("cannot listen on {addr}")),
         "{exit:?}"
     );
     assert_refused_before_any_cluster(tmp.path(), &exit, &seen, elapsed);
@@ -441,7 +341,7 @@ async fn a_public_address_without_authentication_is_refused_before_any_postgres_
     let (exit, seen, elapsed) =
         serve_expecting_refusal(tmp.path(), &["--listen", "0.0.0.0:0"]).await;
     assert!(
-        exit.stderr
+        exit.log
             .contains("refusing to serve 0.0.0.0:0 without authentication"),
         "{exit:?}"
     );

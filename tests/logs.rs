@@ -6,7 +6,6 @@ mod common;
 
 use common::binary::Served;
 use common::{TestDb, WsClient};
-use serde_json::json;
 
 #[tokio::test]
 async fn a_forged_notification_cannot_forge_log_lines_or_terminal_escapes() {
@@ -24,12 +23,9 @@ async fn a_forged_notification_cannot_forge_log_lines_or_terminal_escapes() {
     )
     .await
     .unwrap();
-    common::barrier(&pg, "order").await;
     // Both were read before the barrier arrived; the second names its
     // channel, which gets a resync.
-    let frames = client.until("order", "barrier").await;
-    assert_eq!(frames.len(), 2, "{frames:?}");
-    assert_eq!(frames[0]["payload"]["reason"], "invalid_signal");
+    common::expect_invalid_signal_resync(&pg, &mut client, "order", "forged notifications").await;
     let log = server.stop().await;
     let forged: Vec<&str> = log.lines().filter(|l| l.contains("FORGED")).collect();
     assert_eq!(forged.len(), 2, "{log}");
@@ -70,14 +66,7 @@ async fn a_forged_payload_shape_is_never_delivered() {
         pg.execute("select pg_notify('pgbroadcast', $1)", &[&notification])
             .await
             .unwrap();
-        common::barrier(&pg, "order").await;
-        let frames = client.until("order", "barrier").await;
-        assert_eq!(
-            frames[0],
-            json!({"channel": "order", "event": "resync", "payload": {"reason": "invalid_signal"}}),
-            "{forged}"
-        );
-        assert_eq!(frames.len(), 2, "{forged}: {frames:?}");
+        common::expect_invalid_signal_resync(&pg, &mut client, "order", forged).await;
     }
 }
 

@@ -6,95 +6,26 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
+use common::pki::{Certificates, Key};
 use common::{TestDb, WsClient, brief, connect, write};
 use pgbroadcast::config::PgArgs;
 use pgbroadcast::server::{self, Settings};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it.
-fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pgbroadcast test CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-    );
+/// A CA and a server certificate for 127.0.0.1 signed by it, readable by Postgres.
+fn certificates() -> Certificates {
+    let certs = Certificates::new(Key::Rsa2048);
+    let dir = certs.dir();
     // Postgres reads these as its own user, and wants its key private.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        dir.join("server.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(certs.key(), std::fs::Permissions::from_mode(0o600)).unwrap();
     if nix::unistd::Uid::effective().is_root() {
         let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-        for file in ["server.key", "server.crt"] {
-            std::os::unix::fs::chown(dir.join(file), Some(pg.uid.as_raw()), Some(pg.gid.as_raw()))
-                .unwrap();
+        for file in [certs.key(), certs.cert()] {
+            std::os::unix::fs::chown(file, Some(pg.uid.as_raw()), Some(pg.gid.as_raw())).unwrap();
         }
     }
+    certs
 }
 
 fn settings(db: &TestDb, ca_file: Option<&Path>) -> Settings {
@@ -115,10 +46,8 @@ fn settings(db: &TestDb, ca_file: Option<&Path>) -> Settings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_postgres_verifies_the_server_and_delivers() {
-    let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path());
-    let cert = certs.path().join("server.crt");
-    let key = certs.path().join("server.key");
+    let certs = certificates();
+    let (cert, key) = (certs.cert(), certs.key());
     let cluster = pgbroadcast::cluster::Cluster::builder()
         .setting("fsync", "off")
         .setting("ssl", "on")
@@ -145,7 +74,7 @@ async fn tls_to_postgres_verifies_the_server_and_delivers() {
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ca = certs.path().join("ca.crt");
+    let ca = certs.ca();
     let running = server::start(listener, settings(&db, Some(&ca)))
         .await
         .expect("start over TLS");

@@ -173,12 +173,7 @@ async fn connections_over_the_limit_are_refused_before_the_upgrade() {
     })
     .await
     .expect("the freed slot was never reused");
-    let metrics = reqwest::get(bridge.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = bridge.metrics().await;
     assert!(
         metrics.contains(r#"pgbroadcast_connections_refused_total{reason="max_connections"}"#),
         "{metrics}"

@@ -1,84 +1,331 @@
-//! The real binary, run as an operator runs it, with its log (stderr)
-//! captured so tests can read what an operator would read.
+//! The real binary, run as an operator runs it. What it prints (stdout) and
+//! its log (stderr) are read line by line in the background from the start,
+//! so tests can read them or wait for a line, and a later print never meets
+//! a closed pipe.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use super::PATIENCE;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pgbroadcast");
 
-/// `pgbroadcast serve|demo` against a database, serving on a free port.
-pub struct Served {
+/// How to start the binary: a command line and its environment.
+pub struct Launch {
+    command: Command,
+}
+
+impl Launch {
+    /// `pgbroadcast <args>`, in the tests' own environment.
+    pub fn new(args: &[&str]) -> Launch {
+        let mut command = Command::new(BIN);
+        command.args(args);
+        Launch { command }
+    }
+
+    /// `sh -c script` (for `ulimit` and the like); the script must `exec` the binary.
+    pub fn via_shell(script: &str) -> Launch {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(script);
+        Launch { command }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Launch {
+        self.command.env(name, value);
+        self
+    }
+
+    pub fn envs(mut self, envs: &[(&str, &str)]) -> Launch {
+        self.command.envs(envs.iter().copied());
+        self
+    }
+
+    pub fn env_remove(mut self, name: &str) -> Launch {
+        self.command.env_remove(name);
+        self
+    }
+
+    /// Against this database (`DATABASE_URL`).
+    pub fn database(self, url: &str) -> Launch {
+        self.env("DATABASE_URL", url)
+    }
+
+    /// Starts it; killed when the [`Process`] is dropped.
+    pub fn spawn(mut self) -> Process {
+        let mut child = self
+            .command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the binary");
+        let stdout = Pipe::read(child.stdout.take().unwrap());
+        let log = Pipe::read(child.stderr.take().unwrap());
+        Process { child, stdout, log }
+    }
+
+    /// Runs it to its exit (within the test's patience).
+    pub async fn run(self) -> Exit {
+        self.spawn().wait().await
+    }
+
+    /// Starts `serve` or `demo` and waits until it is ready (the LISTEN is
+    /// in effect); see [`Served`].
+    pub async fn serve(self) -> Served {
+        let process = self.spawn();
+        let addr = process
+            .printed_after("listening on http://")
+            .await
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        let served = Served { process, addr };
+        served.wait_ready().await;
+        served
+    }
+}
+
+/// What has been read from one pipe so far.
+#[derive(Default)]
+struct Text {
+    lines: Vec<String>,
+    /// End-of-file: the process (and any child holding the pipe) closed it.
+    ended: bool,
+}
+
+/// One of the process's pipes, read line by line by a task of its own;
+/// waiters are woken at every line and at end-of-file.
+struct Pipe(watch::Receiver<Text>);
+
+impl Pipe {
+    fn read(pipe: impl AsyncRead + Unpin + Send + 'static) -> Pipe {
+        let (tx, rx) = watch::channel(Text::default());
+        tokio::spawn(async move {
+            let mut pipe = BufReader::new(pipe);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match pipe.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        // As `lines()` would, but bytes that are not UTF-8 are kept (replaced), not an end.
+                        let text = String::from_utf8_lossy(&line);
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        let text = text.strip_suffix('\r').unwrap_or(text).to_owned();
+                        tx.send_modify(|t| t.lines.push(text));
+                    }
+                }
+            }
+            tx.send_modify(|t| t.ended = true);
+        });
+        Pipe(rx)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.borrow().lines.clone()
+    }
+
+    fn text(&self) -> String {
+        self.0
+            .borrow()
+            .lines
+            .iter()
+            .fold(String::new(), |mut text, line| {
+                text.push_str(line);
+                text.push('\n');
+                text
+            })
+    }
+
+    /// The first line for which `wanted` holds, waited for within the
+    /// test's patience; if there is none, why not.
+    async fn line(&self, wanted: impl Fn(&str) -> bool) -> Result<String, &'static str> {
+        let mut rx = self.0.clone();
+        let first = |text: &Text| text.lines.iter().find(|l| wanted(l)).cloned();
+        let waited = tokio::time::timeout(
+            PATIENCE,
+            rx.wait_for(|text| text.ended || first(text).is_some()),
+        )
+        .await;
+        let found = match waited {
+            Ok(Ok(text)) => first(&text),
+            // The reader is gone: all there will ever be is here.
+            Ok(Err(_)) => first(&self.0.borrow()),
+            Err(_) => return Err("not within the test's patience"),
+        };
+        found.ok_or("the pipe was closed first")
+    }
+
+    /// Waits (within the test's patience) for end-of-file.
+    async fn end(&self) {
+        let mut rx = self.0.clone();
+        let ended = tokio::time::timeout(PATIENCE, rx.wait_for(|text| text.ended)).await;
+        // An error means the reader is gone, and it goes only at the end.
+        assert!(ended.is_ok(), "the pipe stayed open:\n{}", self.text());
+    }
+}
+
+/// A running binary.
+pub struct Process {
     child: Child,
+    stdout: Pipe,
+    log: Pipe,
+}
+
+/// How a process ended, with all it printed and logged.
+#[derive(Debug)]
+pub struct Exit {
+    pub status: ExitStatus,
+    pub stdout: Vec<String>,
+    /// Its stderr, read to end-of-file.
+    pub log: String,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// The lines it has printed so far.
+    pub fn printed(&self) -> Vec<String> {
+        self.stdout.lines()
+    }
+
+    /// Whether it has printed a line starting with `prefix` by now (does not wait).
+    pub fn has_printed(&self, prefix: &str) -> bool {
+        self.printed().iter().any(|l| l.starts_with(prefix))
+    }
+
+    /// What follows `prefix` on the first printed line that starts with it
+    /// (leading spaces aside), trimmed; waited for within the test's patience.
+    pub async fn printed_after(&self, prefix: &str) -> String {
+        fn after<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+            line.trim_start().strip_prefix(prefix).map(str::trim)
+        }
+        let line = self.stdout.line(|l| after(l, prefix).is_some()).await;
+        let line = line.unwrap_or_else(|why| {
+            panic!(
+                "no line starting with {prefix:?} printed ({why}): {:?}\nlog:\n{}",
+                self.printed(),
+                self.log()
+            )
+        });
+        after(&line, prefix).unwrap().to_owned()
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.text()
+    }
+
+    /// The first log line holding every one of `needles`, waited for within
+    /// the test's patience.
+    pub async fn log_line(&self, needles: &[&str]) -> String {
+        let line = self
+            .log
+            .line(|l| needles.iter().all(|n| l.contains(n)))
+            .await;
+        line.unwrap_or_else(|why| panic!("no log line with {needles:?} ({why}):\n{}", self.log()))
+    }
+
+    /// Its exit status if it has exited (does not wait).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait for the binary")
+    }
+
+    /// Sends `signal` (it need not be the last: `wait` and the stops below
+    /// still read everything to its end).
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal the binary");
+    }
+
+    /// Waits for the exit (within the test's patience), then for both pipes
+    /// to be read to end-of-file.
+    pub async fn wait(mut self) -> Exit {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the binary did not exit in time:\n{}", self.log()))
+            .unwrap();
+        self.stdout.end().await;
+        self.log.end().await;
+        Exit {
+            status,
+            stdout: self.printed(),
+            log: self.log(),
+        }
+    }
+
+    /// Stops it with `signal` and waits for the exit; see [`Process::wait`].
+    pub async fn stop_with(self, signal: Signal) -> Exit {
+        self.signal(signal);
+        self.wait().await
+    }
+
+    /// SIGTERM, as an operator stops it.
+    pub async fn terminate(self) -> Exit {
+        self.stop_with(Signal::SIGTERM).await
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill(self) -> Exit {
+        self.stop_with(Signal::SIGKILL).await
+    }
+}
+
+/// `pgbroadcast serve|demo`, serving on the address it printed and ready.
+pub struct Served {
+    process: Process,
     /// `host:port` it serves on.
     pub addr: String,
-    log: Arc<Mutex<String>>,
-    reader: JoinHandle<()>,
+}
+
+impl Deref for Served {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
 }
 
 impl Served {
     /// Starts `pgbroadcast <args>` with `DATABASE_URL=database_url` and
     /// `envs`, and waits until it is ready (the LISTEN is in effect).
     pub async fn start(database_url: &str, args: &[&str], envs: &[(&str, &str)]) -> Served {
-        let mut command = Command::new(BIN);
-        command.args(args).envs(envs.iter().copied());
-        Served::spawn(command, database_url).await
+        Launch::new(args)
+            .database(database_url)
+            .envs(envs)
+            .serve()
+            .await
     }
 
-    /// The same, started by `sh -c script` (for `ulimit` and the like); the
-    /// script must `exec` the binary.
+    /// The same, started by `sh -c script`; see [`Launch::via_shell`].
     pub async fn start_via_shell(database_url: &str, script: &str) -> Served {
-        let mut command = Command::new("/bin/sh");
-        command.arg("-c").arg(script);
-        Served::spawn(command, database_url).await
-    }
-
-    async fn spawn(mut command: Command, database_url: &str) -> Served {
-        command
-            .env("DATABASE_URL", database_url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        let reader = tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = tokio::time::timeout(PATIENCE, stdout.next_line())
-                .await
-                .expect("the server printed no address in time")
-                .unwrap()
-                .unwrap_or_else(|| panic!("the server exited:\n{}", log.lock().unwrap()));
-            if let Some(rest) = line.strip_prefix("listening on http://") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let served = Served {
-            child,
-            addr,
-            log,
-            reader,
-        };
-        served.wait_ready().await;
-        served
+        Launch::via_shell(script)
+            .database(database_url)
+            .serve()
+            .await
     }
 
     async fn wait_ready(&self) {
-        let readyz = format!("http://{}/readyz", self.addr);
+        let readyz = self.http_url("/readyz");
         tokio::time::timeout(PATIENCE, async {
             loop {
                 let status = reqwest::get(&readyz).await.map(|r| r.status().as_u16());
@@ -90,7 +337,7 @@ impl Served {
             }
         })
         .await
-        .expect("the server never became ready");
+        .unwrap_or_else(|_| panic!("the server never became ready:\n{}", self.log()));
     }
 
     pub fn ws_url(&self) -> String {
@@ -101,24 +348,19 @@ impl Served {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("running")
-    }
-
     /// Stops the server (SIGKILL) and returns its whole log: everything it
     /// wrote before it died, read to end-of-file.
-    pub async fn stop(mut self) -> String {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        tokio::time::timeout(PATIENCE, &mut self.reader)
-            .await
-            .expect("the log was not read to its end")
-            .unwrap();
-        let log = self.log.lock().unwrap().clone();
+    pub async fn stop(self) -> String {
+        let log = self.process.kill().await.log;
         assert!(
             log.contains("LISTEN in effect"),
             "the log was not captured:\n{log}"
         );
         log
+    }
+
+    /// Stops the server as an operator does (SIGTERM) and waits for the exit.
+    pub async fn terminate(self) -> Exit {
+        self.process.terminate().await
     }
 }

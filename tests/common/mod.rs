@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod checker;
+pub mod pki;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -172,6 +173,16 @@ impl Bridge {
             .status()
             .as_u16()
     }
+
+    /// What `/metrics` answers now (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 /// A real WebSocket client.
@@ -282,6 +293,25 @@ pub async fn barrier(db: &Client, channel: &str) {
     )
     .await
     .unwrap();
+}
+
+/// Commits a barrier on `channel` and expects exactly one frame before it:
+/// the `resync` for an invalid signal that notifications on `channel` the
+/// bridge cannot read come to. `what` names them in a failure.
+pub async fn expect_invalid_signal_resync(
+    db: &Client,
+    client: &mut WsClient,
+    channel: &str,
+    what: &str,
+) {
+    barrier(db, channel).await;
+    let frames = client.until(channel, "barrier").await;
+    assert_eq!(
+        frames[0],
+        json!({"channel": channel, "event": "resync", "payload": {"reason": "invalid_signal"}}),
+        "{what}"
+    );
+    assert_eq!(frames.len(), 2, "{what}: {frames:?}");
 }
 
 /// Runs `sql` in one transaction and returns that transaction's txid.
