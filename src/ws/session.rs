@@ -177,7 +177,7 @@ where
                     }
                 }
             }
-            () = &mut rate_notice => {
+            () = &mut rate_notice, if rate.dropped > 0 => {
                 rate_notice.as_mut().reset(far_future());
                 let count = rate.take_dropped();
                 vec![text(Control::Error {
