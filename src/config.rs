@@ -305,6 +305,9 @@ impl Limits {
             mailbox_bytes: self.outbound_bytes,
             history_len: self.history_size,
             history_age: self.history_age,
+            heartbeat: self.heartbeat,
+            max_lag: self.max_lag,
+            shards: 0,
         }
     }
 

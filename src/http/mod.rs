@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -29,6 +27,7 @@ use crate::http::json::BodyLimit;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ws::session;
+use crate::ws::upgrade::{self, NotAHandshake};
 
 /// Everything a request handler needs.
 #[derive(Clone)]
@@ -234,22 +233,26 @@ impl Drop for ConnectionSlot {
 /// A token offered as `Sec-WebSocket-Protocol: bearer, <jwt>` (browsers
 /// cannot set other headers on a WebSocket).
 fn protocol_token(headers: &HeaderMap) -> Option<String> {
-    let offered: Vec<String> = headers
+    let offered: Vec<&str> = offered_protocols(headers).collect();
+    let at = offered
+        .iter()
+        .position(|p| p.eq_ignore_ascii_case("bearer"))?;
+    offered.get(at + 1).map(|t| (*t).to_owned())
+}
+
+/// The subprotocols a handshake offers, in order.
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .collect();
-    let at = offered
-        .iter()
-        .position(|p| p.eq_ignore_ascii_case("bearer"))?;
-    offered.get(at + 1).cloned()
+        .map(str::trim)
 }
 
 /// Why a request to `/ws/broadcast` is no WebSocket handshake, in the API's
 /// error shape: 426 (with `Upgrade: websocket`) for a plain HTTP request.
-fn not_a_handshake(rejection: WebSocketUpgradeRejection) -> Response {
+fn not_a_handshake(rejection: NotAHandshake) -> Response {
     use axum::http::header::{CONNECTION, SEC_WEBSOCKET_VERSION, UPGRADE};
     let upgrade_required = |message: &str| {
         let mut response = ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
@@ -260,36 +263,34 @@ fn not_a_handshake(rejection: WebSocketUpgradeRejection) -> Response {
         response
     };
     match rejection {
-        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_) => {
+        NotAHandshake::Version => {
             let mut response = upgrade_required("this server speaks WebSocket version 13");
             response
                 .headers_mut()
                 .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
             response
         }
-        WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_)
-        | WebSocketUpgradeRejection::InvalidProtocolPseudoheader(_) => ApiError::new(
+        NotAHandshake::MissingKey => ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_handshake",
             "the WebSocket handshake is incomplete (Sec-WebSocket-Key is missing)",
         )
         .into_response(),
-        _ => upgrade_required(
+        NotAHandshake::NoUpgrade => upgrade_required(
             "this is a WebSocket endpoint: connect with a WebSocket client (ws://…/ws/broadcast)",
         ),
     }
 }
 
 async fn ws_upgrade(
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
+    mut request: axum::extract::Request,
 ) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
+    let handshake = match upgrade::handshake(&mut request) {
+        Ok(handshake) => handshake,
         Err(rejection) => return not_a_handshake(rejection),
     };
+    let (headers, uri) = (request.headers(), request.uri());
     let security = Arc::clone(&state.security);
     if crate::auth::token_in_query(uri.query()) {
         return ApiError::new(
@@ -320,7 +321,7 @@ async fn ws_upgrade(
     }
     let mut identity = None;
     if let Some(authenticator) = &security.authenticator
-        && let Some(token) = protocol_token(&headers)
+        && let Some(token) = protocol_token(headers)
     {
         match authenticator.verify(&token).await {
             Ok(id) => identity = Some(id),
@@ -345,28 +346,24 @@ async fn ws_upgrade(
             .into_response();
     };
     let token = state.sessions.token();
-    // Mostly small frames out, small messages in: keep per-socket buffers small
-    // instead of tungstenite's 128 KiB defaults.
-    ws.protocols(["bearer"])
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(limits.hard_message_limit())
-        .max_frame_size(limits.hard_message_limit())
-        .on_upgrade(move |socket| async move {
-            let session = state.hub.connect();
-            let end = session::run(
-                socket,
-                session,
-                state.hub.epoch(),
-                &limits,
-                &security,
-                identity,
-                state.shutdown.clone(),
-            )
-            .await;
-            tracing::debug!(?end, "session ended");
-            drop(slot);
-            drop(token);
-        })
+    let bearer = offered_protocols(headers).any(|p| p.eq_ignore_ascii_case("bearer"));
+    handshake.accept(bearer, move |stream, early| async move {
+        // Signals are small and must not wait for the peer's ACK.
+        let _ = stream.set_nodelay(true);
+        let socket = Arc::new(crate::hub::shard::Socket::new(stream, state.hub.started()));
+        let session = state.hub.connect(Arc::clone(&socket));
+        let end = session::run(
+            socket,
+            session,
+            early,
+            &limits,
+            &security,
+            identity,
+            state.shutdown.clone(),
+        )
+        .await;
+        tracing::debug!(?end, "session ended");
+        drop(slot);
+        drop(token);
+    })
 }

@@ -163,7 +163,11 @@ mod tests {
     }
 
     fn texts(frames: Option<Vec<Frame>>) -> Option<Vec<String>> {
-        frames.map(|f| f.iter().map(|f| f.to_string()).collect())
+        frames.map(|f| {
+            f.iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect()
+        })
     }
 
     #[test]

@@ -1,27 +1,30 @@
 //! The hub: which sessions want which channels, and the fan-out. Each signal
-//! gets the node's next `seq`, is serialized once and kept in a bounded
-//! [`history`] for clients that resume; every matching session receives the
-//! same shared bytes through its bounded mailbox. A session whose mailbox is
-//! full is owed a `resync` for that channel instead of a silent gap.
+//! gets the node's next `seq`, is made into a complete WebSocket frame once
+//! and kept in a bounded [`history`] for clients that resume; its recipients
+//! are handed, shard by shard, to the [`shard`]s that write to their sockets,
+//! every one of them the same shared bytes. A client whose queue is full is
+//! owed a `resync` for that channel instead of a silent gap.
 
 pub mod history;
+pub mod shard;
+pub mod stream;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::ws::protocol::{self, Resume};
 use history::History;
+use shard::{Cmd, End, Publish, ShardConfig, ShardHandle, Socket};
 
-/// One serialized server → client frame, shared by every recipient.
-pub type Frame = Utf8Bytes;
+/// One server → client WebSocket frame, complete (header and payload) and
+/// shared by every recipient.
+pub type Frame = bytes::Bytes;
 
 /// A change signal as it came from Postgres.
 #[derive(Debug)]
@@ -92,7 +95,7 @@ pub struct Stats {
     pub channels: usize,
 }
 
-/// Bounds of the hub's memory.
+/// Bounds of the hub's memory and its shards' work.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     /// Frames a session may have queued before it is owed a resync.
@@ -103,15 +106,21 @@ pub struct HubConfig {
     pub history_len: usize,
     /// ... and at most this old.
     pub history_age: Duration,
+    /// Ping interval; silent peers go after two, non-reading ones after one.
+    pub heartbeat: Duration,
+    /// A client that keeps overflowing for longer is closed with 1013.
+    pub max_lag: Duration,
+    /// Shards writing to sockets; 0: one per core.
+    pub shards: usize,
 }
 
-impl Default for HubConfig {
-    fn default() -> Self {
-        HubConfig {
-            mailbox_frames: 1024,
-            mailbox_bytes: 4 * 1024 * 1024,
-            history_len: 10_000,
-            history_age: Duration::from_secs(120),
+impl HubConfig {
+    fn shard_config(&self) -> ShardConfig {
+        ShardConfig {
+            mailbox_frames: self.mailbox_frames,
+            mailbox_bytes: self.mailbox_bytes,
+            heartbeat: self.heartbeat,
+            max_lag: self.max_lag,
         }
     }
 }
@@ -120,13 +129,15 @@ pub struct Hub {
     registry: Mutex<Registry>,
     epoch: String,
     next_session: AtomicU64,
-    config: HubConfig,
     metrics: Arc<Metrics>,
+    shards: Vec<ShardHandle>,
+    /// The clock sessions measure silence against.
+    started: Instant,
 }
 
 struct Registry {
     channels: HashMap<String, Subscribers>,
-    sessions: HashMap<SessionId, Arc<Mailbox>>,
+    sessions: usize,
     seq: u64,
     history: History,
 }
@@ -181,75 +192,6 @@ impl Subscribers {
     }
 }
 
-/// A frame waiting for its session, with when the hub handed it over.
-pub struct Queued {
-    pub frame: Frame,
-    pub at: Instant,
-}
-
-struct Mailbox {
-    tx: mpsc::Sender<Queued>,
-    bytes: AtomicUsize,
-    max_bytes: usize,
-    /// Channels owed a resync; further signals on them are skipped until it is sent.
-    missed: Mutex<BTreeMap<String, ResyncReason>>,
-    /// The current streak of overflows: (first, latest).
-    overflows: Mutex<Option<(Instant, Instant)>>,
-    wake: Arc<Notify>,
-}
-
-impl Mailbox {
-    /// Queues `frame`; if the queue is full (frames or bytes), the channel is
-    /// owed a resync for `reason_if_full` instead (the first reason owed is kept).
-    fn deliver(
-        &self,
-        channel: &str,
-        frame: &Frame,
-        reason_if_full: ResyncReason,
-        metrics: &Metrics,
-    ) {
-        let mut missed = lock(&self.missed);
-        if missed.contains_key(channel) {
-            // Still behind: its resync has not even been written yet.
-            metrics.slow_consumer_frames_dropped.inc();
-            self.overflowed();
-            return;
-        }
-        let len = frame.len();
-        let fits = self.bytes.load(Ordering::Relaxed) + len <= self.max_bytes;
-        let queued = fits
-            && self
-                .tx
-                .try_send(Queued {
-                    frame: frame.clone(),
-                    at: Instant::now(),
-                })
-                .is_ok();
-        if queued {
-            self.bytes.fetch_add(len, Ordering::Relaxed);
-        } else if !self.tx.is_closed() {
-            missed.insert(channel.to_owned(), reason_if_full);
-            metrics.slow_consumer_frames_dropped.inc();
-            if reason_if_full == ResyncReason::SlowConsumer {
-                // A new resync; others were counted when they were sent.
-                metrics.resync(reason_if_full.as_str());
-            }
-            self.overflowed();
-            self.wake.notify_one();
-        }
-    }
-
-    /// Extends (or starts) the current streak of overflows.
-    fn overflowed(&self) {
-        let now = Instant::now();
-        let mut overflows = lock(&self.overflows);
-        *overflows = Some(match *overflows {
-            Some((first, _)) => (first, now),
-            None => (now, now),
-        });
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The registry holds no invariant a panicking holder could half-update in a
     // way later readers cannot live with, so poisoning is not fatal here.
@@ -257,19 +199,37 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// A hub with its shards (one per core unless `config.shards` says).
     pub fn new(config: HubConfig, metrics: Arc<Metrics>) -> Arc<Hub> {
-        let history = History::new(config.history_len, config.history_age);
+        let count = match config.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let shards = (0..count)
+            .map(|_| shard::spawn(config.shard_config(), Arc::clone(&metrics)))
+            .collect();
+        Hub::with_shards(&config, metrics, shards)
+    }
+
+    /// A hub whose shards are `shards` (tests watch what it asks of them).
+    pub fn with_shards(
+        config: &HubConfig,
+        metrics: Arc<Metrics>,
+        shards: Vec<ShardHandle>,
+    ) -> Arc<Hub> {
+        assert!(!shards.is_empty(), "a hub needs a shard");
         Arc::new(Hub {
             registry: Mutex::new(Registry {
                 channels: HashMap::new(),
-                sessions: HashMap::new(),
+                sessions: 0,
                 seq: 0,
-                history,
+                history: History::new(config.history_len, config.history_age),
             }),
             epoch: format!("{:016x}", rand::random::<u64>()),
             next_session: AtomicU64::new(1),
-            config,
             metrics,
+            shards,
+            started: Instant::now(),
         })
     }
 
@@ -282,35 +242,45 @@ impl Hub {
         &self.metrics
     }
 
-    /// Registers a new session with an empty subscription set.
-    pub fn connect(self: &Arc<Self>) -> Session {
+    /// The clock a connection's [`Socket`] measures silence against.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    fn shard_of(&self, id: SessionId) -> &ShardHandle {
+        &self.shards[(id % self.shards.len() as u64) as usize]
+    }
+
+    /// Registers a new connection (its socket goes to a shard) with an
+    /// empty subscription set.
+    pub fn connect(self: &Arc<Self>, socket: Arc<Socket>) -> Session {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.config.mailbox_frames.max(1));
-        let mailbox = Arc::new(Mailbox {
-            tx,
-            bytes: AtomicUsize::new(0),
-            max_bytes: self.config.mailbox_bytes,
-            missed: Mutex::default(),
-            overflows: Mutex::default(),
-            wake: Arc::new(Notify::new()),
-        });
+        let shard = self.shard_of(id).clone();
+        shard.send(Cmd::Add { id, socket });
         let mut registry = lock(&self.registry);
-        registry.sessions.insert(id, Arc::clone(&mailbox));
+        registry.sessions += 1;
         let start_seq = registry.seq;
         drop(registry);
         self.metrics.connections.inc();
         Session {
             hub: Arc::clone(self),
             id,
-            owed: Box::pin(Arc::clone(&mailbox.wake).notified_owned()),
-            mailbox,
-            rx,
+            shard,
             topics: HashSet::new(),
             start_seq,
         }
     }
 
-    /// Records a signal in the history and fans it out to every session that wants it.
+    /// Each shard's share of `ids`.
+    fn by_shard(&self, mut each: impl FnMut(&mut dyn FnMut(SessionId))) -> Vec<Vec<SessionId>> {
+        let mut split = vec![Vec::new(); self.shards.len()];
+        let count = self.shards.len() as u64;
+        each(&mut |id| split[(id % count) as usize].push(id));
+        split
+    }
+
+    /// Records a signal in the history and hands it to the shards of every
+    /// session that wants it.
     pub fn publish(&self, signal: &Signal) {
         self.metrics.signals_received.inc();
         let mut registry = lock(&self.registry);
@@ -324,16 +294,22 @@ impl Hub {
         let Some(subscribers) = registry.channels.get(&signal.channel) else {
             return;
         };
-        subscribers.for_each_recipient(entity, |id| {
-            if let Some(mailbox) = registry.sessions.get(&id) {
-                mailbox.deliver(
-                    &signal.channel,
-                    &frame,
-                    ResyncReason::SlowConsumer,
-                    &self.metrics,
-                );
-            }
+        let split = self.by_shard(|add| subscribers.for_each_recipient(entity, add));
+        let publish = Arc::new(Publish {
+            frame,
+            channel: Arc::from(signal.channel.as_str()),
+            at: Instant::now(),
         });
+        // Sent under the lock: a subscription's first frames (sent under it
+        // too) come before any signal published after it.
+        for (shard, to) in self.shards.iter().zip(split) {
+            if !to.is_empty() {
+                shard.send(Cmd::Publish {
+                    publish: Arc::clone(&publish),
+                    to,
+                });
+            }
+        }
     }
 
     /// Signals may have been missed on every channel (e.g. the listener
@@ -343,7 +319,7 @@ impl Hub {
         let mut registry = lock(&self.registry);
         registry.mark_gap(None);
         for (channel, subscribers) in &registry.channels {
-            self.resync_subscribers(&registry, channel, subscribers, reason);
+            self.resync_subscribers(channel, subscribers, reason);
         }
     }
 
@@ -352,49 +328,43 @@ impl Hub {
         let mut registry = lock(&self.registry);
         registry.mark_gap(Some(channel));
         if let Some(subscribers) = registry.channels.get(channel) {
-            self.resync_subscribers(&registry, channel, subscribers, reason);
+            self.resync_subscribers(channel, subscribers, reason);
         }
     }
 
-    fn resync_subscribers(
-        &self,
-        registry: &Registry,
-        channel: &str,
-        subscribers: &Subscribers,
-        reason: ResyncReason,
-    ) {
-        let frame = protocol::resync_frame(channel, reason);
-        subscribers.for_each_recipient(None, |id| {
-            if let Some(mailbox) = registry.sessions.get(&id) {
-                self.metrics.resync(reason.as_str());
-                mailbox.deliver(channel, &frame, reason, &self.metrics);
+    fn resync_subscribers(&self, channel: &str, subscribers: &Subscribers, reason: ResyncReason) {
+        let split = self.by_shard(|add| subscribers.for_each_recipient(None, add));
+        let channel: Arc<str> = Arc::from(channel);
+        for (shard, to) in self.shards.iter().zip(split) {
+            if to.is_empty() {
+                continue;
             }
-        });
+            for _ in &to {
+                self.metrics.resync(reason.as_str());
+            }
+            shard.send(Cmd::Resync {
+                channel: Arc::clone(&channel),
+                reason,
+                to,
+            });
+        }
     }
 
     pub fn stats(&self) -> Stats {
         let registry = lock(&self.registry);
         Stats {
-            sessions: registry.sessions.len(),
+            sessions: registry.sessions,
             channels: registry.channels.len(),
         }
     }
 }
 
-/// See [`Session::next_outbound`].
-pub enum Outbound {
-    Frame(Queued),
-    Resyncs(Vec<Frame>),
-}
-
-/// A client's registration with the hub; unregisters itself when dropped.
+/// A client's registration with the hub, and the way to its socket (through
+/// its shard); unregisters itself when dropped.
 pub struct Session {
     hub: Arc<Hub>,
     id: SessionId,
-    mailbox: Arc<Mailbox>,
-    rx: mpsc::Receiver<Queued>,
-    /// Armed once and kept: the next wake-up for owed resyncs.
-    owed: std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>,
+    shard: ShardHandle,
     topics: HashSet<Topic>,
     start_seq: u64,
 }
@@ -410,20 +380,54 @@ impl Session {
         self.start_seq
     }
 
-    /// Adds topics. Once this returns, every signal the hub publishes for them
-    /// reaches this session (or a resync does).
-    pub fn subscribe(&mut self, topics: &[Topic]) {
-        let hub = Arc::clone(&self.hub);
-        let mut registry = lock(&hub.registry);
-        self.add_topics(&mut registry, topics);
+    /// The node's epoch (see [`Hub::epoch`]).
+    pub fn epoch(&self) -> &str {
+        self.hub.epoch()
     }
 
-    /// Adds topics and, atomically with that, collects what the client missed
-    /// on the new ones since `resume`: the frames to write before any live
-    /// frame, or `None` if that cannot be proven complete (the client must resync).
-    pub fn subscribe_resuming(&mut self, topics: &[Topic], resume: &Resume) -> Option<Vec<Frame>> {
+    /// Sends frames to the client, in order, after whatever was sent before.
+    pub fn send(&self, frames: Vec<Frame>) {
+        if !frames.is_empty() {
+            self.shard.send(Cmd::Send {
+                id: self.id,
+                frames,
+            });
+        }
+    }
+
+    /// Closes the connection with `code` after what is already on its way;
+    /// the close frame gets `wait` to be written.
+    pub fn close(&self, code: u16, reason: &str, end: End, wait: Duration) {
+        self.shard.send(Cmd::Close {
+            id: self.id,
+            code,
+            reason: reason.to_owned(),
+            end,
+            wait,
+        });
+    }
+
+    /// Adds topics and sends `first` (the acknowledgement): every signal
+    /// published for them from then on follows it.
+    pub fn subscribe(&mut self, topics: &[Topic], first: Vec<Frame>) {
         let hub = Arc::clone(&self.hub);
-        let mut registry = lock(&hub.registry);
+        let registry = &mut *lock(&hub.registry);
+        self.add_topics(registry, topics);
+        self.send(first);
+    }
+
+    /// Adds topics and, atomically with that, sends `first` followed by what
+    /// the client missed on the new ones since `resume` — or, when that
+    /// cannot be proven complete, a `resync` per channel. Returns whether it
+    /// could resume.
+    pub fn subscribe_resuming(
+        &mut self,
+        topics: &[Topic],
+        resume: &Resume,
+        first: Vec<Frame>,
+    ) -> bool {
+        let hub = Arc::clone(&self.hub);
+        let registry = &mut *lock(&hub.registry);
         // Topics already held are live: replaying them would duplicate.
         let fresh: Vec<Topic> = topics
             .iter()
@@ -434,8 +438,24 @@ impl Session {
         let replay = (resume.epoch == hub.epoch)
             .then(|| registry.history.replay(resume.seq, current, &fresh))
             .flatten();
-        self.add_topics(&mut registry, topics);
-        replay
+        self.add_topics(registry, topics);
+        let resumed = replay.is_some();
+        let mut frames = first;
+        match replay {
+            Some(replay) => frames.extend(replay),
+            None => {
+                // Cannot prove what was missed: the client must assume the worst.
+                let channels: std::collections::BTreeSet<&str> =
+                    topics.iter().map(|t| t.channel.as_str()).collect();
+                for channel in channels {
+                    let reason = ResyncReason::ResumeUnavailable;
+                    hub.metrics.resync(reason.as_str());
+                    frames.push(protocol::resync_frame(channel, reason));
+                }
+            }
+        }
+        self.send(frames);
+        resumed
     }
 
     fn add_topics(&mut self, registry: &mut Registry, topics: &[Topic]) {
@@ -456,15 +476,18 @@ impl Session {
         }
     }
 
-    /// Removes topics; topics not subscribed are ignored.
-    pub fn unsubscribe(&mut self, topics: &[Topic]) {
-        let mut registry = lock(&self.hub.registry);
+    /// Removes topics (those not held are ignored) and sends `then`: no
+    /// signal for them follows it.
+    pub fn unsubscribe(&mut self, topics: &[Topic], then: Vec<Frame>) {
+        let hub = Arc::clone(&self.hub);
+        let mut registry = lock(&hub.registry);
         for topic in topics {
             if self.topics.remove(topic) {
                 self.hub.metrics.subscriptions.dec();
                 remove_interest(&mut registry, self.id, topic);
             }
         }
+        self.send(then);
     }
 
     /// The topics this session holds.
@@ -484,59 +507,6 @@ impl Session {
             .into_iter()
             .filter(|t| !self.topics.contains(*t))
             .count()
-    }
-
-    /// A queued frame, if one is ready now.
-    pub fn try_recv(&mut self) -> Option<Queued> {
-        let queued = self.rx.try_recv().ok()?;
-        self.mailbox
-            .bytes
-            .fetch_sub(queued.frame.len(), Ordering::Relaxed);
-        Some(queued)
-    }
-
-    /// The next thing to write: a queued frame or, once the queue is drained
-    /// of what came before, the resyncs this session is owed.
-    pub async fn next_outbound(&mut self) -> Outbound {
-        std::future::poll_fn(|cx| self.poll_outbound(cx)).await
-    }
-
-    fn poll_outbound(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outbound> {
-        use std::future::Future;
-        // Queued frames are older than the overflow that caused a resync.
-        if let std::task::Poll::Ready(Some(queued)) = self.rx.poll_recv(cx) {
-            self.mailbox
-                .bytes
-                .fetch_sub(queued.frame.len(), Ordering::Relaxed);
-            return std::task::Poll::Ready(Outbound::Frame(queued));
-        }
-        if self.owed.as_mut().poll(cx).is_ready() {
-            self.owed = Box::pin(Arc::clone(&self.mailbox.wake).notified_owned());
-            return std::task::Poll::Ready(Outbound::Resyncs(self.take_missed()));
-        }
-        std::task::Poll::Pending
-    }
-
-    /// The resync frames owed to this session, clearing the debt.
-    fn take_missed(&self) -> Vec<Frame> {
-        let missed = std::mem::take(&mut *lock(&self.mailbox.missed));
-        missed
-            .into_iter()
-            .map(|(channel, reason)| protocol::resync_frame(&channel, reason))
-            .collect()
-    }
-
-    /// How long this session has been falling behind: the span of its
-    /// current streak of queue overflows, each within `window` of the last.
-    /// A session that overflows once and then keeps up has no streak.
-    pub fn behind_for(&self, window: Duration) -> Option<Duration> {
-        let mut overflows = lock(&self.mailbox.overflows);
-        let (first, last) = (*overflows)?;
-        if last.elapsed() > window {
-            *overflows = None;
-            return None;
-        }
-        Some(last.duration_since(first))
     }
 }
 
@@ -568,7 +538,9 @@ impl Drop for Session {
         for topic in &self.topics {
             remove_interest(&mut registry, self.id, topic);
         }
-        registry.sessions.remove(&self.id);
+        registry.sessions -= 1;
+        drop(registry);
+        self.shard.send(Cmd::Remove { id: self.id });
         self.hub
             .metrics
             .subscriptions
@@ -580,8 +552,9 @@ impl Drop for Session {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use tokio::sync::mpsc::UnboundedReceiver;
 
-    fn topic(s: &str) -> Topic {
+    pub(crate) fn topic(s: &str) -> Topic {
         match s.split_once(':') {
             Some((c, e)) => Topic {
                 channel: c.into(),
@@ -594,7 +567,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn signal(channel: &str, entity: Option<&str>) -> Signal {
+    pub(crate) fn signal(channel: &str, entity: Option<&str>) -> Signal {
         let payload = match entity {
             Some(e) => format!(r#"{{"entity_id":"{e}","txid":7}}"#),
             None => r#"{"txid":7}"#.to_owned(),
@@ -607,144 +580,225 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn test_hub(frames: usize) -> Arc<Hub> {
-        let config = HubConfig {
-            mailbox_frames: frames,
-            ..HubConfig::default()
-        };
-        Hub::new(config, Arc::new(Metrics::new()))
+    pub(crate) fn config() -> HubConfig {
+        HubConfig {
+            mailbox_frames: 16,
+            mailbox_bytes: 1024 * 1024,
+            history_len: 10_000,
+            history_age: Duration::from_secs(120),
+            heartbeat: Duration::from_secs(30),
+            max_lag: Duration::from_secs(30),
+            shards: 0,
+        }
     }
 
-    fn frames(session: &mut Session) -> Vec<serde_json::Value> {
-        std::iter::from_fn(|| session.try_recv())
-            .map(|q| serde_json::from_str(&q.frame).unwrap())
-            .collect()
+    /// A hub with two shards whose commands the test reads.
+    struct Watched {
+        hub: Arc<Hub>,
+        inboxes: Vec<UnboundedReceiver<Cmd>>,
+        /// Client ends of the connections, kept open.
+        clients: Vec<stream::pipe::End>,
     }
 
-    #[test]
-    fn delivers_to_channel_and_entity_subscribers_once() {
-        let hub = test_hub(16);
-        let mut whole = hub.connect();
-        let mut one = hub.connect();
-        let mut both = hub.connect();
-        let mut other = hub.connect();
-        let mut two = hub.connect();
-        two.subscribe(&[topic("order:1"), topic("order:2")]);
-        whole.subscribe(&[topic("order")]);
-        one.subscribe(&[topic("order:1")]);
-        both.subscribe(&[topic("order"), topic("order:1")]);
-        other.subscribe(&[topic("contact")]);
+    impl Watched {
+        fn new() -> Watched {
+            let (handles, inboxes): (Vec<_>, Vec<_>) =
+                (0..2).map(|_| ShardHandle::for_test()).unzip();
+            Watched {
+                hub: Hub::with_shards(&config(), Arc::new(Metrics::new()), handles),
+                inboxes,
+                clients: Vec::new(),
+            }
+        }
 
-        hub.publish(&signal("order", Some("1")));
-        hub.publish(&signal("order", Some("2")));
-        hub.publish(&signal("order", None));
+        async fn connect(&mut self) -> Session {
+            let (client, server) = stream::pipe::pair(4096);
+            self.clients.push(client);
+            let socket = Socket::new(stream::Stream::Pipe(server), self.hub.started());
+            self.hub.connect(Arc::new(socket))
+        }
 
-        let ids = |fs: Vec<serde_json::Value>| -> Vec<Option<String>> {
-            fs.iter()
+        /// Every frame the shards were asked to write, per session, as JSON.
+        fn frames(&mut self) -> HashMap<SessionId, Vec<serde_json::Value>> {
+            let mut out: HashMap<SessionId, Vec<serde_json::Value>> = HashMap::new();
+            let json = |f: &Frame| serde_json::from_slice(crate::ws::frame::payload(f)).unwrap();
+            for inbox in &mut self.inboxes {
+                while let Ok(cmd) = inbox.try_recv() {
+                    match cmd {
+                        Cmd::Publish { publish, to } => {
+                            for id in to {
+                                out.entry(id).or_default().push(json(&publish.frame));
+                            }
+                        }
+                        Cmd::Resync {
+                            channel,
+                            reason,
+                            to,
+                        } => {
+                            for id in to {
+                                out.entry(id)
+                                    .or_default()
+                                    .push(json(&protocol::resync_frame(&channel, reason)));
+                            }
+                        }
+                        Cmd::Send { id, frames } => {
+                            out.entry(id).or_default().extend(frames.iter().map(json));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_to_channel_and_entity_subscribers_once() {
+        let mut w = Watched::new();
+        let mut whole = w.connect().await;
+        let mut one = w.connect().await;
+        let mut both = w.connect().await;
+        let mut other = w.connect().await;
+        let mut two = w.connect().await;
+        two.subscribe(&[topic("order:1"), topic("order:2")], Vec::new());
+        whole.subscribe(&[topic("order")], Vec::new());
+        one.subscribe(&[topic("order:1")], Vec::new());
+        both.subscribe(&[topic("order"), topic("order:1")], Vec::new());
+        other.subscribe(&[topic("contact")], Vec::new());
+
+        w.hub.publish(&signal("order", Some("1")));
+        w.hub.publish(&signal("order", Some("2")));
+        w.hub.publish(&signal("order", None));
+
+        let mut frames = w.frames();
+        let mut ids = |s: &Session| -> Vec<Option<String>> {
+            frames
+                .remove(&s.id)
+                .unwrap_or_default()
+                .iter()
                 .map(|f| f["payload"]["entity_id"].as_str().map(str::to_owned))
                 .collect()
         };
         let all = vec![Some("1".into()), Some("2".into()), None];
-        assert_eq!(ids(frames(&mut whole)), all);
-        assert_eq!(ids(frames(&mut both)), all);
-        assert_eq!(ids(frames(&mut one)), vec![Some("1".into()), None]);
-        assert!(frames(&mut other).is_empty());
-        assert_eq!(ids(frames(&mut two)), all);
+        assert_eq!(ids(&whole), all);
+        assert_eq!(ids(&both), all);
+        assert_eq!(ids(&one), vec![Some("1".into()), None]);
+        assert!(ids(&other).is_empty());
+        assert_eq!(ids(&two), all);
     }
 
-    #[test]
-    fn seq_increases_per_signal() {
-        let hub = test_hub(16);
-        let mut s = hub.connect();
-        s.subscribe(&[topic("order")]);
-        hub.publish(&signal("order", Some("1")));
-        hub.publish(&signal("nobody", Some("1")));
-        hub.publish(&signal("order", Some("1")));
-        let seqs: Vec<u64> = frames(&mut s)
+    #[tokio::test]
+    async fn sessions_are_spread_over_the_shards() {
+        let mut w = Watched::new();
+        let mut sessions = Vec::new();
+        for _ in 0..4 {
+            let mut s = w.connect().await;
+            s.subscribe(&[topic("order")], Vec::new());
+            sessions.push(s);
+        }
+        w.hub.publish(&signal("order", Some("1")));
+        let per_shard: Vec<usize> = w
+            .inboxes
+            .iter_mut()
+            .map(|inbox| {
+                std::iter::from_fn(|| inbox.try_recv().ok())
+                    .filter_map(|cmd| match cmd {
+                        Cmd::Publish { to, .. } => Some(to.len()),
+                        _ => None,
+                    })
+                    .sum()
+            })
+            .collect();
+        assert_eq!(per_shard, vec![2, 2]);
+    }
+
+    #[tokio::test]
+    async fn seq_increases_per_signal() {
+        let mut w = Watched::new();
+        let mut s = w.connect().await;
+        s.subscribe(&[topic("order")], Vec::new());
+        w.hub.publish(&signal("order", Some("1")));
+        w.hub.publish(&signal("nobody", Some("1")));
+        w.hub.publish(&signal("order", Some("1")));
+        let seqs: Vec<u64> = w.frames()[&s.id]
             .iter()
             .map(|f| f["seq"].as_u64().unwrap())
             .collect();
         assert_eq!(seqs, vec![1, 3]);
     }
 
-    #[test]
-    fn unsubscribe_and_drop_remove_interest() {
-        let hub = test_hub(16);
-        let mut s = hub.connect();
-        s.subscribe(&[topic("order"), topic("order:1")]);
-        s.unsubscribe(&[topic("order")]);
-        hub.publish(&signal("order", Some("2")));
-        assert!(frames(&mut s).is_empty());
-        hub.publish(&signal("order", Some("1")));
-        assert_eq!(frames(&mut s).len(), 1);
-        s.unsubscribe(&[topic("order:1")]);
-        assert_eq!(hub.stats().channels, 0);
+    #[tokio::test]
+    async fn a_subscriptions_first_frames_come_before_its_signals() {
+        let mut w = Watched::new();
+        let mut s = w.connect().await;
+        w.hub.publish(&signal("order", Some("1")));
+        let ack = protocol::Control::Subscribed {
+            channels: vec!["order".into()],
+        }
+        .frame();
+        let resume = Resume {
+            epoch: w.hub.epoch().to_owned(),
+            seq: 0,
+        };
+        assert!(s.subscribe_resuming(&[topic("order")], &resume, vec![ack]));
+        w.hub.publish(&signal("order", Some("2")));
+        let got: Vec<String> = w.frames()[&s.id]
+            .iter()
+            .map(|f| match f["type"].as_str() {
+                Some(kind) => kind.to_owned(),
+                None => f["payload"]["entity_id"].as_str().unwrap().to_owned(),
+            })
+            .collect();
+        assert_eq!(got, vec!["subscribed", "1", "2"]);
+        // Another epoch cannot be resumed: a resync per channel instead.
+        let elsewhere = Resume {
+            epoch: "other".into(),
+            seq: 0,
+        };
+        assert!(!s.subscribe_resuming(&[topic("contact")], &elsewhere, Vec::new()));
+        assert_eq!(
+            w.frames()[&s.id][0]["payload"]["reason"],
+            "resume_unavailable"
+        );
+    }
+
+    #[tokio::test]
+    async fn unsubscribe_and_drop_remove_interest() {
+        let mut w = Watched::new();
+        let mut s = w.connect().await;
+        s.subscribe(&[topic("order"), topic("order:1")], Vec::new());
+        s.unsubscribe(&[topic("order")], Vec::new());
+        w.hub.publish(&signal("order", Some("2")));
+        assert!(!w.frames().contains_key(&s.id));
+        w.hub.publish(&signal("order", Some("1")));
+        assert_eq!(w.frames()[&s.id].len(), 1);
+        s.unsubscribe(&[topic("order:1")], Vec::new());
+        assert_eq!(w.hub.stats().channels, 0);
+        let id = s.id;
         drop(s);
         assert_eq!(
-            hub.stats(),
+            w.hub.stats(),
             Stats {
                 sessions: 0,
                 channels: 0
             }
         );
+        // Its shard is told to let the socket go.
+        let removed = w
+            .inboxes
+            .iter_mut()
+            .flat_map(|inbox| std::iter::from_fn(|| inbox.try_recv().ok()).collect::<Vec<_>>())
+            .any(|cmd| matches!(cmd, Cmd::Remove { id: r } if r == id));
+        assert!(removed);
     }
 
-    #[test]
-    fn full_mailbox_owes_one_resync_per_channel_and_skips_until_paid() {
-        let hub = test_hub(2);
-        let mut s = hub.connect();
-        s.subscribe(&[topic("order"), topic("contact")]);
-        for _ in 0..5 {
-            hub.publish(&signal("order", Some("1")));
-        }
-        assert_eq!(frames(&mut s).len(), 2);
-        // Room again, but the channel is owed a resync: later signals must not
-        // overtake it.
-        hub.publish(&signal("order", Some("1")));
-        assert!(frames(&mut s).is_empty());
-        hub.publish(&signal("contact", Some("9")));
-        assert_eq!(frames(&mut s).len(), 1);
-
-        let owed: Vec<serde_json::Value> = s
-            .take_missed()
-            .iter()
-            .map(|f| serde_json::from_str(f).unwrap())
-            .collect();
-        assert_eq!(owed.len(), 1);
-        assert_eq!(owed[0]["channel"], "order");
-        assert_eq!(owed[0]["event"], "resync");
-        assert_eq!(owed[0]["payload"]["reason"], "slow_consumer");
-        assert!(owed[0]["payload"].get("entity_id").is_none());
-
-        hub.publish(&signal("order", Some("1")));
-        assert_eq!(frames(&mut s).len(), 1);
-    }
-
-    #[test]
-    fn the_first_reason_owed_is_kept() {
-        let hub = test_hub(1);
-        let mut s = hub.connect();
-        s.subscribe(&[topic("order")]);
-        hub.publish(&signal("order", Some("1")));
-        hub.resync_all(ResyncReason::ListenerReconnected);
-        hub.publish(&signal("order", Some("2")));
-        assert_eq!(frames(&mut s).len(), 1);
-        let owed: Vec<serde_json::Value> = s
-            .take_missed()
-            .iter()
-            .map(|f| serde_json::from_str(f).unwrap())
-            .collect();
-        assert_eq!(owed.len(), 1);
-        assert_eq!(owed[0]["payload"]["reason"], "listener_reconnected");
-    }
-
-    #[test]
-    fn resync_all_reaches_every_subscribed_channel() {
-        let hub = test_hub(16);
-        let mut s = hub.connect();
-        s.subscribe(&[topic("order:1"), topic("contact")]);
-        hub.resync_all(ResyncReason::ListenerReconnected);
-        let mut got: Vec<(String, String)> = frames(&mut s)
+    #[tokio::test]
+    async fn resync_all_reaches_every_subscribed_channel() {
+        let mut w = Watched::new();
+        let mut s = w.connect().await;
+        s.subscribe(&[topic("order:1"), topic("contact")], Vec::new());
+        w.hub.resync_all(ResyncReason::ListenerReconnected);
+        let mut got: Vec<(String, String)> = w.frames()[&s.id]
             .iter()
             .map(|f| {
                 (

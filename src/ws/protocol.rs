@@ -346,11 +346,11 @@ pub fn resync_frame(channel: &str, reason: ResyncReason) -> Frame {
     }))
 }
 
+/// `value` as JSON in a WebSocket text frame.
 fn to_frame<T: Serialize>(value: &T) -> Frame {
     // Serializing these types (strings, numbers, raw JSON) cannot fail.
-    serde_json::to_string(value)
-        .expect("frame serializes")
-        .into()
+    let json = serde_json::to_vec(value).expect("frame serializes");
+    crate::ws::frame::text(&json)
 }
 
 #[cfg(test)]
@@ -467,17 +467,20 @@ mod tests {
             )
             .unwrap(),
         };
+        let frame = signal_frame(&signal, 43, "3f2a");
+        assert_eq!(frame[0], 0x81, "a text frame");
         assert_eq!(
-            &*signal_frame(&signal, 43, "3f2a"),
-            r#"{"channel":"order","event":"item_added","payload":{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"},"seq":43,"epoch":"3f2a"}"#
+            crate::ws::frame::payload(&frame),
+            br#"{"channel":"order","event":"item_added","payload":{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"},"seq":43,"epoch":"3f2a"}"#
         );
-        let resync: Value =
-            serde_json::from_str(&resync_frame("order", ResyncReason::SlowConsumer)).unwrap();
+        let json =
+            |f: &Frame| -> Value { serde_json::from_slice(crate::ws::frame::payload(f)).unwrap() };
+        let resync = json(&resync_frame("order", ResyncReason::SlowConsumer));
         assert_eq!(
             resync,
             serde_json::json!({"channel": "order", "event": "resync", "payload": {"reason": "slow_consumer"}})
         );
-        let error: Value = serde_json::from_str(
+        let error: Value = json(
             &Control::Error {
                 code: ErrorCode::InvalidJson,
                 message: "x",
@@ -485,8 +488,7 @@ mod tests {
                 dropped: None,
             }
             .frame(),
-        )
-        .unwrap();
+        );
         assert_eq!(
             error,
             serde_json::json!({"type": "error", "code": "invalid_json", "message": "x"})

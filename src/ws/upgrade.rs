@@ -1,0 +1,106 @@
+//! The WebSocket handshake (RFC 6455 §4.2): the checks of the client's
+//! request, the 101 answer, and then the raw TCP socket — the fan-out writes
+//! its ready-made frames to the socket itself, so no WebSocket library sits
+//! between them.
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why a request is no WebSocket handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAHandshake {
+    /// A plain HTTP request: no `Upgrade: websocket`, or not a GET.
+    NoUpgrade,
+    /// `Sec-WebSocket-Version` is not 13.
+    Version,
+    /// No `Sec-WebSocket-Key`.
+    MissingKey,
+}
+
+/// A valid handshake, ready to be answered.
+pub struct Handshake {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+/// Checks `request` as axum does (method, `Connection`, `Upgrade`, version,
+/// key) and takes the upgrade hyper offers for it.
+pub fn handshake(request: &mut Request) -> Result<Handshake, NotAHandshake> {
+    let headers = request.headers();
+    let upgrade = has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket");
+    if request.method() != Method::GET || !upgrade {
+        return Err(NotAHandshake::NoUpgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(NotAHandshake::Version);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or(NotAHandshake::MissingKey)?;
+    let on_upgrade = request
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .ok_or(NotAHandshake::NoUpgrade)?;
+    Ok(Handshake { key, on_upgrade })
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl Handshake {
+    /// Answers 101 (with `Sec-WebSocket-Protocol: bearer` when `bearer`) and,
+    /// once the client has it, hands `serve` the socket and any bytes the
+    /// client sent after its request.
+    pub fn accept<F, Fut>(self, bearer: bool, serve: F) -> Response
+    where
+        F: FnOnce(TcpStream, Bytes) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let accept =
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(err) => {
+                    tracing::debug!(error = %crate::logging::error(&err), "WebSocket upgrade failed");
+                    return;
+                }
+            };
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => serve(parts.io.into_inner(), parts.read_buf).await,
+                Err(_) => tracing::error!("WebSocket upgrade: not a TCP connection"),
+            }
+        });
+        let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if bearer {
+            headers.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("bearer"),
+            );
+        }
+        response
+    }
+}
