@@ -13,12 +13,13 @@
 //! two, and letting go (1013) of those that stay behind for `max_lag` or stop
 //! taking frames for a heartbeat interval.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -197,9 +198,8 @@ pub fn spawn(config: ShardConfig, metrics: Arc<Metrics>) -> ShardHandle {
     let shard = Shard {
         inbox: rx,
         tx: tx.downgrade(),
-        conns: HashMap::new(),
-        touched: Vec::new(),
-        oldest: None,
+        conns: FxHashMap::default(),
+        pass: Pass::default(),
         config,
         metrics,
     };
@@ -211,19 +211,79 @@ struct Shard {
     inbox: mpsc::UnboundedReceiver<Cmd>,
     /// For the tasks that wait for a full socket to drain.
     tx: mpsc::WeakUnboundedSender<Cmd>,
-    conns: HashMap<u64, Conn>,
-    /// Connections with frames to write in this pass.
+    conns: FxHashMap<u64, Conn>,
+    pass: Pass,
+    config: ShardConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// The frames of one pass and which connection gets which, in order — as
+/// uWebSockets keeps message indices per subscriber: a frame is not copied
+/// or even reference-counted per recipient unless a socket cannot take it
+/// at once and it has to wait in that connection's queue.
+#[derive(Default)]
+struct Pass {
+    frames: Vec<(Frame, bool)>,
+    /// Each connection's pending frames: a list through this arena.
+    links: Vec<Link>,
+    /// Connections with something to write in this pass.
     touched: Vec<u64>,
     /// The oldest signal of this pass: its lag is observed once written.
     oldest: Option<Instant>,
-    config: ShardConfig,
-    metrics: Arc<Metrics>,
+    /// This pass's heartbeat frames, made once for every connection due.
+    heartbeat: Option<(u32, u32)>,
+}
+
+#[derive(Clone, Copy)]
+struct Link {
+    frame: u32,
+    next: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl Pass {
+    /// Adds a frame to the pass; returns its index.
+    fn frame(&mut self, frame: Frame, signal: bool) -> u32 {
+        self.frames.push((frame, signal));
+        (self.frames.len() - 1) as u32
+    }
+
+    /// Appends frame `frame` to connection `id`'s pending frames.
+    fn append(&mut self, id: u64, conn: &mut Conn, frame: u32) {
+        let link = self.links.len() as u32;
+        self.links.push(Link { frame, next: NONE });
+        if conn.pending.0 == NONE {
+            conn.pending.0 = link;
+        } else {
+            self.links[conn.pending.1 as usize].next = link;
+        }
+        conn.pending.1 = link;
+        conn.pending_frames += 1;
+        conn.pending_bytes += self.frames[frame as usize].0.len();
+        if !conn.touched {
+            conn.touched = true;
+            self.touched.push(id);
+        }
+    }
+
+    /// Marks a connection to be written in this pass.
+    fn touch(&mut self, id: u64, conn: &mut Conn) {
+        if !conn.touched {
+            conn.touched = true;
+            self.touched.push(id);
+        }
+    }
 }
 
 /// A connection's writing side.
 struct Conn {
     socket: Arc<Socket>,
-    /// Frames not yet taken by the socket, each marked whether it is a
+    /// This pass's frames for it, not yet written: (first, last) link.
+    pending: (u32, u32),
+    pending_frames: usize,
+    pending_bytes: usize,
+    /// Frames the socket could not take yet, each marked whether it is a
     /// signal or resync (what the delivery metric counts); the first is
     /// written from `offset`.
     queue: VecDeque<(Frame, bool)>,
@@ -239,7 +299,7 @@ struct Conn {
     /// A task waits for the socket to become writable.
     waiting: bool,
     touched: bool,
-    /// A close frame is queued: nothing more goes out, and it must be
+    /// A close frame is on its way: nothing more goes out, and it must be
     /// written by this deadline.
     closing: Option<(Instant, End)>,
     /// The reader is done.
@@ -259,27 +319,31 @@ impl Shard {
                 _ = sweep.tick() => self.sweep(),
                 cmd = self.inbox.recv() => {
                     let Some(cmd) = cmd else { return };
-                    self.apply(cmd);
+                    let now = Instant::now();
+                    self.apply(cmd, now);
                     for _ in 1..BATCH {
                         match self.inbox.try_recv() {
-                            Ok(cmd) => self.apply(cmd),
+                            Ok(cmd) => self.apply(cmd, now),
                             Err(_) => break,
                         }
                     }
-                    self.write_touched();
+                    self.write_touched(now);
                 }
             }
         }
     }
 
-    fn apply(&mut self, cmd: Cmd) {
+    fn apply(&mut self, cmd: Cmd, now: Instant) {
+        let pass = &mut self.pass;
         match cmd {
             Cmd::Add { id, socket } => {
-                let now = Instant::now();
                 self.conns.insert(
                     id,
                     Conn {
                         socket,
+                        pending: (NONE, NONE),
+                        pending_frames: 0,
+                        pending_bytes: 0,
                         queue: VecDeque::new(),
                         offset: 0,
                         queued_bytes: 0,
@@ -295,13 +359,20 @@ impl Shard {
                 );
             }
             Cmd::Publish { publish, to } => {
-                self.oldest = Some(self.oldest.map_or(publish.at, |o| o.min(publish.at)));
+                pass.oldest = Some(pass.oldest.map_or(publish.at, |o| o.min(publish.at)));
+                let frame = pass.frame(publish.frame.clone(), true);
                 for id in to {
-                    let Some(conn) = self.conns.get_mut(&id) else {
-                        continue;
-                    };
-                    conn.push_signal(&publish, &self.config, &self.metrics);
-                    touch(&mut self.touched, id, conn);
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.push_signal(
+                            pass,
+                            id,
+                            frame,
+                            &publish,
+                            &self.config,
+                            &self.metrics,
+                            now,
+                        );
+                    }
                 }
             }
             Cmd::Resync {
@@ -309,20 +380,19 @@ impl Shard {
                 reason,
                 to,
             } => {
+                let frame = pass.frame(protocol::resync_frame(&channel, reason), true);
                 for id in to {
-                    let Some(conn) = self.conns.get_mut(&id) else {
-                        continue;
-                    };
-                    conn.push_resync(&channel, reason, &self.config);
-                    touch(&mut self.touched, id, conn);
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.push_resync(pass, id, frame, &channel, reason, &self.config, now);
+                    }
                 }
             }
             Cmd::Send { id, frames } => {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     for frame in frames {
-                        conn.push(frame);
+                        let frame = pass.frame(frame, false);
+                        conn.push(pass, id, frame);
                     }
-                    touch(&mut self.touched, id, conn);
                 }
             }
             Cmd::Close {
@@ -333,8 +403,7 @@ impl Shard {
                 wait,
             } => {
                 if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.close(code, &reason, end, wait);
-                    touch(&mut self.touched, id, conn);
+                    conn.close(pass, id, code, &reason, end, now + wait);
                 }
             }
             Cmd::Remove { id } => {
@@ -348,21 +417,22 @@ impl Shard {
             Cmd::Writable { id } => {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.waiting = false;
-                    touch(&mut self.touched, id, conn);
+                    pass.touch(id, conn);
                 }
             }
         }
     }
 
     /// Writes every connection that got frames in this pass.
-    fn write_touched(&mut self) {
+    fn write_touched(&mut self, now: Instant) {
         let mut written = 0;
-        for id in std::mem::take(&mut self.touched) {
+        let touched = std::mem::take(&mut self.pass.touched);
+        for &id in &touched {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
             conn.touched = false;
-            match conn.write() {
+            match conn.write(&self.pass, now) {
                 Ok(Flushed { frames, done }) => {
                     written += frames;
                     if done {
@@ -379,8 +449,14 @@ impl Shard {
                 Err(err) => self.let_go(id, End::SocketError(err.to_string())),
             }
         }
+        let pass = &mut self.pass;
+        pass.touched = touched;
+        pass.touched.clear();
+        pass.frames.clear();
+        pass.links.clear();
+        pass.heartbeat = None;
         self.metrics.frames_delivered.inc_by(written as u64);
-        if let Some(at) = self.oldest.take() {
+        if let Some(at) = pass.oldest.take() {
             self.metrics
                 .send_lag
                 .observe(Instant::now().saturating_duration_since(at).as_secs_f64());
@@ -415,20 +491,23 @@ impl Shard {
     fn sweep(&mut self) {
         let now = Instant::now();
         let config = &self.config;
+        let pass = &mut self.pass;
         let mut done = Vec::new();
-        for (id, conn) in &mut self.conns {
+        for (&id, conn) in &mut self.conns {
             if let Some((deadline, end)) = &conn.closing {
                 if now >= *deadline {
-                    done.push((*id, end.clone()));
+                    done.push((id, end.clone()));
                 }
                 continue;
             }
             if conn.socket.silent_for(now) > 2 * config.heartbeat {
                 conn.close(
+                    pass,
+                    id,
                     close_code::AWAY,
                     "heartbeat timeout",
                     End::HeartbeatTimeout,
-                    CLOSE_WAIT,
+                    now + CLOSE_WAIT,
                 );
             } else if conn.behind_for(now, config.max_lag) > config.max_lag {
                 self.metrics.slow_consumer_disconnects.inc();
@@ -437,7 +516,14 @@ impl Shard {
                     humantime::format_duration(config.max_lag)
                 );
                 // It is reading, slowly: a heartbeat interval to reach the close frame.
-                conn.close(close_code::AGAIN, &reason, End::TooSlow, config.heartbeat);
+                conn.close(
+                    pass,
+                    id,
+                    close_code::AGAIN,
+                    &reason,
+                    End::TooSlow,
+                    now + config.heartbeat,
+                );
             } else if !conn.queue.is_empty()
                 && now.saturating_duration_since(conn.progress_at) >= config.heartbeat
             {
@@ -446,34 +532,43 @@ impl Shard {
                     "too slow: not reading (a write made no progress for {})",
                     humantime::format_duration(config.heartbeat)
                 );
-                conn.close(close_code::AGAIN, &reason, End::WriteTimeout, CLOSE_WAIT);
+                conn.close(
+                    pass,
+                    id,
+                    close_code::AGAIN,
+                    &reason,
+                    End::WriteTimeout,
+                    now + CLOSE_WAIT,
+                );
             } else if now >= conn.next_heartbeat {
                 conn.next_heartbeat = now + config.heartbeat;
                 // Browsers never show pings to scripts: a text heartbeat lets a
                 // client tell a quiet channel from a dead connection.
-                conn.push(frame::ping(b""));
-                conn.push(protocol::Control::Heartbeat.frame());
-            } else {
-                continue;
+                let (ping, text) = match pass.heartbeat {
+                    Some(frames) => frames,
+                    None => {
+                        let frames = (
+                            pass.frame(frame::ping(b""), false),
+                            pass.frame(protocol::Control::Heartbeat.frame(), false),
+                        );
+                        pass.heartbeat = Some(frames);
+                        frames
+                    }
+                };
+                conn.push(pass, id, ping);
+                conn.push(pass, id, text);
             }
-            touch(&mut self.touched, *id, conn);
         }
         for (id, end) in done {
             self.let_go(id, end);
         }
-        self.write_touched();
-    }
-}
-
-fn touch(touched: &mut Vec<u64>, id: u64, conn: &mut Conn) {
-    if !conn.touched {
-        conn.touched = true;
-        touched.push(id);
+        self.write_touched(now);
     }
 }
 
 /// What one write of a connection did.
 struct Flushed {
+    /// Signals and resyncs written.
     frames: usize,
     /// A close frame was written: the connection is done.
     done: bool,
@@ -482,63 +577,74 @@ struct Flushed {
 impl Conn {
     /// Queues a frame that must go out (answers, heartbeats): not bounded by
     /// the queue limits, which are the client's own doing here.
-    fn push(&mut self, frame: Frame) {
-        if self.closing.is_some() {
-            return;
+    fn push(&mut self, pass: &mut Pass, id: u64, frame: u32) {
+        if self.closing.is_none() {
+            pass.append(id, self, frame);
         }
-        self.enqueue(frame, false);
     }
 
-    fn enqueue(&mut self, frame: Frame, signal: bool) {
-        if self.queue.is_empty() {
-            self.progress_at = Instant::now();
-        }
-        self.queued_bytes += frame.len();
-        self.queue.push_back((frame, signal));
+    fn full(&self, len: usize, config: &ShardConfig) -> bool {
+        self.queue.len() + self.pending_frames >= config.mailbox_frames.max(1)
+            || self.queued_bytes + self.pending_bytes + len > config.mailbox_bytes
     }
 
-    fn full(&self, frame: &Frame, config: &ShardConfig) -> bool {
-        self.queue.len() >= config.mailbox_frames.max(1)
-            || self.queued_bytes + frame.len() > config.mailbox_bytes
-    }
-
-    fn push_signal(&mut self, publish: &Publish, config: &ShardConfig, metrics: &Metrics) {
+    #[allow(clippy::too_many_arguments)]
+    fn push_signal(
+        &mut self,
+        pass: &mut Pass,
+        id: u64,
+        frame: u32,
+        publish: &Publish,
+        config: &ShardConfig,
+        metrics: &Metrics,
+        now: Instant,
+    ) {
         if self.closing.is_some() {
             return;
         }
         if self.owed.contains_key(&publish.channel) {
             // Still behind: its resync has not even been written yet.
             metrics.slow_consumer_frames_dropped.inc();
-            self.overflowed();
+            self.overflowed(now);
             return;
         }
-        if self.full(&publish.frame, config) {
+        if self.full(publish.frame.len(), config) {
             self.owed
                 .insert(Arc::clone(&publish.channel), ResyncReason::SlowConsumer);
             metrics.slow_consumer_frames_dropped.inc();
             metrics.resync(ResyncReason::SlowConsumer.as_str());
-            self.overflowed();
+            self.overflowed(now);
+            pass.touch(id, self);
             return;
         }
-        self.enqueue(publish.frame.clone(), true);
+        pass.append(id, self, frame);
     }
 
-    fn push_resync(&mut self, channel: &Arc<str>, reason: ResyncReason, config: &ShardConfig) {
+    #[allow(clippy::too_many_arguments)]
+    fn push_resync(
+        &mut self,
+        pass: &mut Pass,
+        id: u64,
+        frame: u32,
+        channel: &Arc<str>,
+        reason: ResyncReason,
+        config: &ShardConfig,
+        now: Instant,
+    ) {
         if self.closing.is_some() || self.owed.contains_key(channel) {
             return;
         }
-        let frame = protocol::resync_frame(channel, reason);
-        if self.full(&frame, config) {
+        if self.full(pass.frames[frame as usize].0.len(), config) {
             self.owed.insert(Arc::clone(channel), reason);
-            self.overflowed();
+            self.overflowed(now);
+            pass.touch(id, self);
         } else {
-            self.enqueue(frame, true);
+            pass.append(id, self, frame);
         }
     }
 
     /// Extends (or starts) the current streak of overflows.
-    fn overflowed(&mut self) {
-        let now = Instant::now();
+    fn overflowed(&mut self, now: Instant) {
         self.overflows = Some(match self.overflows {
             Some((first, _)) => (first, now),
             None => (now, now),
@@ -558,32 +664,53 @@ impl Conn {
         }
     }
 
-    /// Queues a close frame; nothing more goes out. Frames not yet begun are
+    /// Sends a close frame; nothing more goes out. Frames not yet begun are
     /// dropped: the client is leaving (it will resync or resume), and so the
     /// close frame is the next thing it reads after what the kernel holds.
-    fn close(&mut self, code: u16, reason: &str, end: End, wait: Duration) {
+    #[allow(clippy::too_many_arguments)]
+    fn close(
+        &mut self,
+        pass: &mut Pass,
+        id: u64,
+        code: u16,
+        reason: &str,
+        end: End,
+        deadline: Instant,
+    ) {
         if self.closing.is_some() {
             return;
         }
         self.owed.clear();
+        self.pending = (NONE, NONE);
+        (self.pending_frames, self.pending_bytes) = (0, 0);
         let keep = usize::from(self.offset > 0);
         for (dropped, _) in self.queue.drain(keep..) {
             self.queued_bytes -= dropped.len();
         }
-        self.enqueue(frame::close(code, reason), false);
-        self.closing = Some((Instant::now() + wait, end));
+        let frame = pass.frame(frame::close(code, reason), false);
+        pass.append(id, self, frame);
+        self.closing = Some((deadline, end));
     }
 
-    /// Writes what is queued until the socket is full or the queue empty;
-    /// once the queue is empty, the resyncs owed follow.
-    fn write(&mut self) -> std::io::Result<Flushed> {
+    /// Writes what is queued, then this pass's frames, until the socket is
+    /// full or all is written; then the resyncs owed. What the socket cannot
+    /// take now waits in the queue.
+    fn write(&mut self, pass: &Pass, now: Instant) -> std::io::Result<Flushed> {
         let mut frames = 0;
         loop {
-            if self.queue.is_empty() {
+            if self.waiting {
+                self.queue_pending(pass);
+                return Ok(Flushed {
+                    frames,
+                    done: false,
+                });
+            }
+            let from_queue = !self.queue.is_empty();
+            if !from_queue && self.pending.0 == NONE {
                 if self.closing.is_some() {
                     return Ok(Flushed { frames, done: true });
                 }
-                if self.owed.is_empty() || self.waiting {
+                if self.owed.is_empty() {
                     return Ok(Flushed {
                         frames,
                         done: false,
@@ -591,43 +718,106 @@ impl Conn {
                 }
                 // Queued frames were older than the overflows: now the resyncs.
                 for (channel, reason) in std::mem::take(&mut self.owed) {
-                    self.enqueue(protocol::resync_frame(&channel, reason), true);
+                    self.enqueue(protocol::resync_frame(&channel, reason), true, now);
                 }
+                continue;
             }
-            if self.waiting {
-                return Ok(Flushed {
-                    frames,
-                    done: false,
-                });
-            }
-            let slices: Vec<IoSlice<'_>> = self
-                .queue
-                .iter()
-                .take(IOV_MAX)
-                .enumerate()
-                .map(|(i, (f, _))| IoSlice::new(if i == 0 { &f[self.offset..] } else { f }))
-                .collect();
-            match self.socket.stream.try_write_vectored(&slices) {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); IOV_MAX];
+                let mut count = 0;
+                if from_queue {
+                    for (frame, _) in self.queue.iter().take(IOV_MAX) {
+                        let start = if count == 0 { self.offset } else { 0 };
+                        slices[count] = IoSlice::new(&frame[start..]);
+                        count += 1;
+                    }
+                } else {
+                    let mut link = self.pending.0;
+                    while link != NONE && count < IOV_MAX {
+                        let Link { frame, next } = pass.links[link as usize];
+                        slices[count] = IoSlice::new(&pass.frames[frame as usize].0);
+                        count += 1;
+                        link = next;
+                    }
+                }
+                self.socket.stream.try_write_vectored(&slices[..count])
+            };
+            match written {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    frames += self.advance(n);
-                    self.progress_at = Instant::now();
+                    self.progress_at = now;
+                    frames += if from_queue {
+                        self.advance_queue(n)
+                    } else {
+                        self.advance_pending(pass, n, now)
+                    };
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.queue_pending(pass);
                     return Ok(Flushed {
                         frames,
                         done: false,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.pending = (NONE, NONE);
+                    return Err(e);
+                }
             }
         }
     }
 
-    /// `n` bytes were written: drops the frames they finished; returns how
-    /// many of those were signals or resyncs.
-    fn advance(&mut self, mut n: usize) -> usize {
+    fn enqueue(&mut self, frame: Frame, signal: bool, now: Instant) {
+        if self.queue.is_empty() {
+            self.progress_at = now;
+        }
+        self.queued_bytes += frame.len();
+        self.queue.push_back((frame, signal));
+    }
+
+    /// Moves this pass's unwritten frames into the queue (they outlive the pass).
+    fn queue_pending(&mut self, pass: &Pass) {
+        let mut link = self.pending.0;
+        while link != NONE {
+            let Link { frame, next } = pass.links[link as usize];
+            let (bytes, signal) = &pass.frames[frame as usize];
+            self.queued_bytes += bytes.len();
+            self.queue.push_back((bytes.clone(), *signal));
+            link = next;
+        }
+        self.pending = (NONE, NONE);
+        (self.pending_frames, self.pending_bytes) = (0, 0);
+    }
+
+    /// `n` bytes of this pass's frames were written: drops the frames they
+    /// finished; a frame written in part goes to the queue with its offset.
+    /// Returns how many signals or resyncs were finished.
+    fn advance_pending(&mut self, pass: &Pass, mut n: usize, now: Instant) -> usize {
+        let mut finished = 0;
+        while n > 0 && self.pending.0 != NONE {
+            let Link { frame, next } = pass.links[self.pending.0 as usize];
+            let (bytes, signal) = &pass.frames[frame as usize];
+            self.pending.0 = next;
+            self.pending_frames -= 1;
+            self.pending_bytes -= bytes.len();
+            if n < bytes.len() {
+                self.enqueue(bytes.clone(), *signal, now);
+                self.offset = n;
+                break;
+            }
+            n -= bytes.len();
+            finished += usize::from(*signal);
+        }
+        if self.pending.0 == NONE {
+            self.pending.1 = NONE;
+        }
+        finished
+    }
+
+    /// `n` bytes of the queue were written: drops the frames they finished;
+    /// returns how many of those were signals or resyncs.
+    fn advance_queue(&mut self, mut n: usize) -> usize {
         let mut finished = 0;
         while n > 0 {
             let Some((front, signal)) = self.queue.front() else {
@@ -649,5 +839,128 @@ impl Conn {
             self.queue = VecDeque::new();
         }
         finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::stream::pipe;
+    use crate::hub::tests::{config, signal, topic};
+    use crate::hub::{Hub, Session};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// Connections straight to the hub (no reader): what the shard writes.
+    fn connect(hub: &Arc<Hub>, capacity: usize) -> (Session, Arc<Socket>, pipe::End) {
+        let (client, server) = pipe::pair(capacity);
+        let socket = Arc::new(Socket::new(Stream::Pipe(server), hub.started()));
+        (hub.connect(Arc::clone(&socket)), socket, client)
+    }
+
+    /// Reads `n` text frames' payloads from `client`.
+    async fn read_frames(client: &pipe::End, n: usize) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let head = client.read_exact(2).await.expect("a frame");
+            let len = match head[1] {
+                126 => {
+                    let b = client.read_exact(2).await.unwrap();
+                    usize::from(u16::from_be_bytes([b[0], b[1]]))
+                }
+                n => usize::from(n),
+            };
+            let payload = client.read_exact(len).await.unwrap();
+            out.push(serde_json::from_slice(&payload).unwrap());
+        }
+        out
+    }
+
+    fn ids(frames: &[serde_json::Value]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f["payload"]["entity_id"].as_str() {
+                Some(id) => id.to_owned(),
+                None => format!(
+                    "{}:{}",
+                    f["event"].as_str().unwrap(),
+                    f["payload"]["reason"].as_str().unwrap()
+                ),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn signals_that_wait_together_go_out_in_one_write_per_socket() {
+        let hub = Hub::new(config(), Arc::new(Metrics::new()));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let (mut session, socket, client) = connect(&hub, 1 << 20);
+            session.subscribe(&[topic("order")], Vec::new());
+            clients.push((session, socket, client));
+        }
+        // Published back to back: the shards take them in one pass.
+        for i in 0..10 {
+            hub.publish(&signal("order", Some(&i.to_string())));
+        }
+        let expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        for (_, _, client) in &clients {
+            assert_eq!(ids(&read_frames(client, 10).await), expected);
+            assert_eq!(client.writes.load(Relaxed), 0, "the client wrote nothing");
+        }
+        for (_, socket, _) in &clients {
+            let Stream::Pipe(server) = &socket.stream else {
+                unreachable!()
+            };
+            assert_eq!(server.writes.load(Relaxed), 1, "one writev for ten frames");
+        }
+        assert_eq!(hub.metrics().frames_delivered.get(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_a_little_at_a_time_gets_every_frame_whole_and_in_order() {
+        let hub = Hub::new(config(), Arc::new(Metrics::new()));
+        // Room for less than one frame at a time.
+        let (mut session, _socket, client) = connect(&hub, 50);
+        session.subscribe(&[topic("order")], Vec::new());
+        let mut expected = Vec::new();
+        for i in 0..12 {
+            hub.publish(&signal("order", Some(&i.to_string())));
+            expected.push(i.to_string());
+            if i % 5 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(ids(&read_frames(&client, 12).await), expected);
+    }
+
+    #[tokio::test]
+    async fn overflow_owes_one_resync_that_later_signals_of_its_channel_do_not_overtake() {
+        let mut config = config();
+        config.mailbox_frames = 3;
+        let hub = Hub::new(config, Arc::new(Metrics::new()));
+        // The socket takes one byte until the client reads: frames queue up.
+        let (mut session, _socket, client) = connect(&hub, 1);
+        session.subscribe(&[topic("order"), topic("contact")], Vec::new());
+        for i in 0..2 {
+            hub.publish(&signal("order", Some(&i.to_string())));
+        }
+        tokio::task::yield_now().await;
+        // Two frames wait; a third fits, then the queue is full.
+        for i in 2..6 {
+            hub.publish(&signal("order", Some(&i.to_string())));
+        }
+        tokio::task::yield_now().await;
+        let dropped = hub.metrics().slow_consumer_frames_dropped.get();
+        assert_eq!(
+            dropped, 3,
+            "o3 overflowed, o4 and o5 waited behind its resync"
+        );
+        // The client reads: what was queued, then the resync; nothing of
+        // `order` from after the overflow comes before it.
+        let got = ids(&read_frames(&client, 4).await);
+        assert_eq!(got, vec!["0", "1", "2", "resync:slow_consumer"]);
+        // Paid: signals flow again.
+        hub.publish(&signal("order", Some("9")));
+        assert_eq!(ids(&read_frames(&client, 1).await), vec!["9"]);
     }
 }

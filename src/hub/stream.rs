@@ -98,6 +98,8 @@ pub mod pipe {
         incoming: Arc<Direction>,
         outgoing: Arc<Direction>,
         capacity: usize,
+        /// Writes that took bytes: the system calls a socket would have seen.
+        pub writes: std::sync::atomic::AtomicUsize,
     }
 
     /// Two connected ends, each direction holding `capacity` bytes.
@@ -111,11 +113,13 @@ pub mod pipe {
                 incoming: Arc::clone(&a),
                 outgoing: Arc::clone(&b),
                 capacity,
+                writes: Default::default(),
             },
             End {
                 incoming: b,
                 outgoing: a,
                 capacity,
+                writes: Default::default(),
             },
         )
     }
@@ -152,6 +156,8 @@ pub mod pipe {
                 }
             }
             drop(state);
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.outgoing.data.notify_waiters();
             Ok(written)
         }
@@ -230,7 +236,6 @@ pub mod pipe {
         }
 
         /// Reads exactly `n` bytes; `None` if the other end closed first.
-        #[allow(dead_code)]
         pub async fn read_exact(&self, n: usize) -> Option<Vec<u8>> {
             let mut out = Vec::with_capacity(n);
             let mut buf = vec![0; n];
