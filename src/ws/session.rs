@@ -68,6 +68,7 @@ pub async fn run(
         Ok(()) => Read::Open,
         Err(violation) => Read::Broken(violation),
     };
+    drop(early);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
@@ -87,7 +88,8 @@ pub async fn run(
                 .await;
             }
         }
-        for message in incoming.drain(..) {
+        // Taken, not drained: a quiet connection keeps no buffer.
+        for message in std::mem::take(&mut incoming) {
             let answer = on_message(
                 message,
                 &mut session,
@@ -106,16 +108,16 @@ pub async fn run(
         tokio::select! {
             biased;
             () = &mut cancelled => {
-                return goodbye(&session, &socket, close_code::AWAY, "server shutting down", End::Shutdown).await;
+                return Box::pin(goodbye(&session, &socket, close_code::AWAY, "server shutting down", End::Shutdown)).await;
             }
             () = socket.gone() => return socket.end().unwrap_or(End::PeerClosed),
             // Deadlines come before the socket: a busy peer must not outlive its token.
             () = fire(&mut timers.auth_deadline) => {
                 let reason = format!(r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#, access.auth_timeout());
-                return goodbye(&session, &socket, CLOSE_UNAUTHORIZED, &reason, End::Unauthorized).await;
+                return Box::pin(goodbye(&session, &socket, CLOSE_UNAUTHORIZED, &reason, End::Unauthorized)).await;
             }
             () = fire(&mut timers.expiry) => {
-                return goodbye(&session, &socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired", End::Unauthorized).await;
+                return Box::pin(goodbye(&session, &socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired", End::Unauthorized)).await;
             }
             () = fire(&mut timers.expiry_notice) => {
                 timers.expiry_notice = None;

@@ -84,7 +84,13 @@ impl Handshake {
                 }
             };
             match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => serve(parts.io.into_inner(), parts.read_buf).await,
+                Ok(parts) => {
+                    // What the client sent after its request is a slice of
+                    // hyper's read buffer: copied, so that buffer is freed.
+                    let early = Bytes::copy_from_slice(&parts.read_buf);
+                    drop(parts.read_buf);
+                    serve(parts.io.into_inner(), early).await;
+                }
                 Err(_) => tracing::error!("WebSocket upgrade: not a TCP connection"),
             }
         });
