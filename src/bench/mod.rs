@@ -3,8 +3,12 @@
 //! matches what each client received to the commits by txid, watches the
 //! server process from `/proc` ([`probe`]), and reports a table, JSON and an
 //! SVG plot ([`plot`]). Against `--target` it measures any server speaking
-//! the SYNC-009 protocol.
+//! the SYNC-009 protocol. `bench compare` ([`compare`]) runs pgbroadcast and
+//! the peers under `bench/peers/` side by side; `bench floor` ([`floor`])
+//! measures what fan-out costs on this machine at the least.
 
+pub mod compare;
+pub mod floor;
 pub mod load;
 pub mod plot;
 pub mod probe;
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -40,6 +44,53 @@ pub enum Scenario {
     Ceiling,
     /// A few hundred clients for a few seconds (the test suite runs this).
     Smoke,
+}
+
+/// `pgbroadcast bench`: one run (the options below), or a subcommand.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCli {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub run: BenchArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// pgbroadcast and the peers under bench/peers (Bun, Node), one at a
+    /// time against one private Postgres, the same scenarios, one table.
+    Compare(compare::CompareArgs),
+    /// The machine's floor: CPU per 150-byte write to N loopback sockets, one per socket per signal.
+    Floor(floor::FloorArgs),
+}
+
+/// Runs `pgbroadcast bench …` and prints what it measured.
+pub async fn main(cli: BenchCli) -> Result<(), Error> {
+    match cli.command {
+        None => {
+            let out = cli.run.out.clone();
+            let report = run(cli.run).await?;
+            println!("{}", table(&report));
+            println!("details: {}/", out.display());
+            if report.lost > 0 {
+                return Err(Error::Setup(format!("{} signals were lost", report.lost)));
+            }
+        }
+        Some(BenchCommand::Compare(args)) => {
+            let out = args.out.clone();
+            let comparison = compare::run(args).await?;
+            println!("{}", compare::markdown(&comparison));
+            println!("details: {}/", out.display());
+        }
+        Some(BenchCommand::Floor(args)) => {
+            let floor = tokio::task::spawn_blocking(move || floor::run(&args))
+                .await
+                .map_err(std::io::Error::other)??;
+            println!("{}", floor.line());
+        }
+    }
+    Ok(())
 }
 
 /// `pgbroadcast bench` options; unset ones take the scenario's defaults.
