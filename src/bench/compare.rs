@@ -637,6 +637,12 @@ impl Figures {
     }
 }
 
+/// The machine's busy CPU less the server's and the load generator's (% of
+/// one core): Postgres, and anything else running on the machine.
+pub fn rest_of_machine(r: &Report) -> Option<f64> {
+    Some((r.machine_cpu_percent? - r.server_cpu_percent? - r.load_cpu_percent?).max(0.0))
+}
+
 /// Server CPU seconds per 100,000 deliveries.
 pub fn cpu_per_100k(r: &Report) -> Option<f64> {
     let cpu = r.server_cpu_s?;
@@ -695,8 +701,8 @@ pub fn markdown(c: &Comparison) -> String {
         }
     );
     out.push_str(
-        "| scenario | server | deliveries/s | p50 / p90 / p99 / max ms | last client p99 ms | lost | resyncs | server CPU | CPU-s per 100k deliveries | × floor | RSS MiB | RSS per connection KiB |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | server | deliveries/s | p50 / p90 / p99 / max ms | last client p99 ms | lost | resyncs | server CPU | CPU-s per 100k deliveries | × floor | RSS MiB | RSS per connection KiB | rest of machine CPU |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let dash = || "—".to_owned();
     for spec in &c.specs {
@@ -731,7 +737,7 @@ pub fn markdown(c: &Comparison) -> String {
         };
         if let Some(f) = floor {
             out.push_str(&format!(
-                "| {} | floor: one `write` per socket | {} | — | — | — | — | {:.0}% | {:.2} | 1 | — | — |\n",
+                "| {} | floor: one `write` per socket | {} | — | — | — | — | {:.0}% | {:.2} | 1 | — | — | — |\n",
                 label(),
                 thousands(f.writes_per_s),
                 f.cpu_percent,
@@ -741,7 +747,7 @@ pub fn markdown(c: &Comparison) -> String {
         for row in rows {
             let Some(r) = &row.report else {
                 out.push_str(&format!(
-                    "| {} | {} | failed: {} | | | | | | | | | |\n",
+                    "| {} | {} | failed: {} | | | | | | | | | | |\n",
                     label(),
                     row.server.name(),
                     row.error
@@ -755,7 +761,7 @@ pub fn markdown(c: &Comparison) -> String {
             let f = Figures::of(r);
             let l = &r.latency;
             out.push_str(&format!(
-                "| {} | {} | {}{} | {} / {} / {} / {}{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {}{} | {} / {} / {} / {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 label(),
                 row.server.name(),
                 thousands(f.deliveries_per_s),
@@ -784,6 +790,7 @@ pub fn markdown(c: &Comparison) -> String {
                 f.rss_mib.map_or_else(dash, |v| format!("{v:.1}{}", ratio(Some(v), b_rss))),
                 f.rss_per_conn
                     .map_or_else(dash, |v| format!("{v:.1}{}", ratio(Some(v), b_conn))),
+                rest_of_machine(r).map_or_else(dash, |v| format!("{v:.0}%")),
             ));
         }
     }
@@ -807,7 +814,9 @@ pub fn markdown(c: &Comparison) -> String {
          (n×): the figure over the best peer's in that scenario (the lowest; for deliveries/s the highest). \
          × floor: CPU-s per 100k deliveries over the floor probe's CPU-s per 100k writes at the same sockets × rate \
          (one 150-byte non-blocking `write` per socket per signal, read by another thread). \
-         Server CPU and RSS are read from /proc; RSS per connection is the growth from before the clients connected to when every subscription was live, per client.\n",
+         Server CPU and RSS are read from /proc; RSS per connection is the growth from before the clients connected to when every subscription was live, per client. \
+         Rest of machine CPU: the machine's busy time less the server's and the load generator's, over the same span: Postgres and whatever else ran; \
+         a row far above its neighbours in the same scenario was disturbed by other work on the machine.\n",
     );
     let barrier: Vec<String> = c
         .rows

@@ -289,6 +289,11 @@ pub struct Report {
     pub server_cpu_percent: Option<f64>,
     /// Server CPU seconds from the first write until the last delivery (or the drain's end).
     pub server_cpu_s: Option<f64>,
+    /// The whole machine's busy CPU over the same span (% of one core):
+    /// server, load generator, Postgres and anything else running.
+    pub machine_cpu_percent: Option<f64>,
+    /// This load generator's own CPU over the same span (% of one core).
+    pub load_cpu_percent: Option<f64>,
     pub server_rss_mib: Option<f64>,
     pub server_rss_per_connection_kib: Option<f64>,
     pub steps: Vec<Step>,
@@ -561,6 +566,8 @@ async fn drive(
     let counter = Arc::new(AtomicU64::new(0));
     counting.store(true, Ordering::Relaxed);
     let cpu_start = server.pid.and_then(probe::read).map(|r| r.cpu);
+    let machine_start = probe::machine_busy();
+    let load_start = probe::read(std::process::id()).map(|r| r.cpu);
     let started = std::time::Instant::now();
     let mut writes = Vec::new();
     let mut steps = Vec::new();
@@ -622,6 +629,10 @@ async fn drive(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds(server.pid, cpu_start);
+    let machine_cpu = probe::machine_busy()
+        .zip(machine_start)
+        .map(|(end, start)| (end - start).as_secs_f64() / elapsed * 100.0);
+    let load_cpu = cpu_percent(Some(std::process::id()), load_start, elapsed);
     let cpu = cpu_s.map(|s| s / elapsed * 100.0);
     stop.cancel();
     sampler_stop.cancel();
@@ -643,6 +654,8 @@ async fn drive(
     );
     report.subscription = subscription;
     report.server_cpu_s = cpu_s;
+    report.machine_cpu_percent = machine_cpu;
+    report.load_cpu_percent = load_cpu;
     Ok(report)
 }
 
@@ -842,6 +855,8 @@ fn summarize(
         last_client_latency: Latency::of(&last_hist),
         server_cpu_percent: cpu,
         server_cpu_s: None,
+        machine_cpu_percent: None,
+        load_cpu_percent: None,
         server_rss_mib: rss_mib,
         server_rss_per_connection_kib: per_conn,
         steps,
@@ -882,6 +897,11 @@ pub fn table(report: &Report) -> String {
         out.push_str(&format!(
             "commit → last client: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} signals\n",
             f.p50_ms, f.p99_ms, f.max_ms, f.count
+        ));
+    }
+    if let (Some(machine), Some(load)) = (report.machine_cpu_percent, report.load_cpu_percent) {
+        out.push_str(&format!(
+            "machine CPU {machine:.0}% of one core, of which this load generator {load:.0}%\n"
         ));
     }
     if !report.steps.is_empty() {
