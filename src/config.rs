@@ -46,7 +46,7 @@ pub enum Command {
     Demo(ServeArgs),
     /// Measure a server: WebSocket clients, writes through routed tables,
     /// commit → client latency, deliveries/s, losses, server CPU and memory.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::bench::BenchCli),
 }
 
 #[derive(Debug, Args)]

@@ -178,16 +178,8 @@ async fn serve_on(
     Ok(())
 }
 
-async fn run_bench(args: pgbroadcast::bench::BenchArgs) -> Result<(), Error> {
-    let out = args.out.clone();
-    let report = pgbroadcast::bench::run(args).await?;
-    println!("{}", pgbroadcast::bench::table(&report));
-    println!("details: {}/", out.display());
-    if report.lost > 0 {
-        tracing::error!(lost = report.lost, "signals were lost");
-        return Err(Error::Io(std::io::Error::other("signals were lost")));
-    }
-    Ok(())
+async fn run_bench(cli: pgbroadcast::bench::BenchCli) -> Result<(), Error> {
+    Ok(pgbroadcast::bench::main(cli).await?)
 }
 
 async fn run_migrate(args: MigrateArgs) -> Result<(), Error> {

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -78,13 +78,35 @@ pub fn table_name(table: usize) -> String {
     format!("pgbroadcast_bench_{table}")
 }
 
-/// A connected, subscribed client, ready to read.
+/// The event of the barrier signals that show a subscription is live
+/// ([`barrier`]); clients never count them.
+pub const BARRIER_EVENT: &str = "bench_barrier";
+
+/// How far the clients are: connected, their subscriptions live (by an
+/// acknowledgement or a barrier signal), or failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub connected: usize,
+    pub acknowledged: usize,
+    pub by_barrier: usize,
+    pub failed: usize,
+}
+
+impl Progress {
+    pub fn live(&self) -> usize {
+        self.acknowledged + self.by_barrier
+    }
+}
+
+/// A connected client that has sent its subscribe, ready to read.
 pub struct Connected {
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     plan: ClientPlan,
 }
 
-/// Connects client `index` from its loopback source address and subscribes.
+/// Connects client `index` from its loopback source address and sends its
+/// subscribe. Whether the subscription is live is seen while reading
+/// ([`Connected::read`]): a `subscribed` acknowledgement, or a barrier signal.
 pub async fn connect(
     url: &str,
     server: SocketAddr,
@@ -116,27 +138,20 @@ pub async fn connect(
     ws.send(Message::text(subscribe))
         .await
         .map_err(|e| e.to_string())?;
-    // welcome, then subscribed: from then on every signal is ours to count.
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) if text.contains("\"subscribed\"") => break,
-            Some(Ok(Message::Text(text))) if text.contains("\"error\"") => {
-                return Err(text.to_string());
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("closed before subscribing".into()),
-        }
-    }
     Ok(Connected { ws, plan })
 }
 
 impl Connected {
-    /// Reads until `stop`; counts signals into `delivered` as they arrive.
+    /// Reads until `stop`. Marks the subscription live in `progress` on the
+    /// first `subscribed` acknowledgement or barrier signal (or failed, on an
+    /// error before that); counts signals into `delivered` as they arrive,
+    /// and resyncs once `counting` is set (the writes have begun).
     pub async fn read(
         mut self,
         clock: Clock,
         delivered: Arc<AtomicU64>,
+        progress: Arc<tokio::sync::watch::Sender<Progress>>,
+        counting: Arc<AtomicBool>,
         stop: CancellationToken,
     ) -> ClientResult {
         let mut result = ClientResult {
@@ -144,6 +159,7 @@ impl Connected {
             plan_slot: self.plan.slot,
             ..ClientResult::default()
         };
+        let mut live = false;
         loop {
             let message = tokio::select! {
                 () = stop.cancelled() => break,
@@ -156,19 +172,39 @@ impl Connected {
                         result.error = Some(format!("unreadable frame: {text}"));
                         continue;
                     };
-                    if frame.kind.is_some() {
-                        continue;
-                    }
-                    if frame.event == Some("resync") {
-                        result.resyncs += 1;
-                        continue;
-                    }
-                    result.signals += 1;
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    if self.plan.sample
-                        && let Some(txid) = frame.payload.and_then(|p| p.txid)
-                    {
-                        result.samples.push((txid, now));
+                    match (frame.kind, frame.event) {
+                        (Some("subscribed"), _) if !live => {
+                            live = true;
+                            progress.send_modify(|p| p.acknowledged += 1);
+                        }
+                        (Some("error"), _) if !live => {
+                            result.error = Some(text.to_string());
+                            break;
+                        }
+                        (Some(_), _) => {}
+                        (None, Some(BARRIER_EVENT)) => {
+                            if !live {
+                                live = true;
+                                progress.send_modify(|p| p.by_barrier += 1);
+                            }
+                        }
+                        // Before the first write nothing of the run can have
+                        // been missed (pgbroadcast resyncs its clients once its
+                        // LISTEN is up, which may follow their subscribes).
+                        (None, Some("resync")) => {
+                            if counting.load(Ordering::Relaxed) {
+                                result.resyncs += 1;
+                            }
+                        }
+                        (None, _) => {
+                            result.signals += 1;
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            if self.plan.sample
+                                && let Some(txid) = frame.payload.and_then(|p| p.txid)
+                            {
+                                result.samples.push((txid, now));
+                            }
+                        }
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -186,9 +222,27 @@ impl Connected {
                 }
             }
         }
+        if !live && result.error.is_some() {
+            progress.send_modify(|p| p.failed += 1);
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
         result
     }
+}
+
+/// Commits one transaction that sends a channel-wide barrier signal on every
+/// routed table's channel (entity subscribers get channel-wide signals too).
+/// A client that receives one has a live subscription.
+pub async fn barrier(pg: &Client, tables: usize) -> Result<(), tokio_postgres::Error> {
+    let mut sql = String::from("begin;");
+    for t in 0..tables {
+        sql.push_str(&format!(
+            "select broadcast.emit('{}', '{BARRIER_EVENT}', null);",
+            channel(t)
+        ));
+    }
+    sql.push_str("commit;");
+    pg.batch_execute(&sql).await
 }
 
 /// One committed write.

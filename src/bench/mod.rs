@@ -3,8 +3,12 @@
 //! matches what each client received to the commits by txid, watches the
 //! server process from `/proc` ([`probe`]), and reports a table, JSON and an
 //! SVG plot ([`plot`]). Against `--target` it measures any server speaking
-//! the SYNC-009 protocol.
+//! the SYNC-009 protocol. `bench compare` ([`compare`]) runs pgbroadcast and
+//! the peers under `bench/peers/` side by side; `bench floor` ([`floor`])
+//! measures what fan-out costs on this machine at the least.
 
+pub mod compare;
+pub mod floor;
 pub mod load;
 pub mod plot;
 pub mod probe;
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -40,6 +44,53 @@ pub enum Scenario {
     Ceiling,
     /// A few hundred clients for a few seconds (the test suite runs this).
     Smoke,
+}
+
+/// `pgbroadcast bench`: one run (the options below), or a subcommand.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCli {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub run: BenchArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// pgbroadcast and the peers under bench/peers (Bun, Node), one at a
+    /// time against one private Postgres, the same scenarios, one table.
+    Compare(compare::CompareArgs),
+    /// The machine's floor: CPU per 150-byte write to N loopback sockets, one per socket per signal.
+    Floor(floor::FloorArgs),
+}
+
+/// Runs `pgbroadcast bench …` and prints what it measured.
+pub async fn main(cli: BenchCli) -> Result<(), Error> {
+    match cli.command {
+        None => {
+            let out = cli.run.out.clone();
+            let report = run(cli.run).await?;
+            println!("{}", table(&report));
+            println!("details: {}/", out.display());
+            if report.lost > 0 {
+                return Err(Error::Setup(format!("{} signals were lost", report.lost)));
+            }
+        }
+        Some(BenchCommand::Compare(args)) => {
+            let out = args.out.clone();
+            let comparison = compare::run(args).await?;
+            println!("{}", compare::markdown(&comparison));
+            println!("details: {}/", out.display());
+        }
+        Some(BenchCommand::Floor(args)) => {
+            let floor = tokio::task::spawn_blocking(move || floor::run(&args))
+                .await
+                .map_err(std::io::Error::other)??;
+            println!("{}", floor.line());
+        }
+    }
+    Ok(())
 }
 
 /// `pgbroadcast bench` options; unset ones take the scenario's defaults.
@@ -77,6 +128,11 @@ pub struct BenchArgs {
     /// Where to write `<scenario>.json` and `<scenario>.svg`.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
+    /// How long to wait, once a server has not acknowledged every subscribe,
+    /// for every client to receive a barrier signal (proof that its
+    /// subscription is live) before giving up.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub live_timeout: Duration,
     /// The pgbroadcast binary to start when there is no --target.
     #[arg(long, hide = true)]
     pub server_bin: Option<PathBuf>,
@@ -96,6 +152,7 @@ impl BenchArgs {
             writers: None,
             duration: None,
             out: PathBuf::from("bench-results"),
+            live_timeout: Duration::from_secs(30),
             server_bin: None,
         }
     }
@@ -200,9 +257,23 @@ pub struct Step {
     pub server_cpu_percent: Option<f64>,
 }
 
+/// How the clients' subscriptions were seen to be live before counting began.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Subscription {
+    /// Clients whose subscribe the server acknowledged (`{"type":"subscribed"}`).
+    pub acknowledged: usize,
+    /// Clients that received a barrier signal instead (servers that do not acknowledge).
+    pub by_barrier: usize,
+    /// Barrier transactions committed (0 when every subscribe was acknowledged).
+    pub barriers: u32,
+    /// From the first connect to every subscription live.
+    pub live_after_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub plan: Plan,
+    pub subscription: Subscription,
     pub commits: u64,
     pub commits_per_s: f64,
     pub deliveries: u64,
@@ -216,6 +287,13 @@ pub struct Report {
     /// Commit → the last client that should get it has it (per signal).
     pub last_client_latency: Latency,
     pub server_cpu_percent: Option<f64>,
+    /// Server CPU seconds from the first write until the last delivery (or the drain's end).
+    pub server_cpu_s: Option<f64>,
+    /// The whole machine's busy CPU over the same span (% of one core):
+    /// server, load generator, Postgres and anything else running.
+    pub machine_cpu_percent: Option<f64>,
+    /// This load generator's own CPU over the same span (% of one core).
+    pub load_cpu_percent: Option<f64>,
     pub server_rss_mib: Option<f64>,
     pub server_rss_per_connection_kib: Option<f64>,
     pub steps: Vec<Step>,
@@ -330,7 +408,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, Error> {
     let (pg, connection) = server.database.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     load::setup(&pg, plan.channels).await?;
-    let result = drive(&plan, &server).await;
+    let result = drive(&plan, &server, &pg, args.live_timeout).await;
     load::teardown(&pg, plan.channels).await?;
     if let Some(mut child) = server.child.take() {
         if let Some(pid) = child.id() {
@@ -354,41 +432,128 @@ pub async fn run(args: BenchArgs) -> Result<Report, Error> {
     Ok(report)
 }
 
-async fn drive(plan: &Plan, server: &Server) -> Result<Report, Error> {
+/// A server that acknowledges subscribes does so within this long of the
+/// last client connecting; otherwise the bench proves liveness by barriers.
+const ACK_GRACE: Duration = Duration::from_secs(1);
+/// A barrier is committed again this often until every client has one.
+const BARRIER_EVERY: Duration = Duration::from_millis(500);
+
+async fn drive(
+    plan: &Plan,
+    server: &Server,
+    pg: &tokio_postgres::Client,
+    live_timeout: Duration,
+) -> Result<Report, Error> {
     let clock = Clock::start();
     let rss_before = server.pid.and_then(probe::read).map(|r| r.rss);
 
-    // Connect everyone (a few hundred at a time) before the first write.
-    let plans = plans_for_clients(plan);
-    let connecting = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut handles = Vec::with_capacity(plans.len());
-    for (i, client_plan) in plans.into_iter().enumerate() {
-        let permit = Arc::clone(&connecting);
-        let url = server.ws_url.clone();
-        let addr = server.addr;
-        handles.push(tokio::spawn(async move {
-            let _permit = permit.acquire().await;
-            load::connect(&url, addr, i, client_plan).await
-        }));
-    }
-    let mut connected = Vec::with_capacity(handles.len());
-    for (i, handle) in handles.into_iter().enumerate() {
-        match handle.await.expect("connect task") {
-            Ok(c) => connected.push(c),
-            Err(e) => return Err(Error::Setup(format!("client {i}: {e}"))),
-        }
-        if (i + 1) % 5000 == 0 {
-            eprintln!("  {} clients connected", i + 1);
-        }
-    }
-    let rss_connected = server.pid.and_then(probe::read).map(|r| r.rss);
-
+    // Connect everyone (a few hundred at a time); each client reads from the
+    // moment it has sent its subscribe.
+    let n = plan.clients;
     let delivered = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = CancellationToken::new();
-    let readers: Vec<_> = connected
+    // However this returns, no client task outlives the run.
+    let _stop_clients = stop.clone().drop_guard();
+    let (progress, mut watch) = tokio::sync::watch::channel(load::Progress::default());
+    let progress = Arc::new(progress);
+    let connecting = Arc::new(tokio::sync::Semaphore::new(256));
+    let started_connecting = std::time::Instant::now();
+    let clients: Vec<_> = plans_for_clients(plan)
         .into_iter()
-        .map(|c| tokio::spawn(c.read(clock, Arc::clone(&delivered), stop.clone())))
+        .enumerate()
+        .map(|(i, client_plan)| {
+            let permit = Arc::clone(&connecting);
+            let url = server.ws_url.clone();
+            let addr = server.addr;
+            let (delivered, progress, counting, stop) = (
+                Arc::clone(&delivered),
+                Arc::clone(&progress),
+                Arc::clone(&counting),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let connected = {
+                    let _permit = permit.acquire().await;
+                    load::connect(&url, addr, i, client_plan).await
+                };
+                match connected {
+                    Ok(client) => {
+                        progress.send_modify(|p| {
+                            p.connected += 1;
+                            if p.connected % 5000 == 0 {
+                                eprintln!("  {} clients connected", p.connected);
+                            }
+                        });
+                        Ok(client
+                            .read(clock, delivered, progress, counting, stop)
+                            .await)
+                    }
+                    Err(e) => {
+                        progress.send_modify(|p| p.failed += 1);
+                        Err(format!("client {i}: {e}"))
+                    }
+                }
+            })
+        })
         .collect();
+
+    let connect_budget = Duration::from_secs(60) + Duration::from_millis(5 * n as u64);
+    let connected = wait_progress(
+        &mut watch,
+        tokio::time::Instant::now() + connect_budget,
+        |p| p.connected == n || p.failed > 0,
+    )
+    .await;
+    if !connected || watch.borrow().failed > 0 {
+        let missing = n - watch.borrow().connected;
+        let why = format!("{missing} of {n} clients did not connect within {connect_budget:?}");
+        return Err(abort(clients, &stop, why).await);
+    }
+
+    // Live: acknowledged within a grace period, or else proven by barriers.
+    let mut barriers = 0u32;
+    let live = |p: &load::Progress| p.live() == n || p.failed > 0;
+    if !wait_progress(&mut watch, tokio::time::Instant::now() + ACK_GRACE, live).await {
+        let p = *watch.borrow();
+        eprintln!(
+            "  {} of {n} subscribes acknowledged; committing barrier signals until every client has one",
+            p.acknowledged
+        );
+        let deadline = tokio::time::Instant::now() + live_timeout;
+        loop {
+            load::barrier(pg, plan.channels).await?;
+            barriers += 1;
+            let next = (tokio::time::Instant::now() + BARRIER_EVERY).min(deadline);
+            if wait_progress(&mut watch, next, live).await {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let p = *watch.borrow();
+                let why = format!(
+                    "{} of {n} clients never received a barrier signal within {:?} ({barriers} barrier transactions on {} channel(s); {} subscribes acknowledged, {} clients live by a barrier): their subscriptions did not go live, or the server does not forward `broadcast.emit` signals",
+                    n - p.live(),
+                    live_timeout,
+                    plan.channels,
+                    p.acknowledged,
+                    p.by_barrier,
+                );
+                return Err(abort(clients, &stop, why).await);
+            }
+        }
+    }
+    if watch.borrow().failed > 0 {
+        let why = "a client failed before its subscription was live".to_owned();
+        return Err(abort(clients, &stop, why).await);
+    }
+    let p = *watch.borrow();
+    let subscription = Subscription {
+        acknowledged: p.acknowledged,
+        by_barrier: p.by_barrier,
+        barriers,
+        live_after_ms: started_connecting.elapsed().as_secs_f64() * 1e3,
+    };
+    let rss_connected = server.pid.and_then(probe::read).map(|r| r.rss);
 
     let sampler_stop = CancellationToken::new();
     let sampler = tokio::spawn(sample_every_second(
@@ -399,7 +564,10 @@ async fn drive(plan: &Plan, server: &Server) -> Result<Report, Error> {
     ));
 
     let counter = Arc::new(AtomicU64::new(0));
+    counting.store(true, Ordering::Relaxed);
     let cpu_start = server.pid.and_then(probe::read).map(|r| r.cpu);
+    let machine_start = probe::machine_busy();
+    let load_start = probe::read(std::process::id()).map(|r| r.cpu);
     let started = std::time::Instant::now();
     let mut writes = Vec::new();
     let mut steps = Vec::new();
@@ -460,15 +628,20 @@ async fn drive(plan: &Plan, server: &Server) -> Result<Report, Error> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_percent(server.pid, cpu_start, elapsed);
+    let cpu_s = cpu_seconds(server.pid, cpu_start);
+    let machine_cpu = probe::machine_busy()
+        .zip(machine_start)
+        .map(|(end, start)| (end - start).as_secs_f64() / elapsed * 100.0);
+    let load_cpu = cpu_percent(Some(std::process::id()), load_start, elapsed);
+    let cpu = cpu_s.map(|s| s / elapsed * 100.0);
     stop.cancel();
     sampler_stop.cancel();
-    let mut results = Vec::with_capacity(readers.len());
-    for r in readers {
-        results.push(r.await.expect("reader task"));
+    let mut results = Vec::with_capacity(clients.len());
+    for client in clients {
+        results.push(client.await.expect("client task").map_err(Error::Setup)?);
     }
     let timeline = sampler.await.expect("sampler");
-    Ok(summarize(
+    let mut report = summarize(
         plan,
         &writes,
         &results,
@@ -478,7 +651,49 @@ async fn drive(plan: &Plan, server: &Server) -> Result<Report, Error> {
         rss_connected,
         steps,
         timeline,
-    ))
+    );
+    report.subscription = subscription;
+    report.server_cpu_s = cpu_s;
+    report.machine_cpu_percent = machine_cpu;
+    report.load_cpu_percent = load_cpu;
+    Ok(report)
+}
+
+/// Waits until `done` holds for the clients' progress, or `deadline`; whether it holds.
+async fn wait_progress(
+    watch: &mut tokio::sync::watch::Receiver<load::Progress>,
+    deadline: tokio::time::Instant,
+    done: impl FnMut(&load::Progress) -> bool,
+) -> bool {
+    matches!(
+        tokio::time::timeout_at(deadline, watch.wait_for(done)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Stops every client and returns the setup error: `why`, and the first
+/// client error seen, if any.
+async fn abort(
+    clients: Vec<tokio::task::JoinHandle<Result<ClientResult, String>>>,
+    stop: &CancellationToken,
+    why: String,
+) -> Error {
+    stop.cancel();
+    let mut first = None;
+    for client in clients {
+        let error = match client.await {
+            Ok(Ok(result)) => result.error,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(e.to_string()),
+        };
+        if first.is_none() {
+            first = error;
+        }
+    }
+    Error::Setup(match first {
+        Some(e) => format!("{why}; first client error: {e}"),
+        None => why,
+    })
 }
 
 fn write_plan(plan: &Plan, rate: Option<f64>) -> WritePlan {
@@ -491,8 +706,12 @@ fn write_plan(plan: &Plan, rate: Option<f64>) -> WritePlan {
 }
 
 fn cpu_percent(pid: Option<u32>, since: Option<Duration>, secs: f64) -> Option<f64> {
+    Some(cpu_seconds(pid, since)? / secs * 100.0)
+}
+
+fn cpu_seconds(pid: Option<u32>, since: Option<Duration>) -> Option<f64> {
     let now = probe::read(pid?)?.cpu;
-    Some((now - since?).as_secs_f64() / secs * 100.0)
+    Some((now - since?).as_secs_f64())
 }
 
 async fn sample_every_second(
@@ -624,6 +843,7 @@ fn summarize(
     };
     Report {
         plan: plan.clone(),
+        subscription: Subscription::default(),
         commits: writes.len() as u64,
         commits_per_s: writes.len() as f64 / write_secs,
         deliveries,
@@ -634,6 +854,9 @@ fn summarize(
         latency: Latency::of(&latency),
         last_client_latency: Latency::of(&last_hist),
         server_cpu_percent: cpu,
+        server_cpu_s: None,
+        machine_cpu_percent: None,
+        load_cpu_percent: None,
         server_rss_mib: rss_mib,
         server_rss_per_connection_kib: per_conn,
         steps,
@@ -674,6 +897,11 @@ pub fn table(report: &Report) -> String {
         out.push_str(&format!(
             "commit → last client: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} signals\n",
             f.p50_ms, f.p99_ms, f.max_ms, f.count
+        ));
+    }
+    if let (Some(machine), Some(load)) = (report.machine_cpu_percent, report.load_cpu_percent) {
+        out.push_str(&format!(
+            "machine CPU {machine:.0}% of one core, of which this load generator {load:.0}%\n"
         ));
     }
     if !report.steps.is_empty() {

@@ -22,6 +22,33 @@ pub fn read(pid: u32) -> Option<Reading> {
     })
 }
 
+/// CPU time the whole machine has been busy (every core, all but idle and
+/// iowait), from `/proc/stat`.
+pub fn machine_busy() -> Option<Duration> {
+    busy_time(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn busy_time(stat: &str) -> Option<Duration> {
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let busy: u64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(Duration::from_secs_f64(
+        busy as f64 / clock_ticks_per_second() as f64,
+    ))
+}
+
 /// utime + stime (fields 14 and 15), after the `(comm)` field, which may hold spaces.
 fn cpu_time(stat: &str) -> Option<Duration> {
     let after_comm = &stat[stat.rfind(')')? + 2..];
@@ -61,6 +88,17 @@ mod tests {
             rss_bytes("Name:\tx\nVmRSS:\t   2048 kB\n"),
             Some(2 * 1024 * 1024)
         );
+    }
+
+    #[test]
+    fn parses_proc_stat() {
+        let stat = "cpu  100 5 50 1000 30 1 2 3 7 0\ncpu0 50 2 25 500 15 0 1 1 0 0\n";
+        let ticks = clock_ticks_per_second() as f64;
+        assert_eq!(
+            busy_time(stat),
+            Some(Duration::from_secs_f64(161.0 / ticks))
+        );
+        assert!(machine_busy().is_some());
     }
 
     #[test]
