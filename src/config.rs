@@ -263,6 +263,10 @@ pub struct Limits {
     #[arg(long, env = "PGBROADCAST_HISTORY_AGE", default_value = "2m", value_parser = duration_in::<0, 86_400_000>)]
     pub history_age: Duration,
 
+    /// Fan-out shards, each writing to its share of the sockets; 0: one per core.
+    #[arg(long, env = "PGBROADCAST_SHARDS", default_value_t = 0, value_parser = count_in::<0, 1024>)]
+    pub shards: usize,
+
     /// Interval of WebSocket pings; a peer silent for two intervals is dropped.
     #[arg(long, env = "PGBROADCAST_HEARTBEAT", default_value = "30s", value_parser = duration_in::<1000, 3_600_000>)]
     pub heartbeat: Duration,
@@ -291,6 +295,7 @@ impl Default for Limits {
             max_lag: Duration::from_secs(30),
             history_size: 10_000,
             history_age: Duration::from_secs(120),
+            shards: 0,
             heartbeat: Duration::from_secs(30),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
@@ -307,7 +312,7 @@ impl Limits {
             history_age: self.history_age,
             heartbeat: self.heartbeat,
             max_lag: self.max_lag,
-            shards: 0,
+            shards: self.shards,
         }
     }
 

@@ -25,7 +25,22 @@ impl From<TcpStream> for Stream {
 impl Stream {
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(tcp) => tcp.try_write_vectored(bufs),
+            Stream::Tcp(tcp) => {
+                // Straight to the socket (no readiness bookkeeping per write:
+                // most writes succeed); only a full socket tells tokio, so
+                // that `writable` waits for room.
+                let socket = socket2::SockRef::from(tcp);
+                let sent = match bufs {
+                    [one] => socket.send(one),
+                    _ => socket.send_vectored(bufs),
+                };
+                match sent {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        tcp.try_io(tokio::io::Interest::WRITABLE, || Err(e))
+                    }
+                    sent => sent,
+                }
+            }
             #[cfg(test)]
             Stream::Pipe(end) => end.try_write_vectored(bufs),
         }
