@@ -30,31 +30,36 @@ const READ_BUDGET: usize = 16 * 1024;
 /// Runs the connection until the peer leaves, the socket fails, the shard
 /// lets it go, or `shutdown` fires. `early`: bytes the client sent right
 /// after its handshake.
+///
+/// The welcome, the checks of `early` and the timers are set up before the
+/// returned future first runs; the future keeps only what a waiting
+/// connection needs (a quiet socket costs its memory, so this is kept small).
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub fn run<'a>(
     socket: Arc<Socket>,
-    mut session: Session,
+    session: Session,
     early: Bytes,
-    limits: &Limits,
-    security: &Security,
+    limits: &'a Limits,
+    security: &'a Security,
     identity: Option<Identity>,
     shutdown: CancellationToken,
-) -> End {
-    let mut access = Access::new(security, identity);
-    let welcome = Control::Welcome {
-        protocol: protocol::VERSION,
-        auth: if access.required() {
-            "required"
-        } else {
-            "none"
-        },
-        epoch: session.epoch(),
-        seq: session.start_seq(),
-        limits: limits.into(),
-    };
-    session.send(vec![welcome.frame()]);
+) -> impl Future<Output = End> + Send + 'a {
+    let access = Access::new(security, identity);
+    session.send(vec![
+        Control::Welcome {
+            protocol: protocol::VERSION,
+            auth: if access.required() {
+                "required"
+            } else {
+                "none"
+            },
+            epoch: session.epoch(),
+            seq: session.start_seq(),
+            limits: limits.into(),
+        }
+        .frame(),
+    ]);
     let mut reader = frame::Reader::new(limits.hard_message_limit());
-    let mut rate = RateLimit::new(limits.max_messages_per_second);
     let mut timers = Timers::default();
     if access.required() {
         if !access.authenticated() {
@@ -64,93 +69,170 @@ pub async fn run(
         timers.set_expiry(&access);
     }
     let mut incoming = Vec::new();
-    let mut read = match reader.feed(&early, &mut incoming) {
+    let read = match reader.feed(&early, &mut incoming) {
         Ok(()) => Read::Open,
         Err(violation) => Read::Broken(violation),
     };
     drop(early);
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        match read {
-            Read::Open => {}
-            Read::Closed => return End::PeerClosed,
-            Read::Failed(e) => return End::SocketError(e),
-            Read::Broken(violation) => {
-                // A broken frame or message: say which rule it broke (RFC 6455 §7.4.1).
-                return goodbye(
-                    &session,
-                    &socket,
-                    violation.code,
-                    &violation.reason,
-                    End::ProtocolError,
-                )
-                .await;
+    let mut connection = Connection {
+        socket,
+        session,
+        limits,
+        access,
+        reader,
+        rate: RateLimit::new(limits.max_messages_per_second),
+        timers,
+        incoming,
+    };
+    // The block's captures are the connection's state, used in place (an
+    // `async fn` would hold its arguments twice).
+    async move { connection.serve(read, &shutdown).await }
+}
+
+/// A connection's reading side between reads.
+struct Connection<'a> {
+    socket: Arc<Socket>,
+    session: Session,
+    limits: &'a Limits,
+    access: Access<'a>,
+    reader: frame::Reader,
+    rate: RateLimit,
+    timers: Timers,
+    incoming: Vec<Incoming>,
+}
+
+impl Connection<'_> {
+    async fn serve(&mut self, mut read: Read, shutdown: &CancellationToken) -> End {
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        loop {
+            match read {
+                Read::Open => {}
+                Read::Closed => return End::PeerClosed,
+                Read::Failed(e) => return End::SocketError(e),
+                Read::Broken(violation) => {
+                    // A broken frame or message: say which rule it broke (RFC 6455 §7.4.1).
+                    let (code, reason) = (violation.code, violation.reason);
+                    return self.goodbye(code, reason, End::ProtocolError).await;
+                }
             }
-        }
-        // Taken, not drained: a quiet connection keeps no buffer.
-        for message in std::mem::take(&mut incoming) {
-            let answer = on_message(
-                message,
-                &mut session,
+            // Taken, not drained: a quiet connection keeps no buffer.
+            for message in std::mem::take(&mut self.incoming) {
+                let answer = on_message(
+                    message,
+                    &mut self.session,
+                    self.limits,
+                    &mut self.access,
+                    &mut self.rate,
+                    &mut self.timers,
+                );
+                if let Some(end) = Box::pin(answer).await {
+                    return end;
+                }
+            }
+            // A peer that always has more to read must not keep this task from
+            // yielding: timers (its deadlines) and shutdown advance only when it does.
+            tokio::task::coop::consume_budget().await;
+            let Connection {
+                socket,
+                session,
                 limits,
-                &mut access,
-                &mut rate,
-                &mut timers,
-            );
-            if let Some(end) = Box::pin(answer).await {
-                return end;
-            }
-        }
-        // A peer that always has more to read must not keep this task from
-        // yielding: timers (its deadlines) and shutdown advance only when it does.
-        tokio::task::coop::consume_budget().await;
-        tokio::select! {
-            biased;
-            () = &mut cancelled => {
-                return Box::pin(goodbye(&session, &socket, close_code::AWAY, "server shutting down", End::Shutdown)).await;
-            }
-            () = socket.gone() => return socket.end().unwrap_or(End::PeerClosed),
-            // Deadlines come before the socket: a busy peer must not outlive its token.
-            () = fire(&mut timers.auth_deadline) => {
-                let reason = format!(r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#, access.auth_timeout());
-                return Box::pin(goodbye(&session, &socket, CLOSE_UNAUTHORIZED, &reason, End::Unauthorized)).await;
-            }
-            () = fire(&mut timers.expiry) => {
-                return Box::pin(goodbye(&session, &socket, CLOSE_UNAUTHORIZED, "unauthorized: the token expired", End::Unauthorized)).await;
-            }
-            () = fire(&mut timers.expiry_notice) => {
-                timers.expiry_notice = None;
-                access.expiry_notified = true;
-                let expires_at = access.identity().map_or(0, |id| id.expires_at);
-                session.send(vec![Control::AuthExpiring { expires_at }.frame()]);
-            }
-            () = fire(&mut timers.recheck) => {
-                timers.recheck = Some(sleep(access.recheck_every()));
-                Box::pin(revoke_denied(&mut session, &mut access, false)).await;
-            }
-            () = fire(&mut timers.rate_notice) => {
-                timers.rate_notice = None;
-                let count = rate.take_dropped();
-                session.send(vec![Control::Error {
-                    code: ErrorCode::RateLimited,
-                    message: &format!(
-                        "over {} messages per second: {count} message(s) dropped, not applied",
-                        limits.max_messages_per_second
-                    ),
-                    topics: Vec::new(),
-                    dropped: Some(count),
-                }.frame()]);
-            }
-            ready = socket.stream.readable() => {
-                read = match ready {
-                    Ok(()) => read_some(&socket.stream, &mut reader, &mut incoming),
-                    Err(e) => Read::Failed(e.to_string()),
-                };
-                socket.seen();
+                access,
+                reader,
+                rate,
+                timers,
+                incoming,
+            } = self;
+            let event = tokio::select! {
+                biased;
+                () = &mut cancelled => Event::Shutdown,
+                () = socket.gone() => return socket.end().unwrap_or(End::PeerClosed),
+                // Deadlines come before the socket: a busy peer must not outlive its token.
+                () = fire(&mut timers.auth_deadline) => Event::AuthDeadline,
+                () = fire(&mut timers.expiry) => Event::Expired,
+                () = fire(&mut timers.expiry_notice) => {
+                    timers.expiry_notice = None;
+                    access.expiry_notified = true;
+                    let expires_at = access.identity().map_or(0, |id| id.expires_at);
+                    session.send(vec![Control::AuthExpiring { expires_at }.frame()]);
+                    continue;
+                }
+                () = fire(&mut timers.recheck) => Event::Recheck,
+                () = fire(&mut timers.rate_notice) => {
+                    timers.rate_notice = None;
+                    let count = rate.take_dropped();
+                    session.send(vec![Control::Error {
+                        code: ErrorCode::RateLimited,
+                        message: &format!(
+                            "over {} messages per second: {count} message(s) dropped, not applied",
+                            limits.max_messages_per_second
+                        ),
+                        topics: Vec::new(),
+                        dropped: Some(count),
+                    }.frame()]);
+                    continue;
+                }
+                ready = socket.stream.readable() => {
+                    read = match ready {
+                        Ok(()) => read_some(&socket.stream, reader, incoming),
+                        Err(e) => Read::Failed(e.to_string()),
+                    };
+                    socket.seen();
+                    continue;
+                }
+            };
+            match event {
+                Event::Shutdown => {
+                    return self
+                        .goodbye(
+                            close_code::AWAY,
+                            "server shutting down".into(),
+                            End::Shutdown,
+                        )
+                        .await;
+                }
+                Event::AuthDeadline => {
+                    let reason = format!(
+                        r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#,
+                        self.access.auth_timeout()
+                    );
+                    return self
+                        .goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized)
+                        .await;
+                }
+                Event::Expired => {
+                    let reason = "unauthorized: the token expired".into();
+                    return self
+                        .goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized)
+                        .await;
+                }
+                Event::Recheck => {
+                    self.timers.recheck = Some(sleep(self.access.recheck_every()));
+                    Box::pin(revoke_denied(&mut self.session, &mut self.access, false)).await;
+                }
             }
         }
     }
+
+    /// Closes with `code`, waits (bounded) until the close frame is written,
+    /// and ends with `end`.
+    async fn goodbye(&self, code: u16, reason: String, end: End) -> End {
+        self.session.close(code, &reason, end.clone(), CLOSE_WAIT);
+        drop(reason);
+        // Boxed: waiting is rare, and its timer must not make every
+        // connection's future larger.
+        let wait = Box::pin(tokio::time::timeout(CLOSE_WAIT, self.socket.gone()));
+        let _ = wait.await;
+        end
+    }
+}
+
+/// What ended a wait in [`Connection::serve`], handled outside the `select!`.
+enum Event {
+    Shutdown,
+    AuthDeadline,
+    Expired,
+    Recheck,
 }
 
 /// What reading the socket found.
@@ -183,14 +265,6 @@ fn read_some(stream: &Stream, reader: &mut frame::Reader, out: &mut Vec<Incoming
         }
     }
     Read::Open
-}
-
-/// Closes with `code`, waits (bounded) until the close frame is written,
-/// and ends with `end`.
-async fn goodbye(session: &Session, socket: &Socket, code: u16, reason: &str, end: End) -> End {
-    session.close(code, reason, end.clone(), CLOSE_WAIT);
-    let _ = tokio::time::timeout(CLOSE_WAIT, socket.gone()).await;
-    end
 }
 
 /// The connection's timers; all `None` unless authentication is on (or a
