@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -347,23 +348,20 @@ async fn ws_upgrade(
     };
     let token = state.sessions.token();
     let bearer = offered_protocols(headers).any(|p| p.eq_ignore_ascii_case("bearer"));
-    // The connection's task keeps only what it needs for as long as it lives.
     let (hub, shutdown) = (Arc::clone(&state.hub), state.shutdown.clone());
     drop(state);
-    handshake.accept(bearer, move |stream, early| async move {
+    handshake.accept(bearer, move |stream, early| {
         // Signals are small and must not wait for the peer's ACK.
         let _ = stream.set_nodelay(true);
         let socket = Arc::new(crate::hub::shard::Socket::new(stream, hub.started()));
         let session = hub.connect(Arc::clone(&socket));
-        drop(hub);
-        // Boxed: the task holds the session's own state, sized to fit, and
-        // not the larger union of every state the handshake went through.
-        let run = session::run(
-            socket, session, early, &limits, &security, identity, shutdown,
-        );
-        let end = Box::pin(run).await;
-        tracing::debug!(?end, "session ended");
-        drop(slot);
-        drop(token);
+        let run = session::run(socket, session, early, limits, security, identity, shutdown);
+        // The connection's own task: what it holds is what a connection
+        // costs while it is quiet, so it holds the session and its guards only.
+        tokio::spawn(run.map(move |end| {
+            tracing::debug!(?end, "session ended");
+            drop(slot);
+            drop(token);
+        }));
     })
 }

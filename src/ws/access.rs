@@ -4,6 +4,7 @@
 //! revokes reach open connections).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,8 +18,8 @@ const MAX_CACHED: usize = 4096;
 /// WebSocket close code for a missing, invalid or expired token.
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 
-pub struct Access<'a> {
-    security: &'a Security,
+pub struct Access {
+    security: Arc<Security>,
     identity: Option<Identity>,
     /// Answers of `broadcast.authorize` for the current token.
     cache: HashMap<Topic, bool>,
@@ -26,8 +27,8 @@ pub struct Access<'a> {
     pub expiry_notified: bool,
 }
 
-impl<'a> Access<'a> {
-    pub fn new(security: &'a Security, identity: Option<Identity>) -> Access<'a> {
+impl Access {
+    pub fn new(security: Arc<Security>, identity: Option<Identity>) -> Access {
         Access {
             security,
             identity,
@@ -228,11 +229,11 @@ mod tests {
                 jwt_leeway: Duration::from_secs(leeway),
                 ..AuthArgs::default()
             })).unwrap();
-            let security = Security {
-                authenticator: authenticator.map(std::sync::Arc::new),
+            let security = Arc::new(Security {
+                authenticator: authenticator.map(Arc::new),
                 expiry_notice: Duration::from_secs(notice),
                 ..Security::default()
-            };
+            });
             let auth = security.authenticator.as_deref().unwrap();
             let now = clock.unwrap_or_else(unix_now);
             let (t, l) = (now as f64, leeway as f64);
@@ -241,7 +242,7 @@ mod tests {
                     prop_assert!(real(&exp).is_some_and(|exp| about_le(t, exp + l)), "{claims}");
                     prop_assert!(real(&nbf).is_none_or(|nbf| about_le(nbf, t + l)), "{claims}");
                     prop_assert!(real(&iat).is_none_or(|iat| about_le(iat, t + l)), "{claims}");
-                    let access = Access::new(&security, Some(identity));
+                    let access = Access::new(Arc::clone(&security), Some(identity));
                     let (notice_at, expires) = (access.notice_at(), access.expires());
                     prop_assert!(notice_at <= expires);
                     prop_assert!(expires <= far_future());
@@ -263,7 +264,7 @@ mod tests {
                 Err(other) => prop_assert!(false, "{other} for {claims}"),
             }
             // The session's own path, on the real clock.
-            let mut access = Access::new(&security, None);
+            let mut access = Access::new(Arc::clone(&security), None);
             if runtime.block_on(access.accept(&token)).is_ok() {
                 prop_assert!(access.notice_at() <= access.expires());
                 prop_assert!(access.expires() <= far_future());

@@ -35,15 +35,15 @@ const READ_BUDGET: usize = 16 * 1024;
 /// returned future first runs; the future keeps only what a waiting
 /// connection needs (a quiet socket costs its memory, so this is kept small).
 #[allow(clippy::too_many_arguments)]
-pub fn run<'a>(
+pub fn run(
     socket: Arc<Socket>,
     session: Session,
     early: Bytes,
-    limits: &'a Limits,
-    security: &'a Security,
+    limits: Arc<Limits>,
+    security: Arc<Security>,
     identity: Option<Identity>,
     shutdown: CancellationToken,
-) -> impl Future<Output = End> + Send + 'a {
+) -> impl Future<Output = End> + Send + 'static {
     let access = Access::new(security, identity);
     session.send(vec![
         Control::Welcome {
@@ -55,7 +55,7 @@ pub fn run<'a>(
             },
             epoch: session.epoch(),
             seq: session.start_seq(),
-            limits: limits.into(),
+            limits: (&*limits).into(),
         }
         .frame(),
     ]);
@@ -77,10 +77,10 @@ pub fn run<'a>(
     let mut connection = Connection {
         socket,
         session,
+        rate: RateLimit::new(limits.max_messages_per_second),
         limits,
         access,
         reader,
-        rate: RateLimit::new(limits.max_messages_per_second),
         timers,
         incoming,
     };
@@ -90,18 +90,18 @@ pub fn run<'a>(
 }
 
 /// A connection's reading side between reads.
-struct Connection<'a> {
+struct Connection {
     socket: Arc<Socket>,
     session: Session,
-    limits: &'a Limits,
-    access: Access<'a>,
+    limits: Arc<Limits>,
+    access: Access,
     reader: frame::Reader,
     rate: RateLimit,
     timers: Timers,
     incoming: Vec<Incoming>,
 }
 
-impl Connection<'_> {
+impl Connection {
     async fn serve(&mut self, mut read: Read, shutdown: &CancellationToken) -> End {
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
@@ -121,7 +121,7 @@ impl Connection<'_> {
                 let answer = on_message(
                     message,
                     &mut self.session,
-                    self.limits,
+                    &self.limits,
                     &mut self.access,
                     &mut self.rate,
                     &mut self.timers,
@@ -280,7 +280,7 @@ struct Timers {
 
 impl Timers {
     /// Arms the expiry and its notice for the current token.
-    fn set_expiry(&mut self, access: &Access<'_>) {
+    fn set_expiry(&mut self, access: &Access) {
         if access.identity().is_some() {
             self.expiry = Some(Box::pin(tokio::time::sleep_until(access.expires())));
             self.expiry_notice = (!access.expiry_notified)
@@ -306,7 +306,7 @@ async fn on_message(
     message: Incoming,
     session: &mut Session,
     limits: &Limits,
-    access: &mut Access<'_>,
+    access: &mut Access,
     rate: &mut RateLimit,
     timers: &mut Timers,
 ) -> Option<End> {
@@ -369,7 +369,7 @@ async fn on_message(
 
 /// Answers a subscribe or unsubscribe: an ack (and replayed or resync
 /// frames), `error` frames for what is refused.
-async fn handle(request: Request, session: &mut Session, limits: &Limits, access: &mut Access<'_>) {
+async fn handle(request: Request, session: &mut Session, limits: &Limits, access: &mut Access) {
     match request {
         Request::Auth(_) => {}
         Request::Subscribe { topics, resume } => {
@@ -431,7 +431,7 @@ async fn handle(request: Request, session: &mut Session, limits: &Limits, access
 /// When the database cannot be asked: with `fail_closed` (the claims just
 /// changed) every held topic is dropped; otherwise (a periodic check of claims
 /// that were allowed) they are kept until the next check gets through.
-async fn revoke_denied(session: &mut Session, access: &mut Access<'_>, fail_closed: bool) {
+async fn revoke_denied(session: &mut Session, access: &mut Access, fail_closed: bool) {
     if !access.required() || session.topic_count() == 0 {
         return;
     }
@@ -638,8 +638,8 @@ mod tests {
                 socket,
                 session,
                 Bytes::new(),
-                &limits,
-                &security,
+                Arc::new(limits),
+                Arc::new(security),
                 None,
                 token,
             )

@@ -65,12 +65,12 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 
 impl Handshake {
     /// Answers 101 (with `Sec-WebSocket-Protocol: bearer` when `bearer`) and,
-    /// once the client has it, hands `serve` the socket and any bytes the
+    /// once the client has it, hands `serve` (which must not block: it starts
+    /// the connection's own task) the socket and any bytes the
     /// client sent after its request.
-    pub fn accept<F, Fut>(self, bearer: bool, serve: F) -> Response
+    pub fn accept<F>(self, bearer: bool, serve: F) -> Response
     where
-        F: FnOnce(TcpStream, Bytes) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
+        F: FnOnce(TcpStream, Bytes) + Send + 'static,
     {
         let accept =
             tokio_tungstenite::tungstenite::handshake::derive_accept_key(self.key.as_bytes());
@@ -89,7 +89,7 @@ impl Handshake {
                     // hyper's read buffer: copied, so that buffer is freed.
                     let early = Bytes::copy_from_slice(&parts.read_buf);
                     drop(parts.read_buf);
-                    serve(parts.io.into_inner(), early).await;
+                    serve(parts.io.into_inner(), early);
                 }
                 Err(_) => tracing::error!("WebSocket upgrade: not a TCP connection"),
             }
