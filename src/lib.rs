@@ -3,8 +3,9 @@
 //! ```text
 //! row change ─▶ statement trigger ─▶ pg_notify('pgbroadcast', {...}) at COMMIT   (SQL kit, migrations/)
 //!            ─▶ listener   one dedicated LISTEN connection, reconnect + resync   (listener)
-//!            ─▶ hub        per-channel fan-out, serialized once, epoch + seq     (hub)
-//!            ─▶ session    one task per socket, bounded queue, heartbeats        (ws::session)
+//!            ─▶ hub        who wants what, epoch + seq, frame built once        (hub)
+//!            ─▶ shards     one per core, write the frame to each socket          (hub::shard)
+//!            ─▶ reader     per socket: subscribe, unsubscribe, auth              (ws::session)
 //!            ─▶ client     {"channel","event","payload":{entity_id, txid, ...}}  (ws::protocol)
 //! ```
 //!
