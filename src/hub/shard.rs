@@ -97,6 +97,11 @@ impl Socket {
         self.gone.cancelled().await;
     }
 
+    /// Cancelled once the shard has let go of the connection.
+    pub fn gone_token(&self) -> CancellationToken {
+        self.gone.clone()
+    }
+
     pub fn is_gone(&self) -> bool {
         self.gone.is_cancelled()
     }

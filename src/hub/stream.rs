@@ -65,6 +65,19 @@ impl Stream {
         }
     }
 
+    /// Ready once the socket has something to read (or has failed); `cx`
+    /// is woken then.
+    pub fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(tcp) => tcp.poll_read_ready(cx),
+            #[cfg(test)]
+            Stream::Pipe(end) => end.poll_read_ready(cx).map(Ok),
+        }
+    }
+
     pub async fn writable(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(tcp) => tcp.writable().await,
@@ -105,6 +118,17 @@ pub mod pipe {
         data: Notify,
         /// Room was made.
         room: Notify,
+        /// A reader polling for data (see [`End::poll_read_ready`]).
+        reader: Mutex<Option<std::task::Waker>>,
+    }
+
+    impl Direction {
+        fn data_arrived(&self) {
+            self.data.notify_waiters();
+            if let Some(waker) = lock(&self.reader).take() {
+                waker.wake();
+            }
+        }
     }
 
     /// One end of a pipe.
@@ -147,7 +171,7 @@ pub mod pipe {
         /// The other end sees the end of the stream, after what is buffered.
         fn drop(&mut self) {
             lock(&self.outgoing.bytes).1 = true;
-            self.outgoing.data.notify_waiters();
+            self.outgoing.data_arrived();
         }
     }
 
@@ -173,7 +197,7 @@ pub mod pipe {
             drop(state);
             self.writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.outgoing.data.notify_waiters();
+            self.outgoing.data_arrived();
             Ok(written)
         }
 
@@ -211,6 +235,18 @@ pub mod pipe {
             }
         }
 
+        pub fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            // The waker is in place before the check: data arriving in
+            // between wakes it.
+            *lock(&self.incoming.reader) = Some(cx.waker().clone());
+            let state = lock(&self.incoming.bytes);
+            if !state.0.is_empty() || state.1 {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }
+
         pub async fn writable(&self) {
             loop {
                 let notified = self.outgoing.room.notified();
@@ -230,7 +266,7 @@ pub mod pipe {
         /// Closes this end's writing side and stops taking what comes in.
         pub fn shutdown(&self) {
             lock(&self.outgoing.bytes).1 = true;
-            self.outgoing.data.notify_waiters();
+            self.outgoing.data_arrived();
             let mut incoming = lock(&self.incoming.bytes);
             incoming.1 = true;
             incoming.0.clear();

@@ -7,11 +7,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{
+    CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
+};
 
 use crate::auth::{Identity, Security};
 use crate::config::Limits;
@@ -103,8 +106,8 @@ struct Connection {
 
 impl Connection {
     async fn serve(&mut self, mut read: Read, shutdown: &CancellationToken) -> End {
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let mut gone = std::pin::pin!(self.socket.gone_token().cancelled_owned());
         loop {
             match read {
                 Read::Open => {}
@@ -133,55 +136,43 @@ impl Connection {
             // A peer that always has more to read must not keep this task from
             // yielding: timers (its deadlines) and shutdown advance only when it does.
             tokio::task::coop::consume_budget().await;
-            let Connection {
-                socket,
-                session,
-                limits,
-                access,
-                reader,
-                rate,
-                timers,
-                incoming,
-            } = self;
-            let event = tokio::select! {
-                biased;
-                () = &mut cancelled => Event::Shutdown,
-                () = socket.gone() => return socket.end().unwrap_or(End::PeerClosed),
-                // Deadlines come before the socket: a busy peer must not outlive its token.
-                () = fire(&mut timers.auth_deadline) => Event::AuthDeadline,
-                () = fire(&mut timers.expiry) => Event::Expired,
-                () = fire(&mut timers.expiry_notice) => {
-                    timers.expiry_notice = None;
-                    access.expiry_notified = true;
-                    let expires_at = access.identity().map_or(0, |id| id.expires_at);
-                    session.send(vec![Control::AuthExpiring { expires_at }.frame()]);
-                    continue;
-                }
-                () = fire(&mut timers.recheck) => Event::Recheck,
-                () = fire(&mut timers.rate_notice) => {
-                    timers.rate_notice = None;
-                    let count = rate.take_dropped();
-                    session.send(vec![Control::Error {
-                        code: ErrorCode::RateLimited,
-                        message: &format!(
-                            "over {} messages per second: {count} message(s) dropped, not applied",
-                            limits.max_messages_per_second
-                        ),
-                        topics: Vec::new(),
-                        dropped: Some(count),
-                    }.frame()]);
-                    continue;
-                }
-                ready = socket.stream.readable() => {
+            // One wait polled by hand: a future per source, as `select!`
+            // builds, would make every quiet connection hold them all.
+            let event =
+                std::future::poll_fn(|cx| self.poll_event(cancelled.as_mut(), gone.as_mut(), cx))
+                    .await;
+            match event {
+                Event::Readable(ready) => {
                     read = match ready {
-                        Ok(()) => read_some(&socket.stream, reader, incoming),
+                        Ok(()) => {
+                            read_some(&self.socket.stream, &mut self.reader, &mut self.incoming)
+                        }
                         Err(e) => Read::Failed(e.to_string()),
                     };
-                    socket.seen();
-                    continue;
+                    self.socket.seen();
                 }
-            };
-            match event {
+                Event::Gone => return self.socket.end().unwrap_or(End::PeerClosed),
+                Event::ExpiryNotice => {
+                    self.access.expiry_notified = true;
+                    let expires_at = self.access.identity().map_or(0, |id| id.expires_at);
+                    self.session
+                        .send(vec![Control::AuthExpiring { expires_at }.frame()]);
+                }
+                Event::RateNotice => {
+                    let count = self.rate.take_dropped();
+                    self.session.send(vec![
+                        Control::Error {
+                            code: ErrorCode::RateLimited,
+                            message: &format!(
+                                "over {} messages per second: {count} message(s) dropped, not applied",
+                                self.limits.max_messages_per_second
+                            ),
+                            topics: Vec::new(),
+                            dropped: Some(count),
+                        }
+                        .frame(),
+                    ]);
+                }
                 Event::Shutdown => {
                     return self
                         .goodbye(
@@ -214,6 +205,42 @@ impl Connection {
         }
     }
 
+    /// What ends the wait, in this order: shutdown, the shard letting go,
+    /// the deadlines (a busy peer must not outlive its token), then the
+    /// socket having something to read.
+    fn poll_event(
+        &mut self,
+        cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+        gone: Pin<&mut WaitForCancellationFutureOwned>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Event> {
+        if cancelled.poll(cx).is_ready() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if gone.poll(cx).is_ready() {
+            return Poll::Ready(Event::Gone);
+        }
+        let timers = &mut self.timers;
+        if fired(&mut timers.auth_deadline, cx) {
+            return Poll::Ready(Event::AuthDeadline);
+        }
+        if fired(&mut timers.expiry, cx) {
+            return Poll::Ready(Event::Expired);
+        }
+        if fired(&mut timers.expiry_notice, cx) {
+            timers.expiry_notice = None;
+            return Poll::Ready(Event::ExpiryNotice);
+        }
+        if fired(&mut timers.recheck, cx) {
+            return Poll::Ready(Event::Recheck);
+        }
+        if fired(&mut timers.rate_notice, cx) {
+            timers.rate_notice = None;
+            return Poll::Ready(Event::RateNotice);
+        }
+        self.socket.stream.poll_read_ready(cx).map(Event::Readable)
+    }
+
     /// Closes with `code`, waits (bounded) until the close frame is written,
     /// and ends with `end`.
     async fn goodbye(&self, code: u16, reason: String, end: End) -> End {
@@ -227,12 +254,16 @@ impl Connection {
     }
 }
 
-/// What ended a wait in [`Connection::serve`], handled outside the `select!`.
+/// What ended a wait in [`Connection::serve`].
 enum Event {
     Shutdown,
+    Gone,
     AuthDeadline,
     Expired,
+    ExpiryNotice,
     Recheck,
+    RateNotice,
+    Readable(std::io::Result<()>),
 }
 
 /// What reading the socket found.
@@ -293,12 +324,12 @@ fn sleep(duration: Duration) -> Pin<Box<Sleep>> {
     Box::pin(tokio::time::sleep(duration))
 }
 
-/// Resolves when `timer` fires; never if there is none.
-async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
+/// Whether `timer` has fired (never, if there is none); when it has not, `cx`
+/// is woken when it does.
+fn fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
 }
 
 /// Answers one message from the client; `Some` when the connection ends.
