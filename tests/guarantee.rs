@@ -508,6 +508,47 @@ async fn a_thousand_clients_churning() {
     report_line("churn_1000_clients", truth.len(), &reports, "");
 }
 
+/// One shard, and more shards than this machine has cores: clients spread
+/// over them all still get every signal, in commit order, with a killed
+/// client resuming where it was.
+#[tokio::test]
+async fn any_number_of_shards_loses_nothing() {
+    for shards in [1, 3] {
+        let db = ticks_db(true).await;
+        let pg = db.client().await;
+        let limits = Limits {
+            shards,
+            ..Limits::default()
+        };
+        let bridge = Bridge::start_with(&db, limits).await;
+        let mut steady = Vec::new();
+        for _ in 0..6 {
+            steady.push(Recorder::connect(&bridge.ws_url()).await);
+        }
+        let readers = tokio::spawn(read_all(steady));
+        let mut crashing = Recorder::connect(&bridge.ws_url()).await;
+        let mut writer = Writer::start(db.config.clone(), 0);
+        crashing.read(50).await;
+        crashing.kill();
+        writer.advance(50).await;
+        crashing.reconnect().await;
+        writer.advance(100).await;
+        writer.stop().await;
+        barrier(&pg).await;
+        let truth = truth(&pg).await;
+        crashing.read_to_barrier().await;
+        let mut reports = check_lossless(&readers.await.unwrap(), &truth, "a steady client");
+        let resumed = crashing.check(&truth);
+        assert_eq!(
+            (resumed.resyncs, resumed.delivered),
+            (0, truth.len()),
+            "{resumed:?}"
+        );
+        reports.push(resumed);
+        report_line(&format!("shards_{shards}"), truth.len(), &reports, "");
+    }
+}
+
 async fn serve_on(db: &TestDb, addr: std::net::SocketAddr) -> Running {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let settings = Settings {
