@@ -15,14 +15,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, futures::Notified, mpsc};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::stream::Stream;
 use super::{Frame, ResyncReason};
@@ -63,8 +62,10 @@ pub struct Socket {
     /// When the peer last sent anything: milliseconds since the hub started.
     last_seen: AtomicU64,
     started: Instant,
-    /// Cancelled once the shard has let go of the connection.
-    gone: CancellationToken,
+    /// Set once the shard has let go of the connection; `released` tells
+    /// whoever waits for it.
+    gone: AtomicBool,
+    released: Notify,
     end: Mutex<Option<End>>,
 }
 
@@ -74,7 +75,8 @@ impl Socket {
             stream: stream.into(),
             last_seen: AtomicU64::new(0),
             started,
-            gone: CancellationToken::new(),
+            gone: AtomicBool::new(false),
+            released: Notify::new(),
             end: Mutex::new(None),
         };
         socket.seen();
@@ -94,16 +96,20 @@ impl Socket {
 
     /// Resolves once the shard has let go of the connection.
     pub async fn gone(&self) {
-        self.gone.cancelled().await;
+        let released = self.released();
+        if !self.is_gone() {
+            released.await;
+        }
     }
 
-    /// Cancelled once the shard has let go of the connection.
-    pub fn gone_token(&self) -> CancellationToken {
-        self.gone.clone()
+    /// Wakes whoever polls it once the shard lets go of the connection, if
+    /// it is created before [`Socket::is_gone`] is read and found `false`.
+    pub fn released(&self) -> Notified<'_> {
+        self.released.notified()
     }
 
     pub fn is_gone(&self) -> bool {
-        self.gone.is_cancelled()
+        self.gone.load(Ordering::Acquire)
     }
 
     /// Why the shard let go, if it did.
@@ -118,7 +124,8 @@ impl Socket {
         }
         drop(slot);
         self.stream.shutdown();
-        self.gone.cancel();
+        self.gone.store(true, Ordering::Release);
+        self.released.notify_waiters();
     }
 }
 

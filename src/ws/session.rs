@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{
-    CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
-};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::auth::{Identity, Security};
 use crate::config::Limits;
@@ -86,10 +84,11 @@ pub fn run(
         reader,
         timers,
         incoming,
+        read,
     };
     // The block's captures are the connection's state, used in place (an
     // `async fn` would hold its arguments twice).
-    async move { connection.serve(read, &shutdown).await }
+    async move { connection.serve(&shutdown).await }
 }
 
 /// A connection's reading side between reads.
@@ -102,21 +101,24 @@ struct Connection {
     rate: RateLimit,
     timers: Timers,
     incoming: Vec<Incoming>,
+    /// What the last read found, acted on at the top of the loop.
+    read: Read,
 }
 
 impl Connection {
-    async fn serve(&mut self, mut read: Read, shutdown: &CancellationToken) -> End {
+    async fn serve(&mut self, shutdown: &CancellationToken) -> End {
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
-        let mut gone = std::pin::pin!(self.socket.gone_token().cancelled_owned());
+        let socket = Arc::clone(&self.socket);
+        let mut gone = std::pin::pin!(socket.released());
         loop {
-            match read {
+            match std::mem::replace(&mut self.read, Read::Open) {
                 Read::Open => {}
                 Read::Closed => return End::PeerClosed,
                 Read::Failed(e) => return End::SocketError(e),
                 Read::Broken(violation) => {
                     // A broken frame or message: say which rule it broke (RFC 6455 §7.4.1).
                     let (code, reason) = (violation.code, violation.reason);
-                    return self.goodbye(code, reason, End::ProtocolError).await;
+                    return Box::pin(self.goodbye(code, reason, End::ProtocolError)).await;
                 }
             }
             // Taken, not drained: a quiet connection keeps no buffer.
@@ -143,7 +145,7 @@ impl Connection {
                     .await;
             match event {
                 Event::Readable(ready) => {
-                    read = match ready {
+                    self.read = match ready {
                         Ok(()) => {
                             read_some(&self.socket.stream, &mut self.reader, &mut self.incoming)
                         }
@@ -174,27 +176,20 @@ impl Connection {
                     ]);
                 }
                 Event::Shutdown => {
-                    return self
-                        .goodbye(
-                            close_code::AWAY,
-                            "server shutting down".into(),
-                            End::Shutdown,
-                        )
-                        .await;
+                    let reason = "server shutting down".into();
+                    return Box::pin(self.goodbye(close_code::AWAY, reason, End::Shutdown)).await;
                 }
                 Event::AuthDeadline => {
                     let reason = format!(
                         r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#,
                         self.access.auth_timeout()
                     );
-                    return self
-                        .goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized)
+                    return Box::pin(self.goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized))
                         .await;
                 }
                 Event::Expired => {
                     let reason = "unauthorized: the token expired".into();
-                    return self
-                        .goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized)
+                    return Box::pin(self.goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized))
                         .await;
                 }
                 Event::Recheck => {
@@ -211,13 +206,15 @@ impl Connection {
     fn poll_event(
         &mut self,
         cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-        gone: Pin<&mut WaitForCancellationFutureOwned>,
+        gone: Pin<&mut impl Future<Output = ()>>,
         cx: &mut Context<'_>,
     ) -> Poll<Event> {
         if cancelled.poll(cx).is_ready() {
             return Poll::Ready(Event::Shutdown);
         }
-        if gone.poll(cx).is_ready() {
+        // `gone` was made before this reads the flag: a release after the
+        // read wakes it.
+        if self.socket.is_gone() || gone.poll(cx).is_ready() {
             return Poll::Ready(Event::Gone);
         }
         let timers = &mut self.timers;
