@@ -21,8 +21,10 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 pub struct Access {
     security: Arc<Security>,
     identity: Option<Identity>,
-    /// Answers of `broadcast.authorize` for the current token.
-    cache: HashMap<Topic, bool>,
+    /// Answers of `broadcast.authorize` for the current token (none until
+    /// one is asked: most connections never ask).
+    #[allow(clippy::box_collection)] // 8 bytes in every connection, not 48
+    cache: Option<Box<HashMap<Topic, bool>>>,
     /// Whether `auth_expiring` has been sent for the current token.
     pub expiry_notified: bool,
 }
@@ -32,7 +34,7 @@ impl Access {
         Access {
             security,
             identity,
-            cache: HashMap::new(),
+            cache: None,
             expiry_notified: false,
         }
     }
@@ -58,7 +60,7 @@ impl Access {
         };
         let identity = authenticator.verify(token).await?;
         self.identity = Some(identity);
-        self.cache.clear();
+        self.cache = None;
         self.expiry_notified = false;
         Ok(self.identity.as_ref().map_or(0, |id| id.expires_at))
     }
@@ -90,27 +92,28 @@ impl Access {
         let (Some(authorizer), Some(identity)) = (&self.security.authorizer, &self.identity) else {
             return Ok((topics.to_vec(), Vec::new()));
         };
+        let cache = self.cache.get_or_insert_with(Default::default);
         let unknown: Vec<Topic> = topics
             .iter()
-            .filter(|t| !self.cache.contains_key(*t))
+            .filter(|t| !cache.contains_key(*t))
             .cloned()
             .collect();
         if !unknown.is_empty() {
             // Denied topics are remembered too; a client probing many cannot
             // grow this without bound.
-            if self.cache.len() + unknown.len() > MAX_CACHED {
-                self.cache.clear();
+            if cache.len() + unknown.len() > MAX_CACHED {
+                cache.clear();
             }
             let answers = authorizer.allowed(&identity.claims, &unknown).await?;
-            self.cache.extend(unknown.into_iter().zip(answers));
+            cache.extend(unknown.into_iter().zip(answers));
         }
-        Ok(topics.iter().cloned().partition(|t| self.cache[t]))
+        Ok(topics.iter().cloned().partition(|t| cache[t]))
     }
 
     /// Asks again about every topic held (a DBA may have revoked a grant);
     /// returns the ones no longer allowed.
     pub async fn recheck(&mut self, held: &[Topic]) -> Result<Vec<Topic>, AuthorizeError> {
-        self.cache.clear();
+        self.cache = None;
         let (_, denied) = self.authorize(held).await?;
         Ok(denied)
     }

@@ -64,9 +64,9 @@ pub fn run(
     let mut timers = Timers::default();
     if access.required() {
         if !access.authenticated() {
-            timers.auth_deadline = Some(sleep(access.auth_timeout()));
+            timers.set().auth_deadline = Some(sleep(access.auth_timeout()));
         }
-        timers.recheck = Some(sleep(access.recheck_every()));
+        timers.set().recheck = Some(sleep(access.recheck_every()));
         timers.set_expiry(&access);
     }
     let mut incoming = Vec::new();
@@ -193,7 +193,7 @@ impl Connection {
                         .await;
                 }
                 Event::Recheck => {
-                    self.timers.recheck = Some(sleep(self.access.recheck_every()));
+                    self.timers.set().recheck = Some(sleep(self.access.recheck_every()));
                     Box::pin(revoke_denied(&mut self.session, &mut self.access, false)).await;
                 }
             }
@@ -217,23 +217,24 @@ impl Connection {
         if self.socket.is_gone() || gone.poll(cx).is_ready() {
             return Poll::Ready(Event::Gone);
         }
-        let timers = &mut self.timers;
-        if fired(&mut timers.auth_deadline, cx) {
-            return Poll::Ready(Event::AuthDeadline);
-        }
-        if fired(&mut timers.expiry, cx) {
-            return Poll::Ready(Event::Expired);
-        }
-        if fired(&mut timers.expiry_notice, cx) {
-            timers.expiry_notice = None;
-            return Poll::Ready(Event::ExpiryNotice);
-        }
-        if fired(&mut timers.recheck, cx) {
-            return Poll::Ready(Event::Recheck);
-        }
-        if fired(&mut timers.rate_notice, cx) {
-            timers.rate_notice = None;
-            return Poll::Ready(Event::RateNotice);
+        if let Some(timers) = self.timers.armed() {
+            if fired(&mut timers.auth_deadline, cx) {
+                return Poll::Ready(Event::AuthDeadline);
+            }
+            if fired(&mut timers.expiry, cx) {
+                return Poll::Ready(Event::Expired);
+            }
+            if fired(&mut timers.expiry_notice, cx) {
+                timers.expiry_notice = None;
+                return Poll::Ready(Event::ExpiryNotice);
+            }
+            if fired(&mut timers.recheck, cx) {
+                return Poll::Ready(Event::Recheck);
+            }
+            if fired(&mut timers.rate_notice, cx) {
+                timers.rate_notice = None;
+                return Poll::Ready(Event::RateNotice);
+            }
         }
         self.socket.stream.poll_read_ready(cx).map(Event::Readable)
     }
@@ -295,10 +296,14 @@ fn read_some(stream: &Stream, reader: &mut frame::Reader, out: &mut Vec<Incoming
     Read::Open
 }
 
-/// The connection's timers; all `None` unless authentication is on (or a
-/// rate notice is due), so an idle connection usually holds none.
+/// The connection's timers: none at all (not even their slots) unless
+/// authentication is on or a rate notice is due, so an idle connection
+/// usually holds none.
 #[derive(Default)]
-struct Timers {
+struct Timers(Option<Box<Slots>>);
+
+#[derive(Default)]
+struct Slots {
     auth_deadline: Option<Pin<Box<Sleep>>>,
     expiry: Option<Pin<Box<Sleep>>>,
     expiry_notice: Option<Pin<Box<Sleep>>>,
@@ -307,11 +312,22 @@ struct Timers {
 }
 
 impl Timers {
+    /// The slots, to arm a timer.
+    fn set(&mut self) -> &mut Slots {
+        self.0.get_or_insert_with(Default::default)
+    }
+
+    /// The slots, if a timer was ever armed.
+    fn armed(&mut self) -> Option<&mut Slots> {
+        self.0.as_deref_mut()
+    }
+
     /// Arms the expiry and its notice for the current token.
     fn set_expiry(&mut self, access: &Access) {
         if access.identity().is_some() {
-            self.expiry = Some(Box::pin(tokio::time::sleep_until(access.expires())));
-            self.expiry_notice = (!access.expiry_notified)
+            let slots = self.set();
+            slots.expiry = Some(Box::pin(tokio::time::sleep_until(access.expires())));
+            slots.expiry_notice = (!access.expiry_notified)
                 .then(|| Box::pin(tokio::time::sleep_until(access.notice_at())));
         }
     }
@@ -342,7 +358,9 @@ async fn on_message(
         Incoming::Text(text) if rate.admit() => match protocol::parse(&text, limits) {
             Ok(Request::Auth(token)) => match access.accept(&token).await {
                 Ok(expires_at) => {
-                    timers.auth_deadline = None;
+                    if let Some(slots) = timers.armed() {
+                        slots.auth_deadline = None;
+                    }
                     timers.set_expiry(access);
                     session.send(vec![Control::Authenticated { expires_at }.frame()]);
                     // New claims: the topics held must be allowed for them too,
@@ -371,7 +389,7 @@ async fn on_message(
         Incoming::Text(_) | Incoming::Binary => {
             session.metrics().messages_rate_limited.inc();
             if let Some(at) = rate.drop_one() {
-                timers.rate_notice = Some(Box::pin(tokio::time::sleep_until(at)));
+                timers.set().rate_notice = Some(Box::pin(tokio::time::sleep_until(at)));
             }
         }
         // Pings and pongs use up the message rate too, so a ping flood leaves
