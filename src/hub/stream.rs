@@ -54,17 +54,6 @@ impl Stream {
         }
     }
 
-    pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(tcp) => tcp.readable().await,
-            #[cfg(test)]
-            Stream::Pipe(end) => {
-                end.readable().await;
-                Ok(())
-            }
-        }
-    }
-
     /// Ready once the socket has something to read (or has failed); `cx`
     /// is woken then.
     pub fn poll_read_ready(
@@ -114,17 +103,15 @@ pub mod pipe {
     #[derive(Debug, Default)]
     struct Direction {
         bytes: Mutex<(VecDeque<u8>, bool)>,
-        /// Data arrived, or the writer closed.
-        data: Notify,
         /// Room was made.
         room: Notify,
-        /// A reader polling for data (see [`End::poll_read_ready`]).
+        /// The reader waiting for data or for the writer to close (one per
+        /// end, as for a socket; see [`End::poll_read_ready`]).
         reader: Mutex<Option<std::task::Waker>>,
     }
 
     impl Direction {
         fn data_arrived(&self) {
-            self.data.notify_waiters();
             if let Some(waker) = lock(&self.reader).take() {
                 waker.wake();
             }
@@ -220,19 +207,7 @@ pub mod pipe {
         }
 
         pub async fn readable(&self) {
-            loop {
-                let notified = self.incoming.data.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let ready = {
-                    let state = lock(&self.incoming.bytes);
-                    !state.0.is_empty() || state.1
-                };
-                if ready {
-                    return;
-                }
-                notified.await;
-            }
+            std::future::poll_fn(|cx| self.poll_read_ready(cx)).await;
         }
 
         pub fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {

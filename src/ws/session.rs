@@ -117,8 +117,9 @@ impl Connection {
                 Read::Failed(e) => return End::SocketError(e),
                 Read::Broken(violation) => {
                     // A broken frame or message: say which rule it broke (RFC 6455 §7.4.1).
-                    let (code, reason) = (violation.code, violation.reason);
-                    return Box::pin(self.goodbye(code, reason, End::ProtocolError)).await;
+                    return self
+                        .goodbye(violation.code, &violation.reason, End::ProtocolError)
+                        .await;
                 }
             }
             // Taken, not drained: a quiet connection keeps no buffer.
@@ -176,20 +177,22 @@ impl Connection {
                     ]);
                 }
                 Event::Shutdown => {
-                    let reason = "server shutting down".into();
-                    return Box::pin(self.goodbye(close_code::AWAY, reason, End::Shutdown)).await;
+                    let reason = "server shutting down";
+                    return self.goodbye(close_code::AWAY, reason, End::Shutdown).await;
                 }
                 Event::AuthDeadline => {
                     let reason = format!(
                         r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#,
                         self.access.auth_timeout()
                     );
-                    return Box::pin(self.goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized))
+                    return self
+                        .goodbye(CLOSE_UNAUTHORIZED, &reason, End::Unauthorized)
                         .await;
                 }
                 Event::Expired => {
-                    let reason = "unauthorized: the token expired".into();
-                    return Box::pin(self.goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized))
+                    let reason = "unauthorized: the token expired";
+                    return self
+                        .goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized)
                         .await;
                 }
                 Event::Recheck => {
@@ -240,15 +243,19 @@ impl Connection {
     }
 
     /// Closes with `code`, waits (bounded) until the close frame is written,
-    /// and ends with `end`.
-    async fn goodbye(&self, code: u16, reason: String, end: End) -> End {
-        self.session.close(code, &reason, end.clone(), CLOSE_WAIT);
-        drop(reason);
-        // Boxed: waiting is rare, and its timer must not make every
-        // connection's future larger.
-        let wait = Box::pin(tokio::time::timeout(CLOSE_WAIT, self.socket.gone()));
-        let _ = wait.await;
-        end
+    /// and ends with `end`. Boxed: a goodbye is rare, and its timer must not
+    /// make every connection's future larger.
+    fn goodbye(
+        &self,
+        code: u16,
+        reason: &str,
+        end: End,
+    ) -> Pin<Box<impl Future<Output = End> + '_>> {
+        self.session.close(code, reason, end.clone(), CLOSE_WAIT);
+        Box::pin(async move {
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.socket.gone()).await;
+            end
+        })
     }
 }
 
