@@ -273,10 +273,13 @@ impl Pass {
         conn.pending.1 = link;
         conn.pending_frames += 1;
         conn.pending_bytes += self.frames[frame as usize].0.len();
-        if !conn.touched {
-            conn.touched = true;
-            self.touched.push(id);
-        }
+        self.touch(id, conn);
+    }
+
+    /// A signal that reached the hub at `at` goes out in this pass: the
+    /// oldest one's lag is observed once the pass is written.
+    fn signal_from(&mut self, at: Instant) {
+        self.oldest = Some(self.oldest.map_or(at, |o| o.min(at)));
     }
 
     /// Marks a connection to be written in this pass.
@@ -382,7 +385,7 @@ impl Shard {
                 );
             }
             Cmd::Publish { publish, to } => {
-                pass.oldest = Some(pass.oldest.map_or(publish.at, |o| o.min(publish.at)));
+                pass.signal_from(publish.at);
                 let frame = pass.frame(publish.frame.clone(), true);
                 for id in to {
                     if let Some(conn) = self.conns.get_mut(&id) {
@@ -451,7 +454,7 @@ impl Shard {
     /// usual way, through the pass and [`Shard::write_touched`].
     fn publish_now(&mut self, publish: &Publish, to: Vec<u64>, now: Instant) {
         let pass = &mut self.pass;
-        pass.oldest = Some(pass.oldest.map_or(publish.at, |o| o.min(publish.at)));
+        pass.signal_from(publish.at);
         let frame = &publish.frame;
         let mut index = None;
         let mut written = 0;
