@@ -351,8 +351,6 @@ async fn ws_upgrade(
     let (hub, shutdown) = (Arc::clone(&state.hub), state.shutdown.clone());
     drop(state);
     handshake.accept(bearer, move |stream, early| {
-        // Signals are small and must not wait for the peer's ACK.
-        let _ = stream.set_nodelay(true);
         let socket = Arc::new(crate::hub::shard::Socket::new(stream, hub.started()));
         let session = hub.connect(Arc::clone(&socket));
         let run = session::run(socket, session, early, limits, security, identity, shutdown);
