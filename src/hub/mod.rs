@@ -38,7 +38,7 @@ pub struct Signal {
 }
 
 /// What a client subscribes to: a whole channel, or one entity in it (`order:123`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Topic {
     pub channel: String,
     pub entity: Option<String>,
@@ -266,7 +266,7 @@ impl Hub {
             hub: Arc::clone(self),
             id,
             shard,
-            topics: HashSet::new(),
+            topics: Vec::new(),
             start_seq,
         }
     }
@@ -365,7 +365,9 @@ pub struct Session {
     hub: Arc<Hub>,
     id: SessionId,
     shard: ShardHandle,
-    topics: HashSet<Topic>,
+    /// Sorted: most sessions hold a topic or two, and a set's table would
+    /// cost a quiet connection more than the topics themselves.
+    topics: Vec<Topic>,
     start_seq: u64,
 }
 
@@ -431,7 +433,7 @@ impl Session {
         // Topics already held are live: replaying them would duplicate.
         let fresh: Vec<Topic> = topics
             .iter()
-            .filter(|t| !self.topics.contains(*t))
+            .filter(|t| !self.holds(t))
             .cloned()
             .collect();
         let current = registry.seq;
@@ -459,9 +461,14 @@ impl Session {
     }
 
     fn add_topics(&mut self, registry: &mut Registry, topics: &[Topic]) {
+        if self.topics.len() < 4 {
+            // Exact while few: a session with one topic holds room for one.
+            self.topics.reserve_exact(topics.len());
+        }
         for topic in topics {
-            if !self.topics.insert(topic.clone()) {
-                continue;
+            match self.topics.binary_search(topic) {
+                Ok(_) => continue,
+                Err(at) => self.topics.insert(at, topic.clone()),
             }
             self.hub.metrics.subscriptions.inc();
             let subscribers = registry.channels.entry(topic.channel.clone()).or_default();
@@ -482,7 +489,8 @@ impl Session {
         let hub = Arc::clone(&self.hub);
         let mut registry = lock(&hub.registry);
         for topic in topics {
-            if self.topics.remove(topic) {
+            if let Ok(at) = self.topics.binary_search(topic) {
+                self.topics.remove(at);
                 self.hub.metrics.subscriptions.dec();
                 remove_interest(&mut registry, self.id, topic);
             }
@@ -492,7 +500,11 @@ impl Session {
 
     /// The topics this session holds.
     pub fn topics(&self) -> Vec<Topic> {
-        self.topics.iter().cloned().collect()
+        self.topics.clone()
+    }
+
+    fn holds(&self, topic: &Topic) -> bool {
+        self.topics.binary_search(topic).is_ok()
     }
 
     /// How many topics this session holds.
@@ -505,7 +517,7 @@ impl Session {
         let distinct: HashSet<&Topic> = topics.iter().collect();
         distinct
             .into_iter()
-            .filter(|t| !self.topics.contains(*t))
+            .filter(|t| !self.holds(t))
             .count()
     }
 }
