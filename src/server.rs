@@ -21,6 +21,7 @@ use crate::demo::Demo;
 use crate::http::serve::{self, Edge};
 use crate::http::{AppState, router};
 use crate::hub::Hub;
+use crate::hub::shard::CLOSE_WAIT;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 
@@ -191,6 +192,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let sessions = state.sessions.clone();
+    let hub = Arc::clone(&state.hub);
     let edge = Edge {
         handshake_timeout: state.limits.handshake_timeout,
         max_pending: state.limits.max_pending_connections,
@@ -200,6 +202,9 @@ pub async fn run(
     let accepting = tokio::spawn(serve::serve(listener, app, edge, metrics, token.clone()));
     shutdown.await;
     token.cancel();
+    // Every session is closed with 1001 by its shard; those connecting
+    // still, as they arrive.
+    hub.shutdown(CLOSE_WAIT);
     let connections = accepting.await.map_err(std::io::Error::other)?;
     sessions.close();
     let everyone = async {

@@ -37,7 +37,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// `true` while the listener's LISTEN is in effect.
     pub ready: watch::Receiver<bool>,
-    /// Fires on shutdown; sessions answer with Close 1001.
+    /// Fires on shutdown: the server stops accepting (the hub closes the
+    /// sessions, see [`Hub::shutdown`]).
     pub shutdown: CancellationToken,
     /// WebSocket sessions, awaited on shutdown (axum does not wait for upgraded connections).
     pub sessions: TaskTracker,
@@ -348,12 +349,12 @@ async fn ws_upgrade(
     };
     let token = state.sessions.token();
     let bearer = offered_protocols(headers).any(|p| p.eq_ignore_ascii_case("bearer"));
-    let (hub, shutdown) = (Arc::clone(&state.hub), state.shutdown.clone());
+    let hub = Arc::clone(&state.hub);
     drop(state);
     handshake.accept(bearer, move |stream, early| {
         let socket = Arc::new(crate::hub::shard::Socket::new(stream, hub.started()));
         let session = hub.connect(Arc::clone(&socket));
-        let run = session::run(socket, session, early, limits, security, identity, shutdown);
+        let run = session::run(socket, session, early, limits, security, identity);
         // The connection's own task: what it holds is what a connection
         // costs while it is quiet, so it holds the session and its guards only.
         tokio::spawn(run.map(move |end| {

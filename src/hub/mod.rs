@@ -242,6 +242,15 @@ impl Hub {
         &self.metrics
     }
 
+    /// The server is stopping: every connection, and any that connects from
+    /// now on, is closed with 1001 and let go once its close frame is
+    /// written or `wait` has passed. Their readers end with [`End::Shutdown`].
+    pub fn shutdown(&self, wait: Duration) {
+        for shard in &self.shards {
+            shard.send(Cmd::Shutdown { wait });
+        }
+    }
+
     /// The clock a connection's [`Socket`] measures silence against.
     pub fn started(&self) -> Instant {
         self.started
@@ -431,11 +440,7 @@ impl Session {
         let hub = Arc::clone(&self.hub);
         let registry = &mut *lock(&hub.registry);
         // Topics already held are live: replaying them would duplicate.
-        let fresh: Vec<Topic> = topics
-            .iter()
-            .filter(|t| !self.holds(t))
-            .cloned()
-            .collect();
+        let fresh: Vec<Topic> = topics.iter().filter(|t| !self.holds(t)).cloned().collect();
         let current = registry.seq;
         let replay = (resume.epoch == hub.epoch)
             .then(|| registry.history.replay(resume.seq, current, &fresh))
@@ -515,10 +520,7 @@ impl Session {
     /// Would subscribing to `topics` add this many new ones?
     pub fn new_topic_count(&self, topics: &[Topic]) -> usize {
         let distinct: HashSet<&Topic> = topics.iter().collect();
-        distinct
-            .into_iter()
-            .filter(|t| !self.holds(t))
-            .count()
+        distinct.into_iter().filter(|t| !self.holds(t)).count()
     }
 }
 

@@ -15,13 +15,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, futures::Notified, mpsc};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::stream::Stream;
 use super::{Frame, ResyncReason};
@@ -123,8 +124,11 @@ impl Socket {
             *slot = Some(end);
         }
         drop(slot);
-        self.stream.shutdown();
+        // Marked gone before the stream is shut down: the reader, woken by
+        // that (its socket turns readable at the end of the stream), finds
+        // the mark.
         self.gone.store(true, Ordering::Release);
+        self.stream.shutdown();
         self.released.notify_waiters();
     }
 }
@@ -173,6 +177,9 @@ pub enum Cmd {
     Remove { id: u64 },
     /// A socket that was full can take more.
     Writable { id: u64 },
+    /// The server is stopping: every connection, and any added from now on,
+    /// is closed with 1001 and let go within `wait`.
+    Shutdown { wait: Duration },
 }
 
 /// How a shard bounds its connections.
@@ -214,6 +221,7 @@ pub fn spawn(config: ShardConfig, metrics: Arc<Metrics>) -> ShardHandle {
         pass: Pass::default(),
         config,
         metrics,
+        shutdown: None,
     };
     tokio::spawn(shard.run());
     ShardHandle { tx }
@@ -227,6 +235,8 @@ struct Shard {
     pass: Pass,
     config: ShardConfig,
     metrics: Arc<Metrics>,
+    /// The server is stopping: every connection goes by then.
+    shutdown: Option<Instant>,
 }
 
 /// The frames of one pass and which connection gets which, in order — as
@@ -330,10 +340,20 @@ impl Shard {
             .max(Duration::from_millis(25));
         let mut sweep = tokio::time::interval(check_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set when the server stops: close frames not written by then are given up.
+        let mut give_up: Option<Pin<Box<Sleep>>> = None;
         loop {
+            if give_up.is_none()
+                && let Some(deadline) = self.shutdown
+            {
+                give_up = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            }
             tokio::select! {
                 biased;
                 _ = sweep.tick() => self.sweep(),
+                () = async { give_up.as_mut().expect("armed").await }, if give_up.is_some() => {
+                    self.sweep();
+                }
                 cmd = self.inbox.recv() => {
                     let Some(cmd) = cmd else { return };
                     let now = Instant::now();
@@ -363,26 +383,27 @@ impl Shard {
         let pass = &mut self.pass;
         match cmd {
             Cmd::Add { id, socket } => {
-                self.conns.insert(
-                    id,
-                    Conn {
-                        socket,
-                        pending: (NONE, NONE),
-                        pending_frames: 0,
-                        pending_bytes: 0,
-                        queue: VecDeque::new(),
-                        offset: 0,
-                        queued_bytes: 0,
-                        owed: BTreeMap::new(),
-                        overflows: None,
-                        progress_at: now,
-                        next_heartbeat: now + self.config.heartbeat,
-                        waiting: false,
-                        touched: false,
-                        closing: None,
-                        detached: false,
-                    },
-                );
+                let conn = self.conns.entry(id).insert_entry(Conn {
+                    socket,
+                    pending: (NONE, NONE),
+                    pending_frames: 0,
+                    pending_bytes: 0,
+                    queue: VecDeque::new(),
+                    offset: 0,
+                    queued_bytes: 0,
+                    owed: BTreeMap::new(),
+                    overflows: None,
+                    progress_at: now,
+                    next_heartbeat: now + self.config.heartbeat,
+                    waiting: false,
+                    touched: false,
+                    closing: None,
+                    detached: false,
+                });
+                if let Some(deadline) = self.shutdown {
+                    // Connected while the server stops.
+                    conn.into_mut().shut_down(pass, id, deadline.max(now));
+                }
             }
             Cmd::Publish { publish, to } => {
                 pass.signal_from(publish.at);
@@ -444,6 +465,12 @@ impl Shard {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.waiting = false;
                     pass.touch(id, conn);
+                }
+            }
+            Cmd::Shutdown { wait } => {
+                let deadline = *self.shutdown.get_or_insert(now + wait);
+                for (&id, conn) in &mut self.conns {
+                    conn.shut_down(pass, id, deadline);
                 }
             }
         }
@@ -746,6 +773,12 @@ impl Conn {
     /// dropped: the client is leaving (it will resync or resume), and so the
     /// close frame is the next thing it reads after what the kernel holds.
     #[allow(clippy::too_many_arguments)]
+    /// Closes with 1001: the server is stopping.
+    fn shut_down(&mut self, pass: &mut Pass, id: u64, deadline: Instant) {
+        let reason = "server shutting down";
+        self.close(pass, id, close_code::AWAY, reason, End::Shutdown, deadline);
+    }
+
     fn close(
         &mut self,
         pass: &mut Pass,

@@ -242,11 +242,14 @@ pub mod pipe {
         pub fn shutdown(&self) {
             lock(&self.outgoing.bytes).1 = true;
             self.outgoing.data_arrived();
+            self.outgoing.room.notify_waiters();
             let mut incoming = lock(&self.incoming.bytes);
             incoming.1 = true;
             incoming.0.clear();
             drop(incoming);
             self.incoming.room.notify_waiters();
+            // As a socket's: its reader sees the end of the stream.
+            self.incoming.data_arrived();
         }
 
         /// Writes all of `bytes`, waiting for room.

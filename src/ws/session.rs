@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::auth::{Identity, Security};
 use crate::config::Limits;
@@ -28,14 +27,14 @@ pub use crate::hub::shard::End;
 /// Most bytes read from a socket before the task lets others run.
 const READ_BUDGET: usize = 16 * 1024;
 
-/// Runs the connection until the peer leaves, the socket fails, the shard
-/// lets it go, or `shutdown` fires. `early`: bytes the client sent right
+/// Runs the connection until the peer leaves, the socket fails or the shard
+/// lets it go (as it does for every connection when the server stops, see
+/// [`crate::hub::Hub::shutdown`]). `early`: bytes the client sent right
 /// after its handshake.
 ///
 /// The welcome, the checks of `early` and the timers are set up before the
 /// returned future first runs; the future keeps only what a waiting
 /// connection needs (a quiet socket costs its memory, so this is kept small).
-#[allow(clippy::too_many_arguments)]
 pub fn run(
     socket: Arc<Socket>,
     session: Session,
@@ -43,7 +42,6 @@ pub fn run(
     limits: Arc<Limits>,
     security: Arc<Security>,
     identity: Option<Identity>,
-    shutdown: CancellationToken,
 ) -> impl Future<Output = End> + Send + 'static {
     let access = Access::new(security, identity);
     session.send(vec![
@@ -88,7 +86,7 @@ pub fn run(
     };
     // The block's captures are the connection's state, used in place (an
     // `async fn` would hold its arguments twice).
-    async move { connection.serve(&shutdown).await }
+    async move { connection.serve().await }
 }
 
 /// A connection's reading side between reads.
@@ -106,13 +104,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(&mut self, shutdown: &CancellationToken) -> End {
-        let mut cancelled = std::pin::pin!(shutdown.cancelled());
-        let socket = Arc::clone(&self.socket);
-        let mut gone = std::pin::pin!(socket.released());
+    async fn serve(&mut self) -> End {
         loop {
             match std::mem::replace(&mut self.read, Read::Open) {
                 Read::Open => {}
+                // The shard shut the stream down: it says why.
+                Read::Closed | Read::Failed(_) if self.socket.is_gone() => return self.gone(),
                 Read::Closed => return End::PeerClosed,
                 Read::Failed(e) => return End::SocketError(e),
                 Read::Broken(violation) => {
@@ -137,13 +134,11 @@ impl Connection {
                 }
             }
             // A peer that always has more to read must not keep this task from
-            // yielding: timers (its deadlines) and shutdown advance only when it does.
+            // yielding: timers (its deadlines) advance only when it does.
             tokio::task::coop::consume_budget().await;
             // One wait polled by hand: a future per source, as `select!`
             // builds, would make every quiet connection hold them all.
-            let event =
-                std::future::poll_fn(|cx| self.poll_event(cancelled.as_mut(), gone.as_mut(), cx))
-                    .await;
+            let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
             match event {
                 Event::Readable(ready) => {
                     self.read = match ready {
@@ -154,7 +149,7 @@ impl Connection {
                     };
                     self.socket.seen();
                 }
-                Event::Gone => return self.socket.end().unwrap_or(End::PeerClosed),
+                Event::Gone => return self.gone(),
                 Event::ExpiryNotice => {
                     self.access.expiry_notified = true;
                     let expires_at = self.access.identity().map_or(0, |id| id.expires_at);
@@ -175,10 +170,6 @@ impl Connection {
                         }
                         .frame(),
                     ]);
-                }
-                Event::Shutdown => {
-                    let reason = "server shutting down";
-                    return self.goodbye(close_code::AWAY, reason, End::Shutdown).await;
                 }
                 Event::AuthDeadline => {
                     let reason = format!(
@@ -203,21 +194,17 @@ impl Connection {
         }
     }
 
-    /// What ends the wait, in this order: shutdown, the shard letting go,
-    /// the deadlines (a busy peer must not outlive its token), then the
-    /// socket having something to read.
-    fn poll_event(
-        &mut self,
-        cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-        gone: Pin<&mut impl Future<Output = ()>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Event> {
-        if cancelled.poll(cx).is_ready() {
-            return Poll::Ready(Event::Shutdown);
-        }
-        // `gone` was made before this reads the flag: a release after the
-        // read wakes it.
-        if self.socket.is_gone() || gone.poll(cx).is_ready() {
+    /// Why the shard let go.
+    fn gone(&self) -> End {
+        self.socket.end().unwrap_or(End::PeerClosed)
+    }
+
+    /// What ends the wait, in this order: the shard letting go, the
+    /// deadlines (a busy peer must not outlive its token), then the socket
+    /// having something to read. The shard's letting go needs no waker of
+    /// its own: it shuts the stream down, which makes it readable.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.socket.is_gone() {
             return Poll::Ready(Event::Gone);
         }
         if let Some(timers) = self.timers.armed() {
@@ -239,7 +226,11 @@ impl Connection {
                 return Poll::Ready(Event::RateNotice);
             }
         }
-        self.socket.stream.poll_read_ready(cx).map(Event::Readable)
+        match self.socket.stream.poll_read_ready(cx) {
+            // Marked before the stream is shut down: a wake by the shutdown finds it.
+            Poll::Ready(_) if self.socket.is_gone() => Poll::Ready(Event::Gone),
+            ready => ready.map(Event::Readable),
+        }
     }
 
     /// Closes with `code`, waits (bounded) until the close frame is written,
@@ -261,7 +252,6 @@ impl Connection {
 
 /// What ended a wait in [`Connection::serve`].
 enum Event {
-    Shutdown,
     Gone,
     AuthDeadline,
     Expired,
@@ -671,7 +661,6 @@ mod tests {
     struct Spawned {
         client: Client,
         task: tokio::task::JoinHandle<End>,
-        stop: CancellationToken,
     }
 
     /// A session over a pipe holding `capacity` bytes each way.
@@ -684,24 +673,17 @@ mod tests {
         let (client, server) = pipe::pair(capacity);
         let socket = Arc::new(Socket::new(Stream::Pipe(server), hub.started()));
         let session = hub.connect(Arc::clone(&socket));
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            run(
-                socket,
-                session,
-                Bytes::new(),
-                Arc::new(limits),
-                Arc::new(security),
-                None,
-                token,
-            )
-            .await
-        });
+        let task = tokio::spawn(run(
+            socket,
+            session,
+            Bytes::new(),
+            Arc::new(limits),
+            Arc::new(security),
+            None,
+        ));
         Spawned {
             client: Client { end: client },
             task,
-            stop,
         }
     }
 
@@ -797,13 +779,9 @@ mod tests {
     async fn shutdown_sends_close_1001() {
         let limits = Limits::default();
         let hub = hub_for(&limits, 8);
-        let Spawned {
-            mut client,
-            task,
-            stop,
-        } = spawn_session(&hub, limits).await;
+        let Spawned { mut client, task } = spawn_session(&hub, limits).await;
         client.json().await;
-        stop.cancel();
+        hub.shutdown(CLOSE_WAIT);
         assert_eq!(client.close().await.0, close_code::AWAY);
         assert_eq!(task.await.unwrap(), End::Shutdown);
         assert_eq!(hub.stats().sessions, 0);
@@ -921,15 +899,14 @@ mod tests {
             ..Limits::default()
         };
         let (
-            _hub,
+            hub,
             Spawned {
                 task,
-                stop,
                 client: _client,
             },
         ) = stuck(limits).await;
         let started = Instant::now();
-        stop.cancel();
+        hub.shutdown(CLOSE_WAIT);
         assert_eq!(task.await.unwrap(), End::Shutdown);
         // Only the bounded try at a close frame, not the stuck write.
         assert_eq!(started.elapsed(), CLOSE_WAIT);
