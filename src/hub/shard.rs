@@ -769,16 +769,16 @@ impl Conn {
         }
     }
 
-    /// Sends a close frame; nothing more goes out. Frames not yet begun are
-    /// dropped: the client is leaving (it will resync or resume), and so the
-    /// close frame is the next thing it reads after what the kernel holds.
-    #[allow(clippy::too_many_arguments)]
     /// Closes with 1001: the server is stopping.
     fn shut_down(&mut self, pass: &mut Pass, id: u64, deadline: Instant) {
         let reason = "server shutting down";
         self.close(pass, id, close_code::AWAY, reason, End::Shutdown, deadline);
     }
 
+    /// Sends a close frame; nothing more goes out. Frames not yet begun are
+    /// dropped: the client is leaving (it will resync or resume), and so the
+    /// close frame is the next thing it reads after what the kernel holds.
+    #[allow(clippy::too_many_arguments)]
     fn close(
         &mut self,
         pass: &mut Pass,

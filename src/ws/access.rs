@@ -20,7 +20,8 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 
 pub struct Access {
     security: Arc<Security>,
-    identity: Option<Identity>,
+    /// Boxed: 8 bytes in every connection, most of which have no token.
+    identity: Option<Box<Identity>>,
     /// Answers of `broadcast.authorize` for the current token (none until
     /// one is asked: most connections never ask).
     #[allow(clippy::box_collection)] // 8 bytes in every connection, not 48
@@ -33,7 +34,7 @@ impl Access {
     pub fn new(security: Arc<Security>, identity: Option<Identity>) -> Access {
         Access {
             security,
-            identity,
+            identity: identity.map(Box::new),
             cache: None,
             expiry_notified: false,
         }
@@ -49,7 +50,7 @@ impl Access {
     }
 
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        self.identity.as_deref()
     }
 
     /// Verifies a token (first or refreshed); on success it replaces the
@@ -59,7 +60,7 @@ impl Access {
             return Err(AuthError::Malformed);
         };
         let identity = authenticator.verify(token).await?;
-        self.identity = Some(identity);
+        self.identity = Some(Box::new(identity));
         self.cache = None;
         self.expiry_notified = false;
         Ok(self.identity.as_ref().map_or(0, |id| id.expires_at))

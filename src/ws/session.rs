@@ -70,7 +70,7 @@ pub fn run(
     let mut incoming = Vec::new();
     let read = match reader.feed(&early, &mut incoming) {
         Ok(()) => Read::Open,
-        Err(violation) => Read::Broken(violation),
+        Err(violation) => Read::Broken(Box::new(violation)),
     };
     drop(early);
     let mut connection = Connection {
@@ -85,8 +85,25 @@ pub fn run(
         read,
     };
     // The block's captures are the connection's state, used in place (an
-    // `async fn` would hold its arguments twice).
-    async move { connection.serve().await }
+    // `async fn` would hold its arguments twice, and a method a pointer to
+    // them).
+    async move {
+        loop {
+            // What the last read found, and the messages it brought.
+            if let Some(end) = connection.after_read().await {
+                return end;
+            }
+            // A peer that always has more to read must not keep this task from
+            // yielding: timers (its deadlines) advance only when it does.
+            tokio::task::coop::consume_budget().await;
+            // One wait polled by hand: a future per source, as `select!`
+            // builds, would make every quiet connection hold them all.
+            let event = std::future::poll_fn(|cx| connection.poll_event(cx)).await;
+            if let Some(end) = connection.on_event(event).await {
+                return end;
+            }
+        }
+    }
 }
 
 /// A connection's reading side between reads.
@@ -104,23 +121,26 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(&mut self) -> End {
-        loop {
-            match std::mem::replace(&mut self.read, Read::Open) {
-                Read::Open => {}
-                // The shard shut the stream down: it says why.
-                Read::Closed | Read::Failed(_) if self.socket.is_gone() => return self.gone(),
-                Read::Closed => return End::PeerClosed,
-                Read::Failed(e) => return End::SocketError(e),
-                Read::Broken(violation) => {
-                    // A broken frame or message: say which rule it broke (RFC 6455 §7.4.1).
-                    return self
-                        .goodbye(violation.code, &violation.reason, End::ProtocolError)
-                        .await;
-                }
+    /// Acts on what the last read found.
+    fn after_read(&mut self) -> Work<'_> {
+        match std::mem::replace(&mut self.read, Read::Open) {
+            Read::Open => {}
+            // The shard shut the stream down: it says why.
+            Read::Closed | Read::Failed(_) if self.socket.is_gone() => return done(self.gone()),
+            Read::Closed => return done(End::PeerClosed),
+            Read::Failed(e) => return done(End::SocketError(e.to_string())),
+            Read::Broken(violation) => {
+                // A broken frame or message: say which rule it broke (RFC 6455 §7.4.1).
+                return self.goodbye(violation.code, &violation.reason, End::ProtocolError);
             }
-            // Taken, not drained: a quiet connection keeps no buffer.
-            for message in std::mem::take(&mut self.incoming) {
+        }
+        if self.incoming.is_empty() {
+            return nothing();
+        }
+        // Taken, not drained: a quiet connection keeps no buffer.
+        let messages = std::mem::take(&mut self.incoming);
+        Box::pin(async move {
+            for message in messages {
                 let answer = on_message(
                     message,
                     &mut self.session,
@@ -129,69 +149,65 @@ impl Connection {
                     &mut self.rate,
                     &mut self.timers,
                 );
-                if let Some(end) = Box::pin(answer).await {
-                    return end;
+                if let Some(end) = answer.await {
+                    return Some(end);
                 }
             }
-            // A peer that always has more to read must not keep this task from
-            // yielding: timers (its deadlines) advance only when it does.
-            tokio::task::coop::consume_budget().await;
-            // One wait polled by hand: a future per source, as `select!`
-            // builds, would make every quiet connection hold them all.
-            let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
-            match event {
-                Event::Readable(ready) => {
-                    self.read = match ready {
-                        Ok(()) => {
-                            read_some(&self.socket.stream, &mut self.reader, &mut self.incoming)
-                        }
-                        Err(e) => Read::Failed(e.to_string()),
-                    };
-                    self.socket.seen();
-                }
-                Event::Gone => return self.gone(),
-                Event::ExpiryNotice => {
-                    self.access.expiry_notified = true;
-                    let expires_at = self.access.identity().map_or(0, |id| id.expires_at);
-                    self.session
-                        .send(vec![Control::AuthExpiring { expires_at }.frame()]);
-                }
-                Event::RateNotice => {
-                    let count = self.rate.take_dropped();
-                    self.session.send(vec![
-                        Control::Error {
-                            code: ErrorCode::RateLimited,
-                            message: &format!(
-                                "over {} messages per second: {count} message(s) dropped, not applied",
-                                self.limits.max_messages_per_second
-                            ),
-                            topics: Vec::new(),
-                            dropped: Some(count),
-                        }
-                        .frame(),
-                    ]);
-                }
-                Event::AuthDeadline => {
-                    let reason = format!(
-                        r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#,
-                        self.access.auth_timeout()
-                    );
-                    return self
-                        .goodbye(CLOSE_UNAUTHORIZED, &reason, End::Unauthorized)
-                        .await;
-                }
-                Event::Expired => {
-                    let reason = "unauthorized: the token expired";
-                    return self
-                        .goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized)
-                        .await;
-                }
-                Event::Recheck => {
-                    self.timers.set().recheck = Some(sleep(self.access.recheck_every()));
-                    Box::pin(revoke_denied(&mut self.session, &mut self.access, false)).await;
-                }
+            None
+        })
+    }
+
+    fn on_event(&mut self, event: Event) -> Work<'_> {
+        match event {
+            Event::Readable(ready) => {
+                self.read = match ready {
+                    Ok(()) => read_some(&self.socket.stream, &mut self.reader, &mut self.incoming),
+                    Err(e) => Read::Failed(e),
+                };
+                self.socket.seen();
+            }
+            Event::Gone => return done(self.gone()),
+            Event::ExpiryNotice => {
+                self.access.expiry_notified = true;
+                let expires_at = self.access.identity().map_or(0, |id| id.expires_at);
+                self.session
+                    .send(vec![Control::AuthExpiring { expires_at }.frame()]);
+            }
+            Event::RateNotice => {
+                let count = self.rate.take_dropped();
+                self.session.send(vec![
+                    Control::Error {
+                        code: ErrorCode::RateLimited,
+                        message: &format!(
+                            "over {} messages per second: {count} message(s) dropped, not applied",
+                            self.limits.max_messages_per_second
+                        ),
+                        topics: Vec::new(),
+                        dropped: Some(count),
+                    }
+                    .frame(),
+                ]);
+            }
+            Event::AuthDeadline => {
+                let reason = format!(
+                    r#"unauthorized: no {{"auth": "<jwt>"}} within {:?}"#,
+                    self.access.auth_timeout()
+                );
+                return self.goodbye(CLOSE_UNAUTHORIZED, &reason, End::Unauthorized);
+            }
+            Event::Expired => {
+                let reason = "unauthorized: the token expired";
+                return self.goodbye(CLOSE_UNAUTHORIZED, reason, End::Unauthorized);
+            }
+            Event::Recheck => {
+                self.timers.set().recheck = Some(sleep(self.access.recheck_every()));
+                return Box::pin(async move {
+                    revoke_denied(&mut self.session, &mut self.access, false).await;
+                    None
+                });
             }
         }
+        nothing()
     }
 
     /// Why the shard let go.
@@ -234,23 +250,43 @@ impl Connection {
     }
 
     /// Closes with `code`, waits (bounded) until the close frame is written,
-    /// and ends with `end`. Boxed: a goodbye is rare, and its timer must not
-    /// make every connection's future larger.
-    fn goodbye(
-        &self,
-        code: u16,
-        reason: &str,
-        end: End,
-    ) -> Pin<Box<impl Future<Output = End> + '_>> {
+    /// and ends with `end`.
+    fn goodbye(&self, code: u16, reason: &str, end: End) -> Work<'_> {
         self.session.close(code, reason, end.clone(), CLOSE_WAIT);
         Box::pin(async move {
             let _ = tokio::time::timeout(CLOSE_WAIT, self.socket.gone()).await;
-            end
+            Some(end)
         })
     }
 }
 
-/// What ended a wait in [`Connection::serve`].
+/// What a connection does beside waiting — answer messages, re-check its
+/// topics, say goodbye — resolving to `Some` when the connection ends. Boxed:
+/// a waiting connection holds only the loop around it, not the larger
+/// futures of its rarer work.
+type Work<'a> = Pin<Box<dyn Future<Output = Option<End>> + Send + 'a>>;
+
+/// The connection ends now.
+fn done(end: End) -> Work<'static> {
+    Box::pin(std::future::ready(Some(end)))
+}
+
+/// No work: the usual case, and free (a box of nothing allocates nothing).
+fn nothing() -> Work<'static> {
+    Box::pin(Nothing)
+}
+
+struct Nothing;
+
+impl Future for Nothing {
+    type Output = Option<End>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<End>> {
+        Poll::Ready(None)
+    }
+}
+
+/// What ended a wait in the loop of [`run`].
 enum Event {
     Gone,
     AuthDeadline,
@@ -266,9 +302,9 @@ enum Read {
     Open,
     /// The peer closed the TCP connection.
     Closed,
-    Failed(String),
+    Failed(std::io::Error),
     /// The client broke the protocol.
-    Broken(frame::Violation),
+    Broken(Box<frame::Violation>),
 }
 
 /// Reads what the socket has (up to [`READ_BUDGET`]) into `out`. The buffer
@@ -282,12 +318,12 @@ fn read_some(stream: &Stream, reader: &mut frame::Reader, out: &mut Vec<Incoming
             Ok(n) => {
                 taken += n;
                 if let Err(violation) = reader.feed(&buf[..n], out) {
-                    return Read::Broken(violation);
+                    return Read::Broken(Box::new(violation));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Read::Open,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Read::Failed(e.to_string()),
+            Err(e) => return Read::Failed(e),
         }
     }
     Read::Open
@@ -352,37 +388,43 @@ async fn on_message(
     timers: &mut Timers,
 ) -> Option<End> {
     match message {
-        Incoming::Text(text) if rate.admit() => match protocol::parse(&text, limits) {
-            Ok(Request::Auth(token)) => match access.accept(&token).await {
-                Ok(expires_at) => {
-                    if let Some(slots) = timers.armed() {
-                        slots.auth_deadline = None;
+        Incoming::Text(text) if rate.admit(limits.max_messages_per_second) => {
+            match protocol::parse(&text, limits) {
+                Ok(Request::Auth(token)) => match access.accept(&token).await {
+                    Ok(expires_at) => {
+                        if let Some(slots) = timers.armed() {
+                            slots.auth_deadline = None;
+                        }
+                        timers.set_expiry(access);
+                        session.send(vec![Control::Authenticated { expires_at }.frame()]);
+                        // New claims: the topics held must be allowed for them too,
+                        // and if that cannot be checked, they are not kept.
+                        revoke_denied(session, access, true).await;
                     }
-                    timers.set_expiry(access);
-                    session.send(vec![Control::Authenticated { expires_at }.frame()]);
-                    // New claims: the topics held must be allowed for them too,
-                    // and if that cannot be checked, they are not kept.
-                    revoke_denied(session, access, true).await;
-                }
-                Err(err) if !access.authenticated() => {
-                    let reason = format!("unauthorized: {err}");
-                    session.close(CLOSE_UNAUTHORIZED, &reason, End::Unauthorized, CLOSE_WAIT);
-                    return Some(End::Unauthorized);
-                }
-                // A failed refresh: the current token holds until it expires.
-                Err(err) => session.send(vec![error(ErrorCode::Unauthorized, &err.to_string())]),
-            },
-            Ok(_) if !access.authenticated() => session.send(vec![error(
-                ErrorCode::AuthRequired,
-                r#"authenticate first: send {"auth": "<jwt>"}"#,
-            )]),
-            Ok(request) => handle(request, session, limits, access).await,
-            Err(rejection) => session.send(vec![error(rejection.code, &rejection.message)]),
-        },
-        Incoming::Binary if rate.admit() => session.send(vec![error(
-            ErrorCode::BinaryNotSupported,
-            "binary frames are not part of the protocol; send JSON text",
-        )]),
+                    Err(err) if !access.authenticated() => {
+                        let reason = format!("unauthorized: {err}");
+                        session.close(CLOSE_UNAUTHORIZED, &reason, End::Unauthorized, CLOSE_WAIT);
+                        return Some(End::Unauthorized);
+                    }
+                    // A failed refresh: the current token holds until it expires.
+                    Err(err) => {
+                        session.send(vec![error(ErrorCode::Unauthorized, &err.to_string())])
+                    }
+                },
+                Ok(_) if !access.authenticated() => session.send(vec![error(
+                    ErrorCode::AuthRequired,
+                    r#"authenticate first: send {"auth": "<jwt>"}"#,
+                )]),
+                Ok(request) => handle(request, session, limits, access).await,
+                Err(rejection) => session.send(vec![error(rejection.code, &rejection.message)]),
+            }
+        }
+        Incoming::Binary if rate.admit(limits.max_messages_per_second) => {
+            session.send(vec![error(
+                ErrorCode::BinaryNotSupported,
+                "binary frames are not part of the protocol; send JSON text",
+            )])
+        }
         Incoming::Text(_) | Incoming::Binary => {
             session.metrics().messages_rate_limited.inc();
             if let Some(at) = rate.drop_one() {
@@ -393,12 +435,12 @@ async fn on_message(
         // no room for requests; pings within the rate are answered (RFC
         // 6455 §5.5.2), a flood of them is not.
         Incoming::Ping(payload) => {
-            if rate.admit() {
+            if rate.admit(limits.max_messages_per_second) {
                 session.send(vec![frame::pong(&payload)]);
             }
         }
         Incoming::Pong => {
-            rate.admit();
+            rate.admit(limits.max_messages_per_second);
         }
         Incoming::Close(close) => {
             // The closing handshake: the same code back (RFC 6455 §5.5.1).
@@ -496,13 +538,13 @@ async fn revoke_denied(session: &mut Session, access: &mut Access, fail_closed: 
     }
 }
 
-/// Inbound messages per second: a token bucket holding one second's worth.
+/// Inbound messages per second: a token bucket holding one second's worth
+/// (the rate is the connection's limit, not kept here).
 struct RateLimit {
-    per_second: f64,
-    tokens: f64,
+    tokens: f32,
     last: Instant,
     /// Messages dropped since the last notice.
-    dropped: u64,
+    dropped: u32,
     last_notice: Option<Instant>,
 }
 
@@ -512,10 +554,8 @@ const RATE_NOTICE_DELAY: Duration = Duration::from_millis(100);
 
 impl RateLimit {
     fn new(per_second: usize) -> RateLimit {
-        let per_second = per_second as f64;
         RateLimit {
-            per_second,
-            tokens: per_second,
+            tokens: per_second as f32,
             last: Instant::now(),
             dropped: 0,
             last_notice: None,
@@ -523,10 +563,11 @@ impl RateLimit {
     }
 
     /// Takes a token if there is one.
-    fn admit(&mut self) -> bool {
+    fn admit(&mut self, per_second: usize) -> bool {
+        let per_second = per_second as f32;
         let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + refill).min(self.per_second);
+        let refill = now.duration_since(self.last).as_secs_f32() * per_second;
+        self.tokens = (self.tokens + refill).min(per_second);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -538,7 +579,7 @@ impl RateLimit {
     /// Counts a dropped message; returns when to send the notice if this is
     /// the first since the last one (at most one notice a second).
     fn drop_one(&mut self) -> Option<Instant> {
-        self.dropped += 1;
+        self.dropped = self.dropped.saturating_add(1);
         if self.dropped > 1 {
             return None;
         }
@@ -552,7 +593,7 @@ impl RateLimit {
     /// The count for a notice being sent now.
     fn take_dropped(&mut self) -> u64 {
         self.last_notice = Some(Instant::now());
-        std::mem::take(&mut self.dropped)
+        u64::from(std::mem::take(&mut self.dropped))
     }
 }
 
