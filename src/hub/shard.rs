@@ -301,36 +301,53 @@ impl Pass {
     }
 }
 
-/// A connection's writing side. The fields a delivery reads come first, so
-/// that a delivery touches as few cache lines as it can.
-#[repr(C)]
+/// A connection's writing side: what every connection needs, in one cache
+/// line (a quiet connection costs its shard this much); what only one that
+/// is behind or closing needs is in [`Behind`], allocated while it is.
 struct Conn {
     socket: Arc<Socket>,
     /// This pass's frames for it, not yet written: (first, last) link.
     pending: (u32, u32),
+    pending_frames: usize,
+    pending_bytes: usize,
+    /// When the socket last took bytes, or its queue started.
+    progress_at: Instant,
+    next_heartbeat: Instant,
     /// A task waits for the socket to become writable.
     waiting: bool,
     touched: bool,
+    /// The reader is done.
+    detached: bool,
+    behind: Option<Box<Behind>>,
+}
+
+/// What a connection needs while the socket cannot take all it is sent, or
+/// while it is being closed.
+#[derive(Default)]
+struct Behind {
     /// Frames the socket could not take yet, each marked whether it is a
     /// signal or resync (what the delivery metric counts); the first is
     /// written from `offset`.
     queue: VecDeque<(Frame, bool)>,
-    /// Channels owed a resync: their signals are skipped until it is written.
-    owed: BTreeMap<Arc<str>, ResyncReason>,
-    pending_frames: usize,
-    pending_bytes: usize,
     offset: usize,
     queued_bytes: usize,
+    /// Channels owed a resync: their signals are skipped until it is written.
+    owed: BTreeMap<Arc<str>, ResyncReason>,
     /// The current streak of overflows: (first, latest).
     overflows: Option<(Instant, Instant)>,
-    /// When the socket last took bytes, or the queue started.
-    progress_at: Instant,
-    next_heartbeat: Instant,
     /// A close frame is on its way: nothing more goes out, and it must be
     /// written by this deadline.
     closing: Option<(Instant, End)>,
-    /// The reader is done.
-    detached: bool,
+}
+
+impl Behind {
+    /// Nothing left to hold: the connection caught up.
+    fn settled(&self) -> bool {
+        self.queue.is_empty()
+            && self.owed.is_empty()
+            && self.overflows.is_none()
+            && self.closing.is_none()
+    }
 }
 
 impl Shard {
@@ -388,17 +405,12 @@ impl Shard {
                     pending: (NONE, NONE),
                     pending_frames: 0,
                     pending_bytes: 0,
-                    queue: VecDeque::new(),
-                    offset: 0,
-                    queued_bytes: 0,
-                    owed: BTreeMap::new(),
-                    overflows: None,
                     progress_at: now,
                     next_heartbeat: now + self.config.heartbeat,
                     waiting: false,
                     touched: false,
-                    closing: None,
                     detached: false,
+                    behind: None,
                 });
                 if let Some(deadline) = self.shutdown {
                     // Connected while the server stops.
@@ -456,7 +468,7 @@ impl Shard {
             Cmd::Remove { id } => {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.detached = true;
-                    if conn.closing.is_none() {
+                    if conn.closing().is_none() {
                         self.let_go(id, End::PeerClosed);
                     }
                 }
@@ -498,7 +510,7 @@ impl Shard {
                     Ok(n) if n > 0 => {
                         // The rest waits in its queue.
                         conn.enqueue(frame.clone(), true, now);
-                        conn.offset = n;
+                        conn.behind().offset = n;
                         pass.touch(id, conn);
                         continue;
                     }
@@ -526,13 +538,14 @@ impl Shard {
                     written += frames;
                     if done {
                         let end = conn
-                            .closing
-                            .as_ref()
+                            .closing()
                             .map_or(End::PeerClosed, |(_, end)| end.clone());
                         self.let_go(id, end);
-                    } else if !conn.queue.is_empty() && !conn.waiting {
+                    } else if conn.queued() && !conn.waiting {
                         conn.waiting = true;
                         self.wait_writable(id);
+                    } else {
+                        conn.settle();
                     }
                 }
                 Err(err) => self.let_go(id, End::SocketError(err.to_string())),
@@ -583,7 +596,7 @@ impl Shard {
         let pass = &mut self.pass;
         let mut done = Vec::new();
         for (&id, conn) in &mut self.conns {
-            if let Some((deadline, end)) = &conn.closing {
+            if let Some((deadline, end)) = conn.closing() {
                 if now >= *deadline {
                     done.push((id, end.clone()));
                 }
@@ -613,7 +626,7 @@ impl Shard {
                     End::TooSlow,
                     now + config.heartbeat,
                 );
-            } else if !conn.queue.is_empty()
+            } else if conn.queued()
                 && now.saturating_duration_since(conn.progress_at) >= config.heartbeat
             {
                 // It will most likely never read this; it is said all the same.
@@ -667,7 +680,7 @@ impl Conn {
     /// Queues a frame that must go out (answers, heartbeats): not bounded by
     /// the queue limits, which are the client's own doing here.
     fn push(&mut self, pass: &mut Pass, id: u64, frame: u32) {
-        if self.closing.is_none() {
+        if self.closing().is_none() {
             pass.append(id, self, frame);
         }
     }
@@ -681,16 +694,43 @@ impl Conn {
 
     /// Nothing waits to be written, and nothing keeps a signal from going out.
     fn clear(&self) -> bool {
-        self.queue.is_empty()
-            && self.pending.0 == NONE
-            && !self.waiting
-            && self.closing.is_none()
-            && self.owed.is_empty()
+        self.behind.is_none() && self.pending.0 == NONE && !self.waiting
     }
 
     fn full(&self, len: usize, config: &ShardConfig) -> bool {
-        self.queue.len() + self.pending_frames >= config.mailbox_frames.max(1)
-            || self.queued_bytes + self.pending_bytes + len > config.mailbox_bytes
+        let (frames, bytes) = self
+            .behind
+            .as_ref()
+            .map_or((0, 0), |b| (b.queue.len(), b.queued_bytes));
+        frames + self.pending_frames >= config.mailbox_frames.max(1)
+            || bytes + self.pending_bytes + len > config.mailbox_bytes
+    }
+
+    /// What this connection holds while it is behind.
+    fn behind(&mut self) -> &mut Behind {
+        self.behind.get_or_insert_with(Box::default)
+    }
+
+    /// Lets go of what being behind needed, if it caught up.
+    fn settle(&mut self) {
+        if self.behind.as_ref().is_some_and(|b| b.settled()) {
+            self.behind = None;
+        }
+    }
+
+    fn closing(&self) -> Option<&(Instant, End)> {
+        self.behind.as_ref()?.closing.as_ref()
+    }
+
+    /// Frames wait in its queue.
+    fn queued(&self) -> bool {
+        self.behind.as_ref().is_some_and(|b| !b.queue.is_empty())
+    }
+
+    fn owes(&self, channel: &str) -> bool {
+        self.behind
+            .as_ref()
+            .is_some_and(|b| b.owed.contains_key(channel))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -704,17 +744,18 @@ impl Conn {
         metrics: &Metrics,
         now: Instant,
     ) {
-        if self.closing.is_some() {
+        if self.closing().is_some() {
             return;
         }
-        if self.owed.contains_key(&publish.channel) {
+        if self.owes(&publish.channel) {
             // Still behind: its resync has not even been written yet.
             metrics.slow_consumer_frames_dropped.inc();
             self.overflowed(now);
             return;
         }
         if self.full(publish.frame.len(), config) {
-            self.owed
+            self.behind()
+                .owed
                 .insert(Arc::clone(&publish.channel), ResyncReason::SlowConsumer);
             metrics.slow_consumer_frames_dropped.inc();
             metrics.resync(ResyncReason::SlowConsumer.as_str());
@@ -736,11 +777,11 @@ impl Conn {
         config: &ShardConfig,
         now: Instant,
     ) {
-        if self.closing.is_some() || self.owed.contains_key(channel) {
+        if self.closing().is_some() || self.owes(channel) {
             return;
         }
         if self.full(pass.frames[frame as usize].0.len(), config) {
-            self.owed.insert(Arc::clone(channel), reason);
+            self.behind().owed.insert(Arc::clone(channel), reason);
             self.overflowed(now);
             pass.touch(id, self);
         } else {
@@ -750,7 +791,8 @@ impl Conn {
 
     /// Extends (or starts) the current streak of overflows.
     fn overflowed(&mut self, now: Instant) {
-        self.overflows = Some(match self.overflows {
+        let behind = self.behind();
+        behind.overflows = Some(match behind.overflows {
             Some((first, _)) => (first, now),
             None => (now, now),
         });
@@ -759,9 +801,13 @@ impl Conn {
     /// How long this connection has been falling behind: the span of its
     /// current streak of overflows, each within `window` of the last.
     fn behind_for(&mut self, now: Instant, window: Duration) -> Duration {
-        match self.overflows {
+        let Some(behind) = self.behind.as_mut() else {
+            return Duration::ZERO;
+        };
+        match behind.overflows {
             Some((_, last)) if now.saturating_duration_since(last) > window => {
-                self.overflows = None;
+                behind.overflows = None;
+                self.settle();
                 Duration::ZERO
             }
             Some((first, last)) => last.saturating_duration_since(first),
@@ -788,19 +834,20 @@ impl Conn {
         end: End,
         deadline: Instant,
     ) {
-        if self.closing.is_some() {
+        if self.closing().is_some() {
             return;
         }
-        self.owed.clear();
         self.pending = (NONE, NONE);
         (self.pending_frames, self.pending_bytes) = (0, 0);
-        let keep = usize::from(self.offset > 0);
-        for (dropped, _) in self.queue.drain(keep..) {
-            self.queued_bytes -= dropped.len();
+        let behind = self.behind();
+        behind.owed.clear();
+        let keep = usize::from(behind.offset > 0);
+        for (dropped, _) in behind.queue.drain(keep..) {
+            behind.queued_bytes -= dropped.len();
         }
+        behind.closing = Some((deadline, end));
         let frame = pass.frame(frame::close(code, reason), false);
         pass.append(id, self, frame);
-        self.closing = Some((deadline, end));
     }
 
     /// Writes what is queued, then this pass's frames, until the socket is
@@ -816,19 +863,22 @@ impl Conn {
                     done: false,
                 });
             }
-            let from_queue = !self.queue.is_empty();
+            let from_queue = self.queued();
             if !from_queue && self.pending.0 == NONE {
-                if self.closing.is_some() {
+                if self.closing().is_some() {
                     return Ok(Flushed { frames, done: true });
                 }
-                if self.owed.is_empty() {
-                    return Ok(Flushed {
-                        frames,
-                        done: false,
-                    });
-                }
+                let owed = match self.behind.as_mut() {
+                    Some(behind) if !behind.owed.is_empty() => std::mem::take(&mut behind.owed),
+                    _ => {
+                        return Ok(Flushed {
+                            frames,
+                            done: false,
+                        });
+                    }
+                };
                 // Queued frames were older than the overflows: now the resyncs.
-                for (channel, reason) in std::mem::take(&mut self.owed) {
+                for (channel, reason) in owed {
                     self.enqueue(protocol::resync_frame(&channel, reason), true, now);
                 }
                 continue;
@@ -836,9 +886,9 @@ impl Conn {
             let written = {
                 let mut slices = [IoSlice::new(&[]); IOV_MAX];
                 let mut count = 0;
-                if from_queue {
-                    for (frame, _) in self.queue.iter().take(IOV_MAX) {
-                        let start = if count == 0 { self.offset } else { 0 };
+                if let Some(behind) = self.behind.as_ref().filter(|_| from_queue) {
+                    for (frame, _) in behind.queue.iter().take(IOV_MAX) {
+                        let start = if count == 0 { behind.offset } else { 0 };
                         slices[count] = IoSlice::new(&frame[start..]);
                         count += 1;
                     }
@@ -880,11 +930,12 @@ impl Conn {
     }
 
     fn enqueue(&mut self, frame: Frame, signal: bool, now: Instant) {
-        if self.queue.is_empty() {
+        if !self.queued() {
             self.progress_at = now;
         }
-        self.queued_bytes += frame.len();
-        self.queue.push_back((frame, signal));
+        let behind = self.behind();
+        behind.queued_bytes += frame.len();
+        behind.queue.push_back((frame, signal));
     }
 
     /// Moves this pass's unwritten frames into the queue (they outlive the pass).
@@ -893,8 +944,9 @@ impl Conn {
         while link != NONE {
             let Link { frame, next } = pass.links[link as usize];
             let (bytes, signal) = &pass.frames[frame as usize];
-            self.queued_bytes += bytes.len();
-            self.queue.push_back((bytes.clone(), *signal));
+            let behind = self.behind();
+            behind.queued_bytes += bytes.len();
+            behind.queue.push_back((bytes.clone(), *signal));
             link = next;
         }
         self.pending = (NONE, NONE);
@@ -914,7 +966,7 @@ impl Conn {
             self.pending_bytes -= bytes.len();
             if n < bytes.len() {
                 self.enqueue(bytes.clone(), *signal, now);
-                self.offset = n;
+                self.behind().offset = n;
                 break;
             }
             n -= bytes.len();
@@ -930,24 +982,25 @@ impl Conn {
     /// returns how many of those were signals or resyncs.
     fn advance_queue(&mut self, mut n: usize) -> usize {
         let mut finished = 0;
+        let behind = self.behind();
         while n > 0 {
-            let Some((front, signal)) = self.queue.front() else {
+            let Some((front, signal)) = behind.queue.front() else {
                 break;
             };
-            let left = front.len() - self.offset;
+            let left = front.len() - behind.offset;
             if n < left {
-                self.offset += n;
+                behind.offset += n;
                 break;
             }
             n -= left;
-            self.queued_bytes -= front.len();
+            behind.queued_bytes -= front.len();
             finished += usize::from(*signal);
-            self.offset = 0;
-            self.queue.pop_front();
+            behind.offset = 0;
+            behind.queue.pop_front();
         }
-        if self.queue.is_empty() && self.queue.capacity() > 16 {
+        if behind.queue.is_empty() && behind.queue.capacity() > 16 {
             // A connection that caught up keeps no big buffer.
-            self.queue = VecDeque::new();
+            behind.queue = VecDeque::new();
         }
         finished
     }
