@@ -180,6 +180,43 @@ async fn connections_over_the_limit_are_refused_before_the_upgrade() {
     );
 }
 
+/// The server letting a connection go (here a peer silent for two
+/// heartbeats) ends its reading side too: the slot it held is free again.
+#[tokio::test]
+async fn a_connection_the_server_drops_frees_its_slot() {
+    let db = TestDb::migrated().await;
+    let limits = Limits {
+        max_connections: 1,
+        heartbeat: std::time::Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let bridge = Bridge::start_with(&db, limits).await;
+    // Welcomed, then it reads nothing, so it answers no ping.
+    let mut silent = bridge.client().await;
+    tokio::time::timeout(common::PATIENCE, async {
+        while tokio_tungstenite::connect_async(bridge.ws_url())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the dropped connection's slot was never freed");
+    // What the silent client finds when it reads at last: the server's goodbye.
+    loop {
+        match silent.next_message().await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Away);
+                assert_eq!(frame.reason, "heartbeat timeout");
+                break;
+            }
+            Message::Text(text) => assert_eq!(text.as_str(), r#"{"type":"heartbeat"}"#),
+            other => panic!("expected heartbeats, then a close, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_are_served_in_prometheus_text() {
     let db = TestDb::migrated().await;

@@ -828,6 +828,20 @@ mod tests {
         assert_eq!(hub.stats().sessions, 0);
     }
 
+    #[tokio::test]
+    async fn a_connection_made_while_the_server_stops_is_closed_with_1001() {
+        let limits = Limits::default();
+        let hub = hub_for(&limits, 8);
+        hub.shutdown(CLOSE_WAIT);
+        let Spawned { mut client, task } = spawn_session(&hub, limits).await;
+        assert_eq!(
+            client.close().await,
+            (close_code::AWAY, "server shutting down".to_owned())
+        );
+        assert_eq!(task.await.unwrap(), End::Shutdown);
+        assert_eq!(hub.stats().sessions, 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silent_peer_is_dropped_after_two_heartbeats() {
         let limits = Limits {
