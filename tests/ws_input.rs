@@ -163,6 +163,16 @@ async fn connections_over_the_limit_are_refused_before_the_upgrade() {
     assert_eq!(healthz.status(), 200);
     // A slot frees when a connection ends.
     first.close().await;
+    connects_once_a_slot_frees(&bridge).await;
+    let metrics = bridge.metrics().await;
+    assert!(
+        metrics.contains(r#"pgbroadcast_connections_refused_total{reason="max_connections"}"#),
+        "{metrics}"
+    );
+}
+
+/// Waits until a new WebSocket is accepted (the node refuses while full).
+async fn connects_once_a_slot_frees(bridge: &Bridge) {
     tokio::time::timeout(common::PATIENCE, async {
         while tokio_tungstenite::connect_async(bridge.ws_url())
             .await
@@ -172,12 +182,7 @@ async fn connections_over_the_limit_are_refused_before_the_upgrade() {
         }
     })
     .await
-    .expect("the freed slot was never reused");
-    let metrics = bridge.metrics().await;
-    assert!(
-        metrics.contains(r#"pgbroadcast_connections_refused_total{reason="max_connections"}"#),
-        "{metrics}"
-    );
+    .expect("no slot freed: the connection that ended still holds it");
 }
 
 /// The server letting a connection go (here a peer silent for two
@@ -193,16 +198,7 @@ async fn a_connection_the_server_drops_frees_its_slot() {
     let bridge = Bridge::start_with(&db, limits).await;
     // Welcomed, then it reads nothing, so it answers no ping.
     let mut silent = bridge.client().await;
-    tokio::time::timeout(common::PATIENCE, async {
-        while tokio_tungstenite::connect_async(bridge.ws_url())
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the dropped connection's slot was never freed");
+    connects_once_a_slot_frees(&bridge).await;
     // What the silent client finds when it reads at last: the server's goodbye.
     loop {
         match silent.next_message().await {

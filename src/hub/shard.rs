@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
-use tokio::sync::{Notify, futures::Notified, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, Sleep};
 
 use super::stream::Stream;
@@ -95,18 +95,14 @@ impl Socket {
         now.saturating_duration_since(seen)
     }
 
-    /// Resolves once the shard has let go of the connection.
+    /// Resolves once the shard has let go of the connection. (The reader
+    /// needs no such wait: letting go shuts the socket down, which wakes it.)
     pub async fn gone(&self) {
-        let released = self.released();
+        // Made before the flag is read: a release in between wakes it.
+        let released = self.released.notified();
         if !self.is_gone() {
             released.await;
         }
-    }
-
-    /// Wakes whoever polls it once the shard lets go of the connection, if
-    /// it is created before [`Socket::is_gone`] is read and found `false`.
-    pub fn released(&self) -> Notified<'_> {
-        self.released.notified()
     }
 
     pub fn is_gone(&self) -> bool {
@@ -118,6 +114,7 @@ impl Socket {
         lock(&self.end).clone()
     }
 
+    /// Records why, marks the connection gone and shuts the socket down.
     fn let_go(&self, end: End) {
         let mut slot = lock(&self.end);
         if slot.is_none() {
