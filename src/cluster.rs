@@ -282,6 +282,8 @@ impl Cluster {
             .arg(self.port.to_string());
         let defaults = [
             ("listen_addresses", "127.0.0.1"),
+            // Both transports work out of the box (the `wal` one decodes the WAL).
+            ("wal_level", "logical"),
             ("max_connections", "300"),
             ("unix_socket_permissions", "0700"),
         ];

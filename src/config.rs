@@ -188,6 +188,13 @@ pub struct PgArgs {
     /// Log a warning when Postgres's NOTIFY queue is fuller than this percentage.
     #[arg(long, env = "PGBROADCAST_QUEUE_WARN_PERCENT", default_value_t = 50, value_parser = count_in::<1, 100>)]
     pub queue_warn_percent: usize,
+
+    /// Which transports to read. LISTEN always runs; `wal` also streams the
+    /// kit's logical decoding messages (needs `wal_level=logical` and a role
+    /// with REPLICATION); `auto` starts that stream once the database's
+    /// `pgbroadcast.transport` setting is `wal`.
+    #[arg(long, env = "PGBROADCAST_TRANSPORT", value_enum, default_value_t = crate::wal::Transport::Auto)]
+    pub transport: crate::wal::Transport,
 }
 
 impl Default for PgArgs {
@@ -198,6 +205,7 @@ impl Default for PgArgs {
             pg_ca_file: None,
             queue_check: Duration::from_secs(10),
             queue_warn_percent: 50,
+            transport: crate::wal::Transport::Auto,
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod mutation;
 pub mod openapi;
 pub mod server;
 pub mod tls;
+pub mod wal;
 pub mod ws;
 
 /// Everything that can stop the service from starting.

@@ -116,7 +116,7 @@ impl Listener {
             let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message? {
-                    AsyncMessage::Notification(n) if open => forward(&hub, &n),
+                    AsyncMessage::Notification(n) if open => forward(&hub, n.payload()),
                     AsyncMessage::Notification(n) => {
                         let mut held = gate.lock().unwrap_or_else(|p| p.into_inner());
                         match held.as_mut() {
@@ -124,7 +124,7 @@ impl Listener {
                             None => {
                                 open = true;
                                 drop(held);
-                                forward(&hub, &n);
+                                forward(&hub, n.payload());
                             }
                         }
                     }
@@ -153,7 +153,7 @@ impl Listener {
             let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
             self.hub.resync_all(ResyncReason::ListenerReconnected);
             for n in held.take().unwrap_or_default() {
-                forward(&self.hub, &n);
+                forward(&self.hub, n.payload());
             }
         }
         if self.listened_before {
@@ -202,15 +202,17 @@ impl Listener {
     }
 }
 
-fn forward(hub: &Hub, notification: &Notification) {
-    match parse(notification.payload()) {
+/// Publishes a payload the kit sent (by either transport), or, when it is
+/// no signal, logs it and resyncs the channel it named.
+pub(crate) fn forward(hub: &Hub, payload: &str) {
+    match parse(payload) {
         Ok(signal) => hub.publish(&signal),
         Err(invalid) => {
             hub.metrics().invalid_notifications.inc();
             // Any role may NOTIFY: nothing of it reaches the log unescaped.
             tracing::warn!(
                 reason = %untrusted(&invalid.reason),
-                payload = %untrusted(notification.payload()),
+                payload = %untrusted(payload),
                 "unreadable notification"
             );
             // Something on that channel may have changed: say so rather than drop it.

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub http_connections_closed: Family<Reason, Counter>,
     pub messages_rate_limited: Counter,
     pub listener_up: Gauge,
+    /// 1 while the WAL stream (`--transport wal`, or `auto` once the
+    /// database asks for it) is in effect.
+    pub wal_up: Gauge,
     pub listener_reconnects: Counter,
     pub notify_queue_usage: Gauge<f64, AtomicU64>,
     pub send_lag: Histogram,
@@ -59,6 +62,7 @@ impl Metrics {
             http_connections_closed: Family::default(),
             messages_rate_limited: Counter::default(),
             listener_up: Gauge::default(),
+            wal_up: Gauge::default(),
             listener_reconnects: Counter::default(),
             notify_queue_usage: Gauge::default(),
             // 50 µs … ~1.6 s
@@ -129,6 +133,11 @@ impl Metrics {
             "listener_up",
             "1 while the LISTEN is in effect",
             m.listener_up.clone(),
+        );
+        r.register(
+            "wal_up",
+            "1 while the WAL stream (the wal transport) is in effect",
+            m.wal_up.clone(),
         );
         r.register(
             "listener_reconnects",

@@ -127,9 +127,22 @@ pub async fn start_with(
         &settings.pg_args,
         Arc::clone(&hub),
         ready_tx,
-        tls,
+        tls.clone(),
     );
     tokio::spawn(listen.run(shutdown.clone()));
+    let wal = crate::wal::WalListener {
+        config: settings.pg.clone(),
+        pg_channel: settings.pg_args.pg_channel.clone(),
+        hub: Arc::clone(&hub),
+        transport: settings.pg_args.transport,
+        check_every: settings.pg_args.queue_check,
+        backoff: crate::listener::Backoff::new(
+            Duration::from_millis(100),
+            settings.pg_args.reconnect_max,
+        ),
+        tls,
+    };
+    tokio::spawn(wal.run(shutdown.clone()));
     let state = AppState {
         hub: Arc::clone(&hub),
         limits: Arc::new(limits),

@@ -1,0 +1,154 @@
+//! The `wal` transport: with the database's `pgbroadcast.transport` set to
+//! `wal`, the kit sends signals as logical decoding messages, and the bridge
+//! (on its default `--transport auto`) reads them over logical replication —
+//! with the writer's txid, in commit order, and nothing from a rollback.
+
+mod common;
+
+use common::{Bridge, ORDERS, PATIENCE, TestDb, brief, write};
+use tokio_postgres::Client;
+
+/// A database whose sessions send with `wal`, the order example in it, and a
+/// bridge whose WAL stream is in effect.
+async fn wal_bridge() -> (TestDb, Client, Bridge) {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    admin.batch_execute(ORDERS).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "alter database {} set pgbroadcast.transport = 'wal'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    // A session started after the change sends with it.
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    tokio::time::timeout(PATIENCE, async {
+        while !bridge
+            .metrics()
+            .await
+            .lines()
+            .any(|l| l == "pgbroadcast_wal_up 1")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the bridge never streamed the WAL");
+    (db, pg, bridge)
+}
+
+fn s(event: &str, id: &str, txid: i64) -> (String, Option<String>, i64) {
+    (event.to_owned(), Some(id.to_owned()), txid)
+}
+
+#[tokio::test]
+async fn row_changes_arrive_through_the_wal_with_the_writers_txid() {
+    let (db, mut pg, bridge) = wal_bridge().await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    let t1 = write(
+        &mut pg,
+        "insert into orders (id, customer) values (7, 'ada')",
+    )
+    .await;
+    let t2 = write(&mut pg, "update orders set status = 'paid' where id = 7").await;
+    let frames = client.take(3).await;
+    assert_eq!(
+        frames.iter().map(brief).collect::<Vec<_>>(),
+        vec![
+            s("created", "7", t1),
+            s("updated", "7", t2),
+            s("status_changed", "7", t2)
+        ]
+    );
+    // Sent through the WAL, not NOTIFY: a session LISTENing on the kit's
+    // channel gets nothing before a notification committed after the writes
+    // (notifications arrive in commit order).
+    let (listening, mut connection) = db.config.connect(tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listening.batch_execute("listen pgbroadcast").await.unwrap();
+    let t3 = write(&mut pg, "update orders set status = 'sent' where id = 7").await;
+    pg.batch_execute("select pg_notify('pgbroadcast', 'after the writes')")
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(PATIENCE, notifications.recv())
+        .await
+        .expect("the notification after the writes never came");
+    assert_eq!(first.as_deref(), Some("after the writes"));
+    // ... while the bridge still delivers that write, from the WAL.
+    assert_eq!(
+        client.take(2).await.iter().map(brief).collect::<Vec<_>>(),
+        vec![s("updated", "7", t3), s("status_changed", "7", t3)]
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_sends_nothing_and_signals_follow_commit_order() {
+    let (db, mut pg, bridge) = wal_bridge().await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    // Rolled back: never decoded.
+    let tx = pg.transaction().await.unwrap();
+    tx.batch_execute("insert into orders (id) values (1)")
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    // Two writers: the one that began first commits second.
+    let mut other = db.client().await;
+    let first = pg.transaction().await.unwrap();
+    first
+        .batch_execute("insert into orders (id) values (2)")
+        .await
+        .unwrap();
+    let t2 = write(&mut other, "insert into orders (id) values (3)").await;
+    let t1: i64 = first
+        .query_one("select pg_current_xact_id()::xid::text::bigint", &[])
+        .await
+        .unwrap()
+        .get(0);
+    first.commit().await.unwrap();
+    let frames = client.take(2).await;
+    assert_eq!(
+        frames.iter().map(brief).collect::<Vec<_>>(),
+        vec![s("created", "3", t2), s("created", "2", t1)]
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_transport_is_refused_with_a_hint() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    pg.batch_execute(ORDERS).await.unwrap();
+    pg.batch_execute("set pgbroadcast.transport = 'carrier pigeon'")
+        .await
+        .unwrap();
+    let err = pg
+        .batch_execute("insert into orders (id) values (1)")
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().expect("a database error");
+    assert!(db_err.message().contains("not a transport"), "{db_err:?}");
+    assert!(
+        db_err
+            .hint()
+            .is_some_and(|h| h.contains("notify") && h.contains("wal")),
+        "{db_err:?}"
+    );
+    // The write was refused, not lost silently.
+    let rows: i64 = pg
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+}
