@@ -57,7 +57,8 @@ pub struct Settings {
 /// A started bridge; see [`Running::shutdown`].
 pub struct Running {
     pub addr: SocketAddr,
-    /// `true` while the LISTEN is in effect (what `/readyz` reports).
+    /// `true` while the LISTEN is in effect and, when the database sends
+    /// through the WAL, the WAL stream too (what `/readyz` reports).
     pub ready: watch::Receiver<bool>,
     pub hub: Arc<Hub>,
     shutdown: CancellationToken,
@@ -121,12 +122,15 @@ pub async fn start_with(
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(limits.hub_config(), Arc::clone(&metrics));
     let (ready_tx, ready) = watch::channel(false);
+    let (listen_tx, listen_ready) = watch::channel(false);
+    let (wal_tx, wal_ready) = watch::channel(false);
+    tokio::spawn(both(listen_ready, wal_ready, ready_tx));
     let shutdown = CancellationToken::new();
     let listen = Listener::new(
         settings.pg.clone(),
         &settings.pg_args,
         Arc::clone(&hub),
-        ready_tx,
+        listen_tx,
         tls.clone(),
     );
     tokio::spawn(listen.run(shutdown.clone()));
@@ -141,6 +145,7 @@ pub async fn start_with(
             settings.pg_args.reconnect_max,
         ),
         tls,
+        ready: wal_tx,
     };
     tokio::spawn(wal.run(shutdown.clone()));
     let state = AppState {
@@ -163,6 +168,24 @@ pub async fn start_with(
         shutdown,
         task,
     })
+}
+
+/// Keeps `out` at `a && b` until both senders are gone.
+async fn both(
+    mut a: watch::Receiver<bool>,
+    mut b: watch::Receiver<bool>,
+    out: watch::Sender<bool>,
+) {
+    loop {
+        out.send_replace(*a.borrow_and_update() && *b.borrow_and_update());
+        let changed = tokio::select! {
+            changed = a.changed() => changed,
+            changed = b.changed() => changed,
+        };
+        if changed.is_err() {
+            return;
+        }
+    }
 }
 
 async fn start_demo(

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, ResyncReason};
@@ -62,6 +63,9 @@ pub struct WalListener {
     pub check_every: Duration,
     pub backoff: Backoff,
     pub tls: crate::tls::Connector,
+    /// `false` while the database sends through the WAL and the stream is
+    /// not in effect (the node is then not ready: signals would be missed).
+    pub ready: watch::Sender<bool>,
 }
 
 impl WalListener {
@@ -70,7 +74,9 @@ impl WalListener {
     /// carries whatever is sent with `notify`).
     pub async fn run(mut self, shutdown: CancellationToken) {
         if self.transport == Transport::Notify {
-            return;
+            // Ready for good; held until shutdown, as the readiness it feeds.
+            self.ready.send_replace(true);
+            return shutdown.cancelled().await;
         }
         if self.transport == Transport::Auto {
             let mut check = tokio::time::interval(self.check_every);
@@ -81,7 +87,11 @@ impl WalListener {
                 }
                 match self.database_transport().await {
                     Ok(setting) if setting == "wal" => break,
-                    Ok(_) => {}
+                    // Not ready before the first answer: the database may be
+                    // sending through the WAL already.
+                    Ok(_) => {
+                        self.ready.send_replace(true);
+                    }
                     Err(err) => tracing::debug!(
                         error = %crate::logging::error(&err),
                         "could not read pgbroadcast.transport"
@@ -91,6 +101,7 @@ impl WalListener {
             tracing::info!(
                 "the database sends signals through the WAL (pgbroadcast.transport = wal)"
             );
+            self.ready.send_replace(false);
         }
         loop {
             let ended = tokio::select! {
@@ -98,6 +109,7 @@ impl WalListener {
                 ended = self.stream_once() => ended,
             };
             self.hub.metrics().wal_up.set(0);
+            self.ready.send_replace(false);
             match ended {
                 Ok(()) => tracing::warn!("WAL stream ended; reconnecting"),
                 Err(err) => tracing::warn!(
@@ -149,6 +161,7 @@ impl WalListener {
         // before (while no slot streamed) may have been missed.
         self.hub.resync_all(ResyncReason::ListenerReconnected);
         self.hub.metrics().wal_up.set(1);
+        self.ready.send_replace(true);
         self.backoff.reset();
         tracing::info!(%slot, channel = %self.pg_channel, "WAL stream in effect");
         // Messages of the transaction being decoded: forwarded at its commit.
