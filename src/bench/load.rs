@@ -276,6 +276,57 @@ pub async fn teardown(pg: &Client, tables: usize) -> Result<(), tokio_postgres::
         pg.batch_execute(&format!("drop table if exists {}", table_name(t)))
             .await?;
     }
+    // What `transport` set for the database, so that it is as it was.
+    let database: String = pg.query_one("select current_database()", &[]).await?.get(0);
+    pg.batch_execute(&format!(
+        "alter database {} reset pgbroadcast.transport",
+        crate::listener::quote_ident(&database)
+    ))
+    .await
+}
+
+/// Has the database send the bench's signals by `transport` (new sessions,
+/// as the writers' are, and this one), or, for `none`, removes the bench
+/// tables' triggers. With `wal`, waits until a server streams the WAL.
+pub async fn transport(
+    pg: &Client,
+    tables: usize,
+    transport: super::BenchTransport,
+) -> Result<(), tokio_postgres::Error> {
+    use super::BenchTransport;
+    let database: String = pg.query_one("select current_database()", &[]).await?.get(0);
+    let database = crate::listener::quote_ident(&database);
+    match transport {
+        BenchTransport::Notify => {}
+        BenchTransport::Wal => {
+            pg.batch_execute(&format!(
+                "alter database {database} set pgbroadcast.transport = 'wal'; \
+                 set pgbroadcast.transport = 'wal'"
+            ))
+            .await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while pg
+                .query_opt(
+                    "select 1 from pg_stat_replication where application_name = $1 and state = 'streaming'",
+                    &[&crate::wal::APPLICATION_NAME],
+                )
+                .await?
+                .is_none()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        BenchTransport::None => {
+            for t in 0..tables {
+                pg.execute(
+                    "select broadcast.disable($1::text::regclass)",
+                    &[&table_name(t)],
+                )
+                .await?;
+            }
+        }
+    }
     Ok(())
 }
 

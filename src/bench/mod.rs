@@ -136,6 +136,21 @@ pub struct BenchArgs {
     /// The pgbroadcast binary to start when there is no --target.
     #[arg(long, hide = true)]
     pub server_bin: Option<PathBuf>,
+    /// How the database sends the bench's signals: `notify`, `wal` (the
+    /// database's `pgbroadcast.transport`; the server started here reads the
+    /// WAL too), or `none` (the bench tables get no trigger: what the writes
+    /// cost without signals, to compare with).
+    #[arg(long, value_enum, default_value = "notify")]
+    pub transport: BenchTransport,
+}
+
+/// See [`BenchArgs::transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchTransport {
+    Notify,
+    Wal,
+    None,
 }
 
 impl BenchArgs {
@@ -154,6 +169,7 @@ impl BenchArgs {
             out: PathBuf::from("bench-results"),
             live_timeout: Duration::from_secs(30),
             server_bin: None,
+            transport: BenchTransport::Notify,
         }
     }
 }
@@ -181,6 +197,7 @@ pub struct Plan {
     pub duration_s: f64,
     /// Clients whose every receive time is recorded for latency.
     pub sampled_clients: usize,
+    pub transport: BenchTransport,
 }
 
 impl Plan {
@@ -212,6 +229,7 @@ impl Plan {
             writers: args.writers.unwrap_or(writers).max(1),
             duration_s: args.duration.map_or(duration as f64, |d| d.as_secs_f64()),
             sampled_clients: sampled,
+            transport: args.transport,
         }
     }
 }
@@ -343,6 +361,13 @@ async fn start_server(args: &BenchArgs, plan: &Plan) -> Result<Server, Error> {
     let mut child = tokio::process::Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(["--max-connections", &(plan.clients + 100).to_string()])
+        .args([
+            "--transport",
+            match plan.transport {
+                BenchTransport::Wal => "wal",
+                BenchTransport::Notify | BenchTransport::None => "notify",
+            },
+        ])
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -408,6 +433,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, Error> {
     let (pg, connection) = server.database.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     load::setup(&pg, plan.channels).await?;
+    load::transport(&pg, plan.channels, plan.transport).await?;
     let result = drive(&plan, &server, &pg, args.live_timeout).await;
     load::teardown(&pg, plan.channels).await?;
     if let Some(mut child) = server.child.take() {
@@ -762,6 +788,10 @@ async fn sample_every_second(
 
 /// How many signals each client should have received.
 fn expected_per_client(plan: &Plan, writes: &[load::Write]) -> Vec<u64> {
+    if plan.transport == BenchTransport::None {
+        // No trigger: the writes send nothing.
+        return vec![0; plan.clients];
+    }
     let mut per_table = vec![0u64; plan.channels];
     let mut per_slot: HashMap<(usize, i32), u64> = HashMap::new();
     for w in writes {
