@@ -284,3 +284,42 @@ async fn emit_is_transactional_and_oversize_extra_is_dropped_with_a_flag() {
         json!({"entity_id": "124", "txid": big, "op": "EMIT", "extra_dropped": true})
     );
 }
+
+/// A row whose id is NULL, and a route whose id column a DBA renamed after
+/// enabling it: both still signal, channel-wide ("anything may have
+/// changed"), never silently nothing.
+#[tokio::test]
+async fn a_null_id_or_a_renamed_id_column_sends_a_channel_wide_signal() {
+    let db = TestDb::migrated().await;
+    let mut pg = db.client().await;
+    pg.batch_execute(
+        "create table notes (id serial primary key, owner text, body text);
+         select broadcast.enable('notes', 'note', id_column => 'owner');",
+    )
+    .await
+    .unwrap();
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["note"]).await;
+
+    let owned = write(&mut pg, "insert into notes (owner) values ('ada')").await;
+    let unowned = write(&mut pg, "insert into notes (owner) values (null)").await;
+    pg.batch_execute("alter table notes rename column owner to author")
+        .await
+        .unwrap();
+    let renamed = write(&mut pg, "insert into notes (author) values ('bo')").await;
+    let deleted = write(&mut pg, "delete from notes where author = 'bo'").await;
+    barrier(&pg, "note").await;
+
+    let frames = client.until("note", "barrier").await;
+    let signals: Vec<_> = frames[..frames.len() - 1].iter().map(brief).collect();
+    assert_eq!(
+        signals,
+        vec![
+            s("created", "ada", owned),
+            ("created".to_owned(), None, unowned),
+            ("created".to_owned(), None, renamed),
+            ("deleted".to_owned(), None, deleted),
+        ]
+    );
+}
