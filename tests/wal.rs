@@ -152,3 +152,44 @@ async fn an_unknown_transport_is_refused_with_a_hint() {
         .get(0);
     assert_eq!(rows, 0);
 }
+
+/// The WAL stream dies (its walsender terminated): readiness drops, every
+/// subscribed channel gets `resync` once it is back (what committed in
+/// between was not read), and signals flow again.
+#[tokio::test]
+async fn a_terminated_wal_stream_reconnects_and_resyncs() {
+    let (db, mut pg, bridge) = wal_bridge().await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    assert_eq!(bridge.readyz().await, 200);
+
+    // Keep the stream out while we look at readiness: no new connections.
+    let admin = common::connect(&common::cluster().config("postgres")).await;
+    let allow = |yes: bool| format!("alter database {} allow_connections {yes}", db.name);
+    admin.batch_execute(&allow(false)).await.unwrap();
+    let terminated: i64 = pg
+        .query_one(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity \
+             where application_name = $1 and datname = current_database()) t",
+            &[&pgbroadcast::wal::APPLICATION_NAME],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(terminated, 1);
+    bridge.wait_ready(false).await;
+    // Committed while nothing streams: covered by the resync, not re-read.
+    write(&mut pg, "insert into orders (id) values (1)").await;
+    admin.batch_execute(&allow(true)).await.unwrap();
+    bridge.wait_ready(true).await;
+
+    let resync = client.next().await;
+    assert_eq!(resync["channel"], "order", "{resync}");
+    assert_eq!(resync["event"], "resync", "{resync}");
+    assert_eq!(
+        resync["payload"],
+        serde_json::json!({"reason": "listener_reconnected"})
+    );
+    let txid = write(&mut pg, "insert into orders (id) values (2)").await;
+    assert_eq!(brief(&client.next().await), s("created", "2", txid));
+}
