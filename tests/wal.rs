@@ -193,3 +193,42 @@ async fn a_terminated_wal_stream_reconnects_and_resyncs() {
     let txid = write(&mut pg, "insert into orders (id) values (2)").await;
     assert_eq!(brief(&client.next().await), s("created", "2", txid));
 }
+
+/// Only the kit sends `wal` signals: a plain role may not emit logical
+/// messages itself, while its writes to a routed table still signal.
+#[tokio::test]
+async fn a_plain_role_cannot_forge_a_wal_signal_but_its_writes_signal() {
+    let (db, pg, bridge) = wal_bridge().await;
+    let role = format!("writer_{}", db.name);
+    pg.batch_execute(&format!(
+        "create role {role} login password 'writer';
+         grant usage on schema public to {role};
+         grant insert, select on orders to {role};"
+    ))
+    .await
+    .unwrap();
+    let mut config = db.config.clone();
+    config.user(&role).password("writer");
+    let mut writer = common::connect(&config).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+
+    let forged = writer
+        .batch_execute(
+            r#"select pg_logical_emit_message(true, 'pgbroadcast', '{"channel":"order","event":"created","payload":{"entity_id":"666","txid":1,"op":"INSERT"}}')"#,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        forged.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{forged:?}"
+    );
+    let txid = write(&mut writer, "insert into orders (id) values (5)").await;
+    assert_eq!(brief(&client.next().await), s("created", "5", txid));
+    pg.batch_execute(&format!(
+        "revoke all on orders from {role}; revoke all on schema public from {role}; drop role {role}"
+    ))
+    .await
+    .unwrap();
+}
