@@ -102,6 +102,21 @@ async fn ticks_db(route: bool) -> TestDb {
     db
 }
 
+/// [`ticks_db`] with the route, whose sessions send through the WAL
+/// (`pgbroadcast.transport = 'wal'`): connect to it after this returns.
+async fn ticks_db_wal() -> TestDb {
+    let db = ticks_db(true).await;
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "alter database {} set pgbroadcast.transport = 'wal'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    db
+}
+
 /// The committed writes, in commit order.
 async fn truth(pg: &Client) -> Vec<i64> {
     pg.query("select n from ticks order by n", &[])
@@ -406,6 +421,101 @@ async fn a_killed_client_resumes_without_loss() {
         &reports,
         &format!("kills={kills}"),
     );
+}
+
+#[tokio::test]
+async fn a_killed_client_resumes_without_loss_over_the_wal() {
+    let db = ticks_db_wal().await;
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    let mut steady = Recorder::connect(&bridge.ws_url()).await;
+    let mut crashing = Recorder::connect(&bridge.ws_url()).await;
+    let mut writer = Writer::start(db.config.clone(), 0);
+    for _ in 0..3 {
+        crashing.read(100).await;
+        crashing.kill();
+        writer.advance(50).await;
+        crashing.reconnect().await;
+    }
+    writer.advance(100).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    crashing.read_to_barrier().await;
+    steady.read_to_barrier().await;
+    let reports = [steady.check(&truth), crashing.check(&truth)];
+    for r in &reports {
+        assert_eq!(
+            r.resyncs, 0,
+            "resume within the history must not need a resync: {r:?}"
+        );
+        assert_eq!(r.delivered, truth.len());
+    }
+    report_line(
+        "wal_client_killed_and_resumed",
+        truth.len(),
+        &reports,
+        "kills=3",
+    );
+}
+
+/// The pid of this database's walsender for the bridge, once there is one
+/// other than `not`.
+async fn walsender(pg: &Client, not: Option<i32>) -> i32 {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let row = pg
+                .query_opt(
+                    "select pid from pg_stat_activity where application_name = $1 \
+                     and datname = current_database() and pid <> coalesce($2, 0)",
+                    &[&pgbroadcast::wal::APPLICATION_NAME, &not],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = row {
+                return row.get(0);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the WAL stream did not come back")
+}
+
+#[tokio::test]
+async fn wal_stream_terminated_repeatedly() {
+    let db = ticks_db_wal().await;
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    let mut recorders = Vec::new();
+    for _ in 0..4 {
+        recorders.push(Recorder::connect(&bridge.ws_url()).await);
+    }
+    let readers = tokio::spawn(read_all(recorders));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    let mut pid = walsender(&pg, None).await;
+    for _ in 0..3 {
+        writer.advance(150).await;
+        pg.execute("select pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        pid = walsender(&pg, Some(pid)).await;
+        bridge.wait_ready(true).await;
+    }
+    writer.advance(150).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    let recorders = readers.await.unwrap();
+    let reports: Vec<Report> = recorders.iter().map(|r| r.check(&truth)).collect();
+    for r in &reports {
+        assert!(
+            r.resyncs >= 1,
+            "each client must have been told about the gaps: {r:?}"
+        );
+        assert!(r.delivered > 0, "{r:?}");
+    }
+    report_line("wal_stream_terminated_x3", truth.len(), &reports, "");
 }
 
 #[tokio::test]
