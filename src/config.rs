@@ -195,6 +195,13 @@ pub struct PgArgs {
     /// `pgbroadcast.transport` setting is `wal`.
     #[arg(long, env = "PGBROADCAST_TRANSPORT", value_enum, default_value_t = crate::wal::Transport::Auto)]
     pub transport: crate::wal::Transport,
+
+    /// `logical_decoding_work_mem` for the WAL stream's session (e.g.
+    /// `256MB`): a transaction whose changes exceed it is spilled to disk
+    /// while decoded, and signals committed after it wait longer.
+    /// Unset: the server's setting (64MB by default).
+    #[arg(long, env = "PGBROADCAST_WAL_DECODING_WORK_MEM", value_parser = parse_memory)]
+    pub wal_decoding_work_mem: Option<String>,
 }
 
 impl Default for PgArgs {
@@ -206,6 +213,7 @@ impl Default for PgArgs {
             queue_check: Duration::from_secs(10),
             queue_warn_percent: 50,
             transport: crate::wal::Transport::Auto,
+            wal_decoding_work_mem: None,
         }
     }
 }
@@ -346,6 +354,21 @@ pub fn parse_pg_channel(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A Postgres memory setting: digits and a unit, `64kB` to `1TB`.
+pub fn parse_memory(s: &str) -> Result<String, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || !["kB", "MB", "GB", "TB"].contains(&unit)
+    {
+        return Err(format!(
+            "{s:?} is no memory size: digits and kB, MB, GB or TB, e.g. 256MB"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// A JWKS URL: https, or http to a loopback address.
 pub fn parse_jwks_url(s: &str) -> Result<String, String> {
     crate::auth::jwks::check_url(s)?;
@@ -418,6 +441,17 @@ mod tests {
         assert_eq!(count_in::<1, 10>("10"), Ok(10));
         assert!(count_in::<1, 10>("0").is_err());
         assert!(count_in::<1, 10>("-3").is_err());
+    }
+
+    #[test]
+    fn memory_sizes_are_digits_and_a_postgres_unit() {
+        assert_eq!(parse_memory("256MB"), Ok("256MB".to_owned()));
+        assert_eq!(parse_memory("64kB"), Ok("64kB".to_owned()));
+        assert_eq!(parse_memory("1GB"), Ok("1GB".to_owned()));
+        // Nothing else reaches the replication connection's options.
+        for bad in ["", "MB", "256", "256mb", "1 GB", "1GB -c fsync=off", "-1GB"] {
+            assert!(parse_memory(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

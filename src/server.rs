@@ -140,6 +140,7 @@ pub async fn start_with(
         hub: Arc::clone(&hub),
         transport: settings.pg_args.transport,
         check_every: settings.pg_args.queue_check,
+        decoding_work_mem: settings.pg_args.wal_decoding_work_mem.clone(),
         backoff: crate::listener::Backoff::new(
             Duration::from_millis(100),
             settings.pg_args.reconnect_max,

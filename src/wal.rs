@@ -61,6 +61,8 @@ pub struct WalListener {
     pub transport: Transport,
     /// How often `auto` looks at the database's setting.
     pub check_every: Duration,
+    /// `logical_decoding_work_mem` for the stream's session.
+    pub decoding_work_mem: Option<String>,
     pub backoff: Backoff,
     pub tls: crate::tls::Connector,
     /// `false` while the database sends through the WAL and the stream is
@@ -149,8 +151,12 @@ impl WalListener {
             std::process::id(),
             rand::random::<u32>()
         );
-        let mut client =
-            ReplicationClient::connect_gated(replication_config(&self.config, &slot)?).await?;
+        let mut config = replication_config(&self.config, &slot)?;
+        if let Some(memory) = &self.decoding_work_mem {
+            // Checked by the flag's parser: digits and a unit.
+            config = config.with_options(format!("-c logical_decoding_work_mem={memory}"));
+        }
+        let mut client = ReplicationClient::connect_gated(config).await?;
         client
             .simple_query(&format!(
                 "CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')"

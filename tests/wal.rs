@@ -232,3 +232,66 @@ async fn a_plain_role_cannot_forge_a_wal_signal_but_its_writes_signal() {
     .await
     .unwrap();
 }
+
+/// `--wal-decoding-work-mem` reaches the stream's session: at its smallest,
+/// 64kB, a transaction of a few thousand rows is spilled to disk while
+/// decoded (the slot's statistics say so), and signals still arrive.
+#[tokio::test]
+async fn the_decoding_work_mem_knob_is_taken() {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    admin.batch_execute(ORDERS).await.unwrap();
+    let mut pg = db.client().await;
+    pg.batch_execute("set pgbroadcast.transport = 'wal'")
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = pgbroadcast::server::start(
+        listener,
+        pgbroadcast::server::Settings {
+            pg: db.config.clone(),
+            pg_args: pgbroadcast::config::PgArgs {
+                transport: pgbroadcast::wal::Transport::Wal,
+                wal_decoding_work_mem: Some("64kB".into()),
+                ..Default::default()
+            },
+            limits: Default::default(),
+            migrate: true,
+            demo: false,
+            auth: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let bridge = Bridge { running };
+    bridge.wait_ready(true).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    pg.batch_execute(
+        "create table bulk (n int, pad text); \
+         insert into bulk select g, repeat('x', 100) from generate_series(1, 5000) g",
+    )
+    .await
+    .unwrap();
+    let txid = write(&mut pg, "insert into orders (id) values (9)").await;
+    assert_eq!(brief(&client.next().await), s("created", "9", txid));
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let spilled: i64 = admin
+                .query_one(
+                    "select coalesce(sum(s.spill_txns), 0)::bigint from pg_stat_replication_slots s \
+                     join pg_replication_slots r using (slot_name) where r.database = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if spilled > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no transaction was spilled: the stream does not run with 64kB");
+}

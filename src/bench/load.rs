@@ -276,6 +276,8 @@ pub async fn teardown(pg: &Client, tables: usize) -> Result<(), tokio_postgres::
         pg.batch_execute(&format!("drop table if exists {}", table_name(t)))
             .await?;
     }
+    pg.batch_execute("drop table if exists pgbroadcast_bench_unrelated")
+        .await?;
     // What `transport` set for the database, so that it is as it was.
     let database: String = pg.query_one("select current_database()", &[]).await?.get(0);
     pg.batch_execute(&format!(
@@ -283,6 +285,42 @@ pub async fn teardown(pg: &Client, tables: usize) -> Result<(), tokio_postgres::
         crate::listener::quote_ident(&database)
     ))
     .await
+}
+
+/// The table of `--unrelated-update-rows` (no route on it), or none.
+pub async fn unrelated_table(pg: &Client, rows: u32) -> Result<(), tokio_postgres::Error> {
+    pg.batch_execute("drop table if exists pgbroadcast_bench_unrelated")
+        .await?;
+    if rows > 0 {
+        pg.execute(
+            "create table pgbroadcast_bench_unrelated as select g as id, 0 as n from generate_series(1, $1::int) g",
+            &[&(rows as i32)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Rewrites every row of the unrelated table, one transaction each `every`,
+/// until aborted: commits whose WAL a signal committed after them waits
+/// behind when it is decoded.
+pub async fn unrelated_updates(config: tokio_postgres::Config, every: Duration) {
+    let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(connection);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(err) = client
+            .batch_execute("update pgbroadcast_bench_unrelated set n = n + 1")
+            .await
+        {
+            eprintln!("  unrelated update failed: {err}");
+            return;
+        }
+    }
 }
 
 /// Has the database send the bench's signals by `transport` (new sessions,

@@ -142,6 +142,13 @@ pub struct BenchArgs {
     /// cost without signals, to compare with).
     #[arg(long, value_enum, default_value = "notify")]
     pub transport: BenchTransport,
+    /// Rows of an unrelated table (no route) that one UPDATE rewrites every
+    /// `--unrelated-update-every` while the writers write: the big
+    /// transactions a signal may wait behind (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub unrelated_update_rows: u32,
+    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration)]
+    pub unrelated_update_every: Duration,
 }
 
 /// See [`BenchArgs::transport`].
@@ -170,6 +177,8 @@ impl BenchArgs {
             live_timeout: Duration::from_secs(30),
             server_bin: None,
             transport: BenchTransport::Notify,
+            unrelated_update_rows: 0,
+            unrelated_update_every: Duration::from_secs(2),
         }
     }
 }
@@ -198,6 +207,9 @@ pub struct Plan {
     /// Clients whose every receive time is recorded for latency.
     pub sampled_clients: usize,
     pub transport: BenchTransport,
+    /// Rows rewritten by each unrelated UPDATE, and how often (0: none).
+    pub unrelated_update_rows: u32,
+    pub unrelated_update_every_s: f64,
 }
 
 impl Plan {
@@ -230,6 +242,8 @@ impl Plan {
             duration_s: args.duration.map_or(duration as f64, |d| d.as_secs_f64()),
             sampled_clients: sampled,
             transport: args.transport,
+            unrelated_update_rows: args.unrelated_update_rows,
+            unrelated_update_every_s: args.unrelated_update_every.as_secs_f64(),
         }
     }
 }
@@ -433,6 +447,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, Error> {
     let (pg, connection) = server.database.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     load::setup(&pg, plan.channels).await?;
+    load::unrelated_table(&pg, plan.unrelated_update_rows).await?;
     load::transport(&pg, plan.channels, plan.transport).await?;
     let result = drive(&plan, &server, &pg, args.live_timeout).await;
     load::teardown(&pg, plan.channels).await?;
@@ -634,14 +649,24 @@ async fn drive(
             rate *= 2.0;
         }
     } else {
-        writes = load::write(
+        let unrelated = (plan.unrelated_update_rows > 0).then(|| {
+            tokio::spawn(load::unrelated_updates(
+                server.database.clone(),
+                Duration::from_secs_f64(plan.unrelated_update_every_s),
+            ))
+        });
+        let written = load::write(
             &server.database,
             plan.writers,
             &write_plan(plan, plan.rate),
             clock,
             Arc::clone(&counter),
         )
-        .await?;
+        .await;
+        if let Some(task) = unrelated {
+            task.abort();
+        }
+        writes = written?;
     }
     let write_secs = started.elapsed().as_secs_f64();
 
