@@ -141,6 +141,7 @@ pub async fn start_with(
         transport: settings.pg_args.transport,
         check_every: settings.pg_args.queue_check,
         decoding_work_mem: settings.pg_args.wal_decoding_work_mem.clone(),
+        ca_file: settings.pg_args.pg_ca_file.clone(),
         backoff: crate::listener::Backoff::new(
             Duration::from_millis(100),
             settings.pg_args.reconnect_max,

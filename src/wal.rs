@@ -63,6 +63,8 @@ pub struct WalListener {
     pub check_every: Duration,
     /// `logical_decoding_work_mem` for the stream's session.
     pub decoding_work_mem: Option<String>,
+    /// `--pg-ca-file`: trusted beside the Mozilla roots.
+    pub ca_file: Option<std::path::PathBuf>,
     pub backoff: Backoff,
     pub tls: crate::tls::Connector,
     /// `false` while the database sends through the WAL and the stream is
@@ -151,7 +153,7 @@ impl WalListener {
             std::process::id(),
             rand::random::<u32>()
         );
-        let mut config = replication_config(&self.config, &slot)?;
+        let mut config = replication_config(&self.config, &slot, self.ca_file.as_deref())?;
         if let Some(memory) = &self.decoding_work_mem {
             // Checked by the flag's parser: digits and a unit.
             config = config.with_options(format!("-c logical_decoding_work_mem={memory}"));
@@ -215,9 +217,13 @@ impl WalListener {
 }
 
 /// The replication connection's settings, from the service's Postgres URL.
+/// TLS as for every connection of the service, verified (chain and host
+/// name) — with `sslmode=require`; `prefer` connects without it here, as
+/// the replication client cannot fall back from one to the other.
 fn replication_config(
     pg: &tokio_postgres::Config,
     slot: &str,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<ReplicationConfig, WalError> {
     use tokio_postgres::config::{Host, SslMode};
     let user = pg.get_user().unwrap_or("postgres");
@@ -232,7 +238,17 @@ fn replication_config(
             ReplicationConfig::new(host.clone(), user, password, database, slot, PUBLICATION)
                 .with_port(port)
                 .with_tls(match pg.get_ssl_mode() {
-                    SslMode::Require => TlsConfig::require(),
+                    SslMode::Require => {
+                        let tls = TlsConfig::verify_full(ca_file.map(ToOwned::to_owned));
+                        // An address is checked against the certificate's IP
+                        // names, as rustls does for the other connections; the
+                        // client wants it said explicitly.
+                        if host.parse::<std::net::IpAddr>().is_ok() {
+                            tls.with_sni_hostname(host.clone())
+                        } else {
+                            tls
+                        }
+                    }
                     _ => TlsConfig::disabled(),
                 })
         }

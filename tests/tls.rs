@@ -108,4 +108,36 @@ async fn tls_to_postgres_verifies_the_server_and_delivers() {
         ("created".into(), Some("1".into()), txid)
     );
     running.shutdown().await.unwrap();
+
+    // The WAL stream too: verified against the same CA, encrypted, delivering.
+    pg.batch_execute("set pgbroadcast.transport = 'wal'")
+        .await
+        .unwrap();
+    let mut wal = settings(&db, Some(&ca));
+    wal.pg_args.transport = pgbroadcast::wal::Transport::Wal;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = server::start(listener, wal).await.expect("start over TLS");
+    let mut ready = running.ready.clone();
+    tokio::time::timeout(common::PATIENCE, ready.wait_for(|r| *r))
+        .await
+        .expect("the WAL stream never came up over TLS")
+        .unwrap();
+    let ssl: bool = admin
+        .query_one(
+            "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) \
+             where a.application_name = $1 and a.datname = $2",
+            &[&pgbroadcast::wal::APPLICATION_NAME, &db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+    let mut client = WsClient::connect(&format!("ws://{}/ws/broadcast", running.addr)).await;
+    client.subscribe(&["thing"]).await;
+    let txid = write(&mut pg, "insert into things values (2)").await;
+    assert_eq!(
+        brief(&client.next().await),
+        ("created".into(), Some("2".into()), txid)
+    );
+    running.shutdown().await.unwrap();
 }
