@@ -385,9 +385,9 @@ async fn cluster_stopped_and_started() {
     report_line("cluster_restart", truth.len(), &reports, "");
 }
 
-#[tokio::test]
-async fn a_killed_client_resumes_without_loss() {
-    let db = ticks_db(true).await;
+/// A client killed mid-stream three times resumes each time (within the
+/// history) and, beside a steady one, loses nothing and needs no resync.
+async fn killed_client_resumes(db: TestDb, scenario: &str) {
     let pg = db.client().await;
     let bridge = Bridge::start(&db).await;
     let mut steady = Recorder::connect(&bridge.ws_url()).await;
@@ -415,48 +415,17 @@ async fn a_killed_client_resumes_without_loss() {
         );
         assert_eq!(r.delivered, truth.len());
     }
-    report_line(
-        "client_killed_and_resumed",
-        truth.len(),
-        &reports,
-        &format!("kills={kills}"),
-    );
+    report_line(scenario, truth.len(), &reports, &format!("kills={kills}"));
+}
+
+#[tokio::test]
+async fn a_killed_client_resumes_without_loss() {
+    killed_client_resumes(ticks_db(true).await, "client_killed_and_resumed").await;
 }
 
 #[tokio::test]
 async fn a_killed_client_resumes_without_loss_over_the_wal() {
-    let db = ticks_db_wal().await;
-    let pg = db.client().await;
-    let bridge = Bridge::start(&db).await;
-    let mut steady = Recorder::connect(&bridge.ws_url()).await;
-    let mut crashing = Recorder::connect(&bridge.ws_url()).await;
-    let mut writer = Writer::start(db.config.clone(), 0);
-    for _ in 0..3 {
-        crashing.read(100).await;
-        crashing.kill();
-        writer.advance(50).await;
-        crashing.reconnect().await;
-    }
-    writer.advance(100).await;
-    writer.stop().await;
-    barrier(&pg).await;
-    let truth = truth(&pg).await;
-    crashing.read_to_barrier().await;
-    steady.read_to_barrier().await;
-    let reports = [steady.check(&truth), crashing.check(&truth)];
-    for r in &reports {
-        assert_eq!(
-            r.resyncs, 0,
-            "resume within the history must not need a resync: {r:?}"
-        );
-        assert_eq!(r.delivered, truth.len());
-    }
-    report_line(
-        "wal_client_killed_and_resumed",
-        truth.len(),
-        &reports,
-        "kills=3",
-    );
+    killed_client_resumes(ticks_db_wal().await, "wal_client_killed_and_resumed").await;
 }
 
 /// The pid of this database's walsender for the bridge, once there is one

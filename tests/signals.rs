@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Bridge, ORDERS, TestDb, barrier, brief, write};
+use common::{Bridge, ORDERS, TestDb, barrier, brief, s, write};
 use serde_json::json;
 
 /// The order example with `setup` committed before the bridge starts (a
@@ -19,10 +19,6 @@ async fn orders_bridge_with(setup: &str) -> (TestDb, tokio_postgres::Client, Bri
 
 async fn orders_bridge() -> (TestDb, tokio_postgres::Client, Bridge) {
     orders_bridge_with("").await
-}
-
-fn s(event: &str, id: &str, txid: i64) -> (String, Option<String>, i64) {
-    (event.to_owned(), Some(id.to_owned()), txid)
 }
 
 #[tokio::test]

@@ -28,6 +28,19 @@ fn certificates() -> Certificates {
     certs
 }
 
+/// Whether the service's connection named `application` to `db` uses TLS.
+async fn encrypted(admin: &tokio_postgres::Client, application: &str, db: &str) -> bool {
+    admin
+        .query_one(
+            "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) \
+             where a.application_name = $1 and a.datname = $2",
+            &[&application, &db],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn settings(db: &TestDb, ca_file: Option<&Path>) -> Settings {
     let mut pg = db.config.clone();
     pg.ssl_mode(tokio_postgres::config::SslMode::Require);
@@ -89,16 +102,7 @@ async fn tls_to_postgres_verifies_the_server_and_delivers() {
 
     // The LISTEN connection is encrypted.
     let admin = connect(&cluster.config("postgres")).await;
-    let ssl: bool = admin
-        .query_one(
-            "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) \
-             where a.application_name = 'pgbroadcast-listener' and a.datname = $1",
-            &[&db.name],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(ssl);
+    assert!(encrypted(&admin, pgbroadcast::listener::APPLICATION_NAME, &db.name).await);
 
     let mut client = WsClient::connect(&format!("ws://{}/ws/broadcast", running.addr)).await;
     client.subscribe(&["thing"]).await;
@@ -122,16 +126,7 @@ async fn tls_to_postgres_verifies_the_server_and_delivers() {
         .await
         .expect("the WAL stream never came up over TLS")
         .unwrap();
-    let ssl: bool = admin
-        .query_one(
-            "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) \
-             where a.application_name = $1 and a.datname = $2",
-            &[&pgbroadcast::wal::APPLICATION_NAME, &db.name],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(ssl);
+    assert!(encrypted(&admin, pgbroadcast::wal::APPLICATION_NAME, &db.name).await);
     let mut client = WsClient::connect(&format!("ws://{}/ws/broadcast", running.addr)).await;
     client.subscribe(&["thing"]).await;
     let txid = write(&mut pg, "insert into things values (2)").await;

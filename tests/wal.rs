@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Bridge, ORDERS, PATIENCE, TestDb, brief, write};
+use common::{Bridge, ORDERS, PATIENCE, TestDb, brief, s, write};
 use tokio_postgres::Client;
 
 /// A database whose sessions send with `wal`, the order example in it, and a
@@ -37,10 +37,6 @@ async fn wal_bridge() -> (TestDb, Client, Bridge) {
     .await
     .expect("the bridge never streamed the WAL");
     (db, pg, bridge)
-}
-
-fn s(event: &str, id: &str, txid: i64) -> (String, Option<String>, i64) {
-    (event.to_owned(), Some(id.to_owned()), txid)
 }
 
 #[tokio::test]

@@ -327,6 +327,11 @@ pub async fn write(db: &mut Client, sql: &str) -> i64 {
     txid
 }
 
+/// The `(event, entity_id, txid)` that [`brief`] gives for an entity's signal.
+pub fn s(event: &str, id: &str, txid: i64) -> (String, Option<String>, i64) {
+    (event.to_owned(), Some(id.to_owned()), txid)
+}
+
 /// `(event, entity_id, txid)` of a signal frame, for compact assertions.
 pub fn brief(frame: &Value) -> (String, Option<String>, i64) {
     (
