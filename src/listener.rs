@@ -60,7 +60,7 @@ impl Listener {
             pg_channel: pg.pg_channel.clone(),
             hub,
             ready,
-            backoff: Backoff::new(Duration::from_millis(100), pg.reconnect_max),
+            backoff: Backoff::reconnect(pg),
             queue_check: pg.queue_check,
             queue_warn: pg.queue_warn_percent as f64 / 100.0,
             tls,
@@ -316,6 +316,12 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The backoff of a connection to Postgres that must come back (the
+    /// LISTEN connection, the WAL stream): from 100 ms up to `--reconnect-max`.
+    pub fn reconnect(pg: &crate::config::PgArgs) -> Backoff {
+        Backoff::new(Duration::from_millis(100), pg.reconnect_max)
+    }
+
     pub fn new(base: Duration, max: Duration) -> Backoff {
         Backoff {
             base,

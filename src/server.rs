@@ -134,21 +134,13 @@ pub async fn start_with(
         tls.clone(),
     );
     tokio::spawn(listen.run(shutdown.clone()));
-    let wal = crate::wal::WalListener {
-        config: settings.pg.clone(),
-        pg_channel: settings.pg_args.pg_channel.clone(),
-        hub: Arc::clone(&hub),
-        transport: settings.pg_args.transport,
-        check_every: settings.pg_args.queue_check,
-        decoding_work_mem: settings.pg_args.wal_decoding_work_mem.clone(),
-        ca_file: settings.pg_args.pg_ca_file.clone(),
-        backoff: crate::listener::Backoff::new(
-            Duration::from_millis(100),
-            settings.pg_args.reconnect_max,
-        ),
+    let wal = crate::wal::WalListener::new(
+        settings.pg.clone(),
+        &settings.pg_args,
+        Arc::clone(&hub),
+        wal_tx,
         tls,
-        ready: wal_tx,
-    };
+    );
     tokio::spawn(wal.run(shutdown.clone()));
     let state = AppState {
         hub: Arc::clone(&hub),

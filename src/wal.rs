@@ -55,24 +55,47 @@ pub enum WalError {
 
 /// Reads the kit's `wal` messages into the hub until shutdown.
 pub struct WalListener {
-    pub config: tokio_postgres::Config,
-    pub pg_channel: String,
-    pub hub: Arc<Hub>,
-    pub transport: Transport,
+    config: tokio_postgres::Config,
+    pg_channel: String,
+    hub: Arc<Hub>,
+    transport: Transport,
     /// How often `auto` looks at the database's setting.
-    pub check_every: Duration,
+    check_every: Duration,
     /// `logical_decoding_work_mem` for the stream's session.
-    pub decoding_work_mem: Option<String>,
+    decoding_work_mem: Option<String>,
     /// `--pg-ca-file`: trusted beside the Mozilla roots.
-    pub ca_file: Option<std::path::PathBuf>,
-    pub backoff: Backoff,
-    pub tls: crate::tls::Connector,
+    ca_file: Option<std::path::PathBuf>,
+    backoff: Backoff,
+    tls: crate::tls::Connector,
     /// `false` while the database sends through the WAL and the stream is
     /// not in effect (the node is then not ready: signals would be missed).
-    pub ready: watch::Sender<bool>,
+    ready: watch::Sender<bool>,
 }
 
 impl WalListener {
+    /// The stream `pg`'s settings ask for (`--transport` and the rest), as
+    /// [`crate::listener::Listener::new`] makes the LISTEN connection.
+    pub fn new(
+        config: tokio_postgres::Config,
+        pg: &crate::config::PgArgs,
+        hub: Arc<Hub>,
+        ready: watch::Sender<bool>,
+        tls: crate::tls::Connector,
+    ) -> WalListener {
+        WalListener {
+            config,
+            pg_channel: pg.pg_channel.clone(),
+            hub,
+            transport: pg.transport,
+            check_every: pg.queue_check,
+            decoding_work_mem: pg.wal_decoding_work_mem.clone(),
+            ca_file: pg.pg_ca_file.clone(),
+            backoff: Backoff::reconnect(pg),
+            tls,
+            ready,
+        }
+    }
+
     /// Runs until `shutdown` fires. With [`Transport::Auto`], it waits until
     /// the database asks for `wal`, then streams for good (LISTEN still
     /// carries whatever is sent with `notify`).
@@ -129,18 +152,24 @@ impl WalListener {
         }
     }
 
+    /// A short-lived ordinary session (its connection is driven until the
+    /// client is dropped).
+    async fn session(&self) -> Result<tokio_postgres::Client, WalError> {
+        let (client, connection) = self.config.connect(self.tls.clone()).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     /// The database's `pgbroadcast.transport` for a new session (`notify` when unset).
     async fn database_transport(&self) -> Result<String, WalError> {
-        let (client, connection) = self.config.connect(self.tls.clone()).await?;
-        let driver = tokio::spawn(connection);
-        let row = client
+        let row = self
+            .session()
+            .await?
             .query_one(
                 "select coalesce(nullif(current_setting('pgbroadcast.transport', true), ''), 'notify')",
                 &[],
             )
             .await?;
-        drop(client);
-        let _ = driver.await;
         Ok(row.get(0))
     }
 
@@ -196,8 +225,7 @@ impl WalListener {
     }
 
     async fn ensure_publication(&self) -> Result<(), WalError> {
-        let (client, connection) = self.config.connect(self.tls.clone()).await?;
-        let driver = tokio::spawn(connection);
+        let client = self.session().await?;
         let exists = client
             .query_opt(
                 "select 1 from pg_publication where pubname = $1",
@@ -210,8 +238,6 @@ impl WalListener {
                 .batch_execute(&format!("create publication {PUBLICATION}"))
                 .await?;
         }
-        drop(client);
-        let _ = driver.await;
         Ok(())
     }
 }

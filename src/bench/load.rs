@@ -279,12 +279,17 @@ pub async fn teardown(pg: &Client, tables: usize) -> Result<(), tokio_postgres::
     pg.batch_execute("drop table if exists pgbroadcast_bench_unrelated")
         .await?;
     // What `transport` set for the database, so that it is as it was.
-    let database: String = pg.query_one("select current_database()", &[]).await?.get(0);
+    let database = this_database(pg).await?;
     pg.batch_execute(&format!(
-        "alter database {} reset pgbroadcast.transport",
-        crate::listener::quote_ident(&database)
+        "alter database {database} reset pgbroadcast.transport"
     ))
     .await
+}
+
+/// The session's database, quoted for SQL.
+async fn this_database(pg: &Client) -> Result<String, tokio_postgres::Error> {
+    let name: String = pg.query_one("select current_database()", &[]).await?.get(0);
+    Ok(crate::listener::quote_ident(&name))
 }
 
 /// The table of `--unrelated-update-rows` (no route on it), or none.
@@ -325,15 +330,15 @@ pub async fn unrelated_updates(config: tokio_postgres::Config, every: Duration) 
 
 /// Has the database send the bench's signals by `transport` (new sessions,
 /// as the writers' are, and this one), or, for `none`, removes the bench
-/// tables' triggers. With `wal`, waits until a server streams the WAL.
+/// tables' triggers. With `wal`, waits (30 s at most) until a server
+/// streams this database's WAL.
 pub async fn transport(
     pg: &Client,
     tables: usize,
     transport: super::BenchTransport,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), super::Error> {
     use super::BenchTransport;
-    let database: String = pg.query_one("select current_database()", &[]).await?.get(0);
-    let database = crate::listener::quote_ident(&database);
+    let database = this_database(pg).await?;
     match transport {
         BenchTransport::Notify => {}
         BenchTransport::Wal => {
@@ -345,13 +350,19 @@ pub async fn transport(
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while pg
                 .query_opt(
-                    "select 1 from pg_stat_replication where application_name = $1 and state = 'streaming'",
+                    "select 1 from pg_stat_replication r join pg_stat_activity a using (pid) \
+                     where r.application_name = $1 and r.state = 'streaming' \
+                       and a.datname = current_database()",
                     &[&crate::wal::APPLICATION_NAME],
                 )
                 .await?
                 .is_none()
-                && tokio::time::Instant::now() < deadline
             {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(super::Error::Setup(
+                        "no server streams this database's WAL after 30 s: start it with --transport wal (or auto)".into(),
+                    ));
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
