@@ -44,6 +44,9 @@ pub enum Command {
     /// `serve` plus the order example: tables and routes in SQL, a REST API
     /// under /api whose mutations return txids, and /openapi.json with x-sync.
     Demo(ServeArgs),
+    /// List the replication slots of pgbroadcast nodes (`--node-id`) in
+    /// DATABASE_URL, with the WAL each retains; drop those of nodes gone for good.
+    Slots(SlotsArgs),
     /// Measure a server: WebSocket clients, writes through routed tables,
     /// commit → client latency, deliveries/s, losses, server CPU and memory.
     Bench(crate::bench::BenchCli),
@@ -155,13 +158,27 @@ impl Default for AuthArgs {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// Postgres to migrate.
+    /// The Postgres database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
     /// PEM file of CA certificates to trust for TLS to Postgres.
     #[arg(long, env = "PGBROADCAST_PG_CA_FILE")]
     pub pg_ca_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SlotsArgs {
+    #[command(flatten)]
+    pub db: MigrateArgs,
+
+    /// Drop this slot (repeatable); refused while a node streams from it.
+    #[arg(long = "drop", value_name = "SLOT")]
+    pub drop: Vec<String>,
+
+    /// Drop every inactive pgbroadcast slot (nodes stopped or gone).
+    #[arg(long)]
+    pub drop_inactive: bool,
 }
 
 /// How the bridge talks to Postgres.
@@ -202,6 +219,30 @@ pub struct PgArgs {
     /// Unset: the server's setting (64MB by default).
     #[arg(long, env = "PGBROADCAST_WAL_DECODING_WORK_MEM", value_parser = parse_memory)]
     pub wal_decoding_work_mem: Option<String>,
+
+    /// This node's name for its WAL stream (`[a-z0-9_]`, up to 50): its
+    /// replication slot is `pgbroadcast_<node-id>`, kept across restarts
+    /// and confirmed `--history-age` behind, so after a restart (even a
+    /// crash) clients resume exactly. Unset: a temporary slot per
+    /// connection (nothing left behind; a restart means `resync`). Give
+    /// each node its own.
+    #[arg(long, env = "PGBROADCAST_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+}
+
+/// `--node-id`: the tail of a slot name.
+fn parse_node_id(text: &str) -> Result<String, String> {
+    if text.is_empty()
+        || text.len() > 50
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "{text:?}: a node id is 1 to 50 of a-z, 0-9 and _ (it names the replication slot pgbroadcast_<id>)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 impl Default for PgArgs {
@@ -214,6 +255,7 @@ impl Default for PgArgs {
             queue_warn_percent: 50,
             transport: crate::wal::Transport::Auto,
             wal_decoding_work_mem: None,
+            node_id: None,
         }
     }
 }

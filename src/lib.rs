@@ -54,6 +54,8 @@ pub enum Error {
     AuthConfig(#[from] auth::ConfigError),
     #[error(transparent)]
     Tls(#[from] tls::Error),
+    #[error("replication slots")]
+    Wal(#[from] wal::WalError),
     #[error(
         "refusing to serve {0} without authentication: clients from other machines could subscribe to everything. Configure --jwt-secret, --jwt-public-keys or --jwks-url, or pass --insecure if something in front of this service authenticates them"
     )]

@@ -205,8 +205,13 @@ impl Listener {
 /// Publishes a payload the kit sent (by either transport), or, when it is
 /// no signal, logs it and resyncs the channel it named.
 pub(crate) fn forward(hub: &Hub, payload: &str) {
+    forward_at(hub, payload, None);
+}
+
+/// [`forward`] at a WAL position (see [`Hub::publish_at`]).
+pub(crate) fn forward_at(hub: &Hub, payload: &str, at: Option<crate::hub::Position>) {
     match parse(payload) {
-        Ok(signal) => hub.publish(&signal),
+        Ok(signal) => hub.publish_at(&signal, at),
         Err(invalid) => {
             hub.metrics().invalid_notifications.inc();
             // Any role may NOTIFY: nothing of it reaches the log unescaped.

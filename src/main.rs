@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use pgbroadcast::auth::Authenticator;
 use pgbroadcast::cluster::{self, Cluster};
-use pgbroadcast::config::{Cli, Command, LogFormat, MigrateArgs, ServeArgs};
+use pgbroadcast::config::{Cli, Command, LogFormat, MigrateArgs, ServeArgs, SlotsArgs};
 use pgbroadcast::{Error, migrate, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args, false).await,
         Command::Demo(args) => serve(args, true).await,
         Command::Migrate(args) => run_migrate(args).await,
+        Command::Slots(args) => run_slots(args).await,
         Command::Bench(args) => run_bench(args).await,
     };
     match result {
@@ -180,6 +181,55 @@ async fn serve_on(
 
 async fn run_bench(cli: pgbroadcast::bench::BenchCli) -> Result<(), Error> {
     Ok(pgbroadcast::bench::main(cli).await?)
+}
+
+async fn run_slots(args: SlotsArgs) -> Result<(), Error> {
+    use pgbroadcast::wal;
+    let config: tokio_postgres::Config = args.db.database_url.parse()?;
+    let tls = pgbroadcast::tls::connector(args.db.pg_ca_file.as_deref())?;
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(connection);
+    let mut doomed = args.drop.clone();
+    if args.drop_inactive {
+        let all = wal::slots(&client).await?;
+        doomed.extend(
+            all.into_iter()
+                .filter(|s| !s.active && !s.temporary)
+                .map(|s| s.name),
+        );
+    }
+    for name in &doomed {
+        wal::drop_slot(&client, name).await?;
+        println!("dropped {name}");
+    }
+    let all = wal::slots(&client).await?;
+    if all.is_empty() {
+        println!("no pgbroadcast replication slots in this database");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<8} {:>14} {:<11} {:>14} confirmed",
+        "slot", "state", "retained_wal", "wal_status", "safe_wal"
+    );
+    for s in all {
+        let state = match (s.active, s.temporary) {
+            (true, true) => "temp",
+            (true, false) => "active",
+            (false, _) => "INACTIVE",
+        };
+        let bytes = |b: Option<i64>| b.map_or("-".to_owned(), |b| b.to_string());
+        println!(
+            "{:<40} {:<8} {:>14} {:<11} {:>14} {}",
+            s.name,
+            state,
+            bytes(s.retained_bytes),
+            s.wal_status.as_deref().unwrap_or("-"),
+            s.safe_bytes
+                .map_or("unlimited".to_owned(), |b| b.to_string()),
+            s.confirmed.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
 }
 
 async fn run_migrate(args: MigrateArgs) -> Result<(), Error> {

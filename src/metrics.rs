@@ -34,6 +34,15 @@ pub struct Metrics {
     /// 1 while the WAL stream (`--transport wal`, or `auto` once the
     /// database asks for it) is in effect.
     pub wal_up: Gauge,
+    /// WAL the node's own slot keeps Postgres from removing, in bytes.
+    pub wal_slot_retained_bytes: Gauge,
+    /// How much more WAL the slot may retain before `max_slot_wal_keep_size`
+    /// invalidates it; -1 when that is unlimited.
+    pub wal_slot_safe_bytes: Gauge,
+    /// Inactive pgbroadcast slots in the database (nodes gone, or stopped).
+    pub wal_stale_slots: Gauge,
+    /// WAL those inactive slots retain together, in bytes.
+    pub wal_stale_slots_retained_bytes: Gauge,
     pub listener_reconnects: Counter,
     pub notify_queue_usage: Gauge<f64, AtomicU64>,
     pub send_lag: Histogram,
@@ -63,6 +72,10 @@ impl Metrics {
             messages_rate_limited: Counter::default(),
             listener_up: Gauge::default(),
             wal_up: Gauge::default(),
+            wal_slot_retained_bytes: Gauge::default(),
+            wal_slot_safe_bytes: Gauge::default(),
+            wal_stale_slots: Gauge::default(),
+            wal_stale_slots_retained_bytes: Gauge::default(),
             listener_reconnects: Counter::default(),
             notify_queue_usage: Gauge::default(),
             // 50 µs … ~1.6 s
@@ -138,6 +151,26 @@ impl Metrics {
             "wal_up",
             "1 while the WAL stream (the wal transport) is in effect",
             m.wal_up.clone(),
+        );
+        r.register(
+            "wal_slot_retained_bytes",
+            "WAL retained by this node's replication slot (--node-id), in bytes",
+            m.wal_slot_retained_bytes.clone(),
+        );
+        r.register(
+            "wal_slot_safe_bytes",
+            "WAL this node's slot may still retain before max_slot_wal_keep_size invalidates it; -1: unlimited",
+            m.wal_slot_safe_bytes.clone(),
+        );
+        r.register(
+            "wal_stale_slots",
+            "Inactive pgbroadcast replication slots in the database",
+            m.wal_stale_slots.clone(),
+        );
+        r.register(
+            "wal_stale_slots_retained_bytes",
+            "WAL retained by inactive pgbroadcast replication slots, in bytes",
+            m.wal_stale_slots_retained_bytes.clone(),
         );
         r.register(
             "listener_reconnects",

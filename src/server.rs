@@ -126,14 +126,25 @@ pub async fn start_with(
     let (wal_tx, wal_ready) = watch::channel(false);
     tokio::spawn(both(listen_ready, wal_ready, ready_tx));
     let shutdown = CancellationToken::new();
-    let listen = Listener::new(
-        settings.pg.clone(),
-        &settings.pg_args,
-        Arc::clone(&hub),
-        listen_tx,
-        tls.clone(),
-    );
-    tokio::spawn(listen.run(shutdown.clone()));
+    if settings.pg_args.transport == crate::wal::Transport::Wal {
+        // Every signal comes through the WAL: nothing to LISTEN for (and no
+        // LISTEN reconnection to cut a resume short).
+        listen_tx.send_replace(true);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            drop(listen_tx);
+        });
+    } else {
+        let listen = Listener::new(
+            settings.pg.clone(),
+            &settings.pg_args,
+            Arc::clone(&hub),
+            listen_tx,
+            tls.clone(),
+        );
+        tokio::spawn(listen.run(shutdown.clone()));
+    }
     let wal = crate::wal::WalListener::new(
         settings.pg.clone(),
         &settings.pg_args,

@@ -140,7 +140,8 @@ struct Recorder {
     client: Option<WsClient>,
     seen: Vec<Seen>,
     epoch: String,
-    seq: u64,
+    /// A number, or text in a WAL epoch: sent back as it came.
+    seq: Value,
     reconnects: usize,
 }
 
@@ -149,7 +150,8 @@ impl Recorder {
         let mut client = WsClient::connect(url).await;
         client.subscribe(&["tick"]).await;
         let epoch = client.welcome["epoch"].as_str().unwrap().to_owned();
-        let seq = client.welcome["seq"].as_u64().unwrap();
+        let seq = client.welcome["seq"].clone();
+        assert!(seq.is_u64() || seq.is_string(), "{seq}");
         Recorder {
             url: url.to_owned(),
             client: Some(client),
@@ -179,8 +181,8 @@ impl Recorder {
                 self.seen.push(Seen::Signal(n));
             }
         }
-        if let Some(seq) = frame["seq"].as_u64() {
-            self.seq = seq;
+        if let Some(seq) = frame.get("seq") {
+            self.seq = seq.clone();
             self.epoch = frame["epoch"].as_str().unwrap().to_owned();
         }
         true
@@ -195,19 +197,20 @@ impl Recorder {
         }
     }
 
-    /// Reads until the barrier; if the server goes away, reconnects to
+    /// Reads until the barrier; if the server goes away (closing or not), reconnects to
     /// `self.url` and resumes from the last signal seen.
     async fn read_to_barrier(&mut self) {
         loop {
-            match self.ws().next_message().await {
-                Message::Text(text) => {
+            match self.ws().next_message_or_end().await {
+                Some(Message::Text(text)) => {
                     let frame: Value = serde_json::from_str(&text).unwrap();
                     if !self.record(&frame) {
                         return;
                     }
                 }
-                Message::Close(_) => self.reconnect().await,
-                other => panic!("unexpected {other:?}"),
+                // Closed, or (the server was killed) just gone.
+                Some(Message::Close(_)) | None => self.reconnect().await,
+                Some(other) => panic!("unexpected {other:?}"),
             }
         }
     }
@@ -345,6 +348,17 @@ async fn listener_backend_terminated_repeatedly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_stopped_and_started() {
+    cluster_restarts(false).await;
+}
+
+/// Over the WAL, from the node's own slot, a Postgres restart costs nothing:
+/// the slot outlives it and the stream reads on from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_stopped_and_started_over_the_wal() {
+    cluster_restarts(true).await;
+}
+
+async fn cluster_restarts(wal: bool) {
     let mut cluster = common::test_cluster().unwrap();
     let db = common::fresh_db_in(&cluster).await;
     {
@@ -355,34 +369,57 @@ async fn cluster_stopped_and_started() {
         )
         .await
         .unwrap();
+        if wal {
+            pg.batch_execute(&format!(
+                "alter database {} set pgbroadcast.transport = 'wal'",
+                db.name
+            ))
+            .await
+            .unwrap();
+        }
     }
-    let bridge = Bridge::start(&db).await;
+    let pg_args = if wal {
+        wal_node(&db.name)
+    } else {
+        PgArgs::default()
+    };
+    let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), pg_args).await;
+    let url = format!("ws://{}/ws/broadcast", bridge.addr);
     let mut recorders = Vec::new();
     for _ in 0..3 {
-        recorders.push(Recorder::connect(&bridge.ws_url()).await);
+        recorders.push(Recorder::connect(&url).await);
     }
     let readers = tokio::spawn(read_all(recorders));
     let mut writer = Writer::start(db.config.clone(), 0);
     writer.advance(200).await;
+    let mut ready = bridge.ready.clone();
     tokio::task::block_in_place(|| cluster.stop()).unwrap();
-    bridge.wait_ready(false).await;
+    tokio::time::timeout(PATIENCE, ready.wait_for(|r| !*r))
+        .await
+        .unwrap()
+        .unwrap();
     tokio::task::block_in_place(|| cluster.start()).unwrap();
-    bridge.wait_ready(true).await;
+    tokio::time::timeout(PATIENCE, ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
     writer.advance(200).await;
     writer.stop().await;
     let pg = db.client().await;
     barrier(&pg).await;
     let truth = truth(&pg).await;
-    let reports: Vec<Report> = readers
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.check(&truth))
-        .collect();
-    for r in &reports {
-        assert!(r.resyncs >= 1, "{r:?}");
+    let recorders = readers.await.unwrap();
+    if wal {
+        let reports = check_lossless(&recorders, &truth, "a client");
+        report_line("wal_cluster_restart", truth.len(), &reports, "");
+    } else {
+        let reports: Vec<Report> = recorders.iter().map(|r| r.check(&truth)).collect();
+        for r in &reports {
+            assert!(r.resyncs >= 1, "{r:?}");
+        }
+        report_line("cluster_restart", truth.len(), &reports, "");
     }
-    report_line("cluster_restart", truth.len(), &reports, "");
+    bridge.shutdown().await.unwrap();
 }
 
 /// A client killed mid-stream three times resumes each time (within the
@@ -451,14 +488,26 @@ async fn walsender(pg: &Client, not: Option<i32>) -> i32 {
     .expect("the WAL stream did not come back")
 }
 
+/// A node reading the WAL from its own slot (`--transport wal --node-id`).
+fn wal_node(id: &str) -> PgArgs {
+    PgArgs {
+        transport: pgbroadcast::wal::Transport::Wal,
+        node_id: Some(id.into()),
+        ..PgArgs::default()
+    }
+}
+
+/// With its own slot, a node whose walsender is terminated reads on from
+/// the slot: nothing is lost and nobody needs a resync.
 #[tokio::test]
 async fn wal_stream_terminated_repeatedly() {
     let db = ticks_db_wal().await;
     let pg = db.client().await;
-    let bridge = Bridge::start(&db).await;
+    let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
+    let url = format!("ws://{}/ws/broadcast", bridge.addr);
     let mut recorders = Vec::new();
     for _ in 0..4 {
-        recorders.push(Recorder::connect(&bridge.ws_url()).await);
+        recorders.push(Recorder::connect(&url).await);
     }
     let readers = tokio::spawn(read_all(recorders));
     let mut writer = Writer::start(db.config.clone(), 0);
@@ -469,22 +518,115 @@ async fn wal_stream_terminated_repeatedly() {
             .await
             .unwrap();
         pid = walsender(&pg, Some(pid)).await;
-        bridge.wait_ready(true).await;
     }
     writer.advance(150).await;
     writer.stop().await;
     barrier(&pg).await;
     let truth = truth(&pg).await;
+    let reports = check_lossless(&readers.await.unwrap(), &truth, "a client");
+    report_line("wal_stream_terminated_x3", truth.len(), &reports, "");
+    bridge.shutdown().await.unwrap();
+}
+
+/// A DBA terminates the node's walsender and drops its slot: the node makes
+/// it anew, says so with `resync` (`slot_lost`) on every channel, and
+/// delivers what commits after.
+#[tokio::test]
+async fn wal_slot_dropped_by_a_dba() {
+    let db = ticks_db_wal().await;
+    let pg = db.client().await;
+    let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
+    let url = format!("ws://{}/ws/broadcast", bridge.addr);
+    let mut recorders = Vec::new();
+    for _ in 0..2 {
+        recorders.push(Recorder::connect(&url).await);
+    }
+    let readers = tokio::spawn(read_all(recorders));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    writer.advance(100).await;
+    // The drop fails while the node streams from the slot: terminate, then
+    // drop before it is back (or try again).
+    let mut pid = walsender(&pg, None).await;
+    loop {
+        pg.execute("select pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        if pg
+            .execute(
+                "select pg_drop_replication_slot($1)",
+                &[&format!("pgbroadcast_{}", db.name)],
+            )
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        pid = walsender(&pg, Some(pid)).await;
+    }
+    walsender(&pg, Some(pid)).await;
+    writer.advance(100).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
     let recorders = readers.await.unwrap();
     let reports: Vec<Report> = recorders.iter().map(|r| r.check(&truth)).collect();
-    for r in &reports {
+    for (r, rec) in reports.iter().zip(&recorders) {
         assert!(
-            r.resyncs >= 1,
-            "each client must have been told about the gaps: {r:?}"
+            rec.seen.contains(&Seen::Resync("slot_lost".into())),
+            "{r:?}"
         );
-        assert!(r.delivered > 0, "{r:?}");
+        assert!(r.delivered >= 100, "{r:?}");
     }
-    report_line("wal_stream_terminated_x3", truth.len(), &reports, "");
+    report_line("wal_slot_dropped", truth.len(), &reports, "");
+    bridge.shutdown().await.unwrap();
+}
+
+/// The real binary over the WAL on `listen`, its node id the database's name.
+async fn serve_wal_node(db: &TestDb, listen: &str) -> common::binary::Served {
+    let url = common::cluster().url(&db.name);
+    let args = [
+        "serve",
+        "--listen",
+        listen,
+        "--transport",
+        "wal",
+        "--node-id",
+        &db.name,
+    ];
+    common::binary::Served::start(&url, &args, &[]).await
+}
+
+/// The real binary with its own slot, killed with SIGKILL mid-stream and
+/// started again: its clients come back to it and resume with every signal
+/// they missed — what committed while it was down included — and no resync.
+#[tokio::test]
+async fn a_node_killed_and_restarted_resumes_its_clients_over_the_wal() {
+    let db = ticks_db_wal().await;
+    let pg = db.client().await;
+    let first = serve_wal_node(&db, "127.0.0.1:0").await;
+    let addr = first.addr.clone();
+    let ws = first.ws_url();
+    let mut recorders = Vec::new();
+    for _ in 0..3 {
+        recorders.push(Recorder::connect(&ws).await);
+    }
+    let readers = tokio::spawn(read_all(recorders));
+    let mut writer = Writer::start(db.config.clone(), 0);
+    writer.advance(200).await;
+    first.kill().await;
+    writer.advance(100).await;
+    let second = serve_wal_node(&db, &addr).await;
+    writer.advance(200).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    let recorders = readers.await.unwrap();
+    for r in &recorders {
+        assert_eq!(r.reconnects, 1);
+    }
+    let reports = check_lossless(&recorders, &truth, "a client of the restarted node");
+    report_line("wal_node_killed_and_restarted", truth.len(), &reports, "");
+    second.kill().await;
 }
 
 #[tokio::test]
@@ -629,10 +771,14 @@ async fn any_number_of_shards_loses_nothing() {
 }
 
 async fn serve_on(db: &TestDb, addr: std::net::SocketAddr) -> Running {
+    serve_with(db, addr, PgArgs::default()).await
+}
+
+async fn serve_with(db: &TestDb, addr: std::net::SocketAddr, pg_args: PgArgs) -> Running {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let settings = Settings {
         pg: db.config.clone(),
-        pg_args: PgArgs::default(),
+        pg_args,
         limits: Limits::default(),
         migrate: true,
         demo: false,
@@ -718,6 +864,57 @@ async fn two_nodes_on_one_database() {
     );
     reports.push(moved);
     report_line("two_nodes", truth.len(), &reports, "");
+}
+
+/// Over the WAL, positions are the same on every node: a client that moves
+/// from one node to the other resumes exactly, with no resync.
+#[tokio::test]
+async fn two_nodes_over_the_wal() {
+    let db = ticks_db_wal().await;
+    let pg = db.client().await;
+    let a = serve_with(
+        &db,
+        "127.0.0.1:0".parse().unwrap(),
+        wal_node(&format!("{}_a", db.name)),
+    )
+    .await;
+    let b = serve_with(
+        &db,
+        "127.0.0.1:0".parse().unwrap(),
+        wal_node(&format!("{}_b", db.name)),
+    )
+    .await;
+    assert_eq!(a.hub.epoch(), b.hub.epoch());
+    let url_a = format!("ws://{}/ws/broadcast", a.addr);
+    let url_b = format!("ws://{}/ws/broadcast", b.addr);
+    let mut recorders = Vec::new();
+    for url in [&url_a, &url_b] {
+        recorders.push(Recorder::connect(url).await);
+    }
+    let readers = tokio::spawn(read_all(recorders));
+    let mut movers = vec![
+        Recorder::connect(&url_a).await,
+        Recorder::connect(&url_b).await,
+    ];
+    let mut writer = Writer::start(db.config.clone(), 0);
+    for (mover, to) in movers.iter_mut().zip([&url_b, &url_a]) {
+        mover.read(100).await;
+        mover.kill();
+        mover.url = to.clone();
+        mover.reconnect().await;
+    }
+    writer.advance(200).await;
+    writer.stop().await;
+    barrier(&pg).await;
+    let truth = truth(&pg).await;
+    for mover in &mut movers {
+        mover.read_to_barrier().await;
+    }
+    let mut reports = check_lossless(&readers.await.unwrap(), &truth, "a client of either node");
+    reports.extend(check_lossless(&movers, &truth, "a client that moved"));
+    report_line("wal_two_nodes", truth.len(), &reports, "");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[test]

@@ -353,8 +353,8 @@ async fn ws_upgrade(
     drop(state);
     handshake.accept(bearer, move |stream, early| {
         let socket = Arc::new(crate::hub::shard::Socket::new(stream, hub.started()));
-        let session = hub.connect(Arc::clone(&socket));
-        let run = session::run(socket, session, early, limits, security, identity);
+        let joined = hub.connect(Arc::clone(&socket));
+        let run = session::run(socket, joined, early, limits, security, identity);
         // The connection's own task: what it holds is what a connection
         // costs while it is quiet, so it holds the session and its guards only.
         tokio::spawn(run.map(move |end| {

@@ -1,19 +1,20 @@
 //! The node's recent signals, bounded by count and age, so a client that
-//! reconnects can resume from the last `seq` it saw. Every `seq` the node
-//! assigns is here until evicted — signals, and gaps (moments when signals
-//! may have been missed) — so a replay can prove it is complete.
+//! reconnects can resume from the last `seq` it saw. Every position the node
+//! assigns after [`History::complete_after`] is here — signals, and gaps
+//! (moments when signals may have been missed) — so a replay can prove it is
+//! complete.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Frame, Topic};
+use super::{Frame, Position, Topic};
 
 #[derive(Debug)]
 enum Entry {
     Signal {
-        seq: u64,
+        seq: Position,
         at: Instant,
         channel: String,
         entity: Option<String>,
@@ -21,14 +22,14 @@ enum Entry {
     },
     /// Signals may have been missed here: on `channel`, or on every channel.
     Gap {
-        seq: u64,
+        seq: Position,
         at: Instant,
         channel: Option<String>,
     },
 }
 
 impl Entry {
-    fn seq(&self) -> u64 {
+    fn seq(&self) -> Position {
         match self {
             Entry::Signal { seq, .. } | Entry::Gap { seq, .. } => *seq,
         }
@@ -46,6 +47,9 @@ pub struct History {
     entries: VecDeque<Entry>,
     max_len: usize,
     max_age: Duration,
+    /// Every position after this one is in `entries`: where the node began
+    /// (its stream's start), or the newest evicted entry.
+    complete_after: Position,
 }
 
 impl History {
@@ -54,10 +58,30 @@ impl History {
             entries: VecDeque::new(),
             max_len,
             max_age,
+            complete_after: Position::default(),
         }
     }
 
-    pub fn push_signal(&mut self, seq: u64, channel: &str, entity: Option<&str>, frame: &Frame) {
+    /// Starts over: nothing is known up to `from`, everything after it
+    /// will be pushed (a new epoch begins there).
+    pub fn reset(&mut self, from: Position) {
+        self.entries.clear();
+        self.complete_after = from;
+    }
+
+    /// The position after which the history is complete.
+    pub fn complete_after(&mut self) -> Position {
+        self.evict();
+        self.complete_after
+    }
+
+    pub fn push_signal(
+        &mut self,
+        seq: Position,
+        channel: &str,
+        entity: Option<&str>,
+        frame: &Frame,
+    ) {
         self.push(Entry::Signal {
             seq,
             at: Instant::now(),
@@ -67,7 +91,7 @@ impl History {
         });
     }
 
-    pub fn push_gap(&mut self, seq: u64, channel: Option<&str>) {
+    pub fn push_gap(&mut self, seq: Position, channel: Option<&str>) {
         self.push(Entry::Gap {
             seq,
             at: Instant::now(),
@@ -88,7 +112,9 @@ impl History {
                 .front()
                 .is_some_and(|e| now.duration_since(e.at()) > self.max_age)
         {
-            self.entries.pop_front();
+            if let Some(gone) = self.entries.pop_front() {
+                self.complete_after = self.complete_after.max(gone.seq());
+            }
         }
     }
 
@@ -96,7 +122,12 @@ impl History {
     /// `topics`, in order; `None` when completeness cannot be proven: the
     /// history no longer reaches back to `after`, `after` is from the future,
     /// or a gap lies in between on one of the topics' channels.
-    pub fn replay(&mut self, after: u64, current: u64, topics: &[Topic]) -> Option<Vec<Frame>> {
+    pub fn replay(
+        &mut self,
+        after: Position,
+        current: Position,
+        topics: &[Topic],
+    ) -> Option<Vec<Frame>> {
         self.evict();
         if after > current {
             return None;
@@ -104,7 +135,7 @@ impl History {
         if after == current {
             return Some(Vec::new());
         }
-        if self.entries.front()?.seq() > after + 1 {
+        if after < self.complete_after {
             return None;
         }
         let mut frames = Vec::new();
@@ -146,6 +177,10 @@ impl History {
 mod tests {
     use super::*;
 
+    fn c(n: u64) -> Position {
+        Position::counter(n)
+    }
+
     fn topic(channel: &str, entity: Option<&str>) -> Topic {
         Topic {
             channel: channel.into(),
@@ -155,10 +190,10 @@ mod tests {
 
     fn filled(max_len: usize) -> History {
         let mut h = History::new(max_len, Duration::from_secs(60));
-        h.push_signal(1, "order", Some("1"), &Frame::from("o1"));
-        h.push_signal(2, "contact", Some("9"), &Frame::from("c9"));
-        h.push_signal(3, "order", Some("2"), &Frame::from("o2"));
-        h.push_signal(4, "order", None, &Frame::from("o*"));
+        h.push_signal(c(1), "order", Some("1"), &Frame::from("o1"));
+        h.push_signal(c(2), "contact", Some("9"), &Frame::from("c9"));
+        h.push_signal(c(3), "order", Some("2"), &Frame::from("o2"));
+        h.push_signal(c(4), "order", None, &Frame::from("o*"));
         h
     }
 
@@ -175,18 +210,18 @@ mod tests {
         let mut h = filled(10);
         let order = [topic("order", None)];
         assert_eq!(
-            texts(h.replay(0, 4, &order)),
+            texts(h.replay(c(0), c(4), &order)),
             Some(vec!["o1".into(), "o2".into(), "o*".into()])
         );
         assert_eq!(
-            texts(h.replay(1, 4, &order)),
+            texts(h.replay(c(1), c(4), &order)),
             Some(vec!["o2".into(), "o*".into()])
         );
-        assert_eq!(texts(h.replay(4, 4, &order)), Some(vec![]));
+        assert_eq!(texts(h.replay(c(4), c(4), &order)), Some(vec![]));
         // An entity topic gets its entity and channel-wide signals.
         let one = [topic("order", Some("1"))];
         assert_eq!(
-            texts(h.replay(0, 4, &one)),
+            texts(h.replay(c(0), c(4), &one)),
             Some(vec!["o1".into(), "o*".into()])
         );
     }
@@ -197,38 +232,41 @@ mod tests {
         let order = [topic("order", None)];
         assert_eq!(h.len(), 2);
         assert_eq!(
-            texts(h.replay(2, 4, &order)),
+            texts(h.replay(c(2), c(4), &order)),
             Some(vec!["o2".into(), "o*".into()])
         );
-        assert_eq!(h.replay(1, 4, &order), None);
-        assert_eq!(h.replay(5, 4, &order), None);
+        assert_eq!(h.replay(c(1), c(4), &order), None);
+        assert_eq!(h.replay(c(5), c(4), &order), None);
     }
 
     #[test]
     fn a_gap_on_a_requested_channel_forbids_replay() {
         let mut h = filled(10);
-        h.push_gap(5, Some("contact"));
-        h.push_signal(6, "order", Some("3"), &Frame::from("o3"));
+        h.push_gap(c(5), Some("contact"));
+        h.push_signal(c(6), "order", Some("3"), &Frame::from("o3"));
         assert_eq!(
-            texts(h.replay(4, 6, &[topic("order", None)])),
+            texts(h.replay(c(4), c(6), &[topic("order", None)])),
             Some(vec!["o3".into()])
         );
-        assert_eq!(h.replay(4, 6, &[topic("contact", None)]), None);
-        h.push_gap(7, None);
-        assert_eq!(h.replay(4, 7, &[topic("order", None)]), None);
-        assert_eq!(texts(h.replay(7, 7, &[topic("order", None)])), Some(vec![]));
+        assert_eq!(h.replay(c(4), c(6), &[topic("contact", None)]), None);
+        h.push_gap(c(7), None);
+        assert_eq!(h.replay(c(4), c(7), &[topic("order", None)]), None);
+        assert_eq!(
+            texts(h.replay(c(7), c(7), &[topic("order", None)])),
+            Some(vec![])
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn old_entries_age_out() {
         let mut h = History::new(100, Duration::from_secs(60));
-        h.push_signal(1, "order", None, &Frame::from("a"));
+        h.push_signal(c(1), "order", None, &Frame::from("a"));
         tokio::time::advance(Duration::from_secs(61)).await;
-        h.push_signal(2, "order", None, &Frame::from("b"));
+        h.push_signal(c(2), "order", None, &Frame::from("b"));
         assert_eq!(h.len(), 1);
-        assert_eq!(h.replay(0, 2, &[topic("order", None)]), None);
+        assert_eq!(h.replay(c(0), c(2), &[topic("order", None)]), None);
         assert_eq!(
-            texts(h.replay(1, 2, &[topic("order", None)])),
+            texts(h.replay(c(1), c(2), &[topic("order", None)])),
             Some(vec!["b".into()])
         );
     }

@@ -6,6 +6,7 @@
 //! owed a `resync` for that channel instead of a silent gap.
 
 pub mod history;
+pub mod position;
 pub mod shard;
 pub mod stream;
 
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 use crate::ws::protocol::{self, Resume};
 use history::History;
+pub use position::{Epoch, Position, Written};
 use shard::{Cmd, End, Publish, ShardConfig, ShardHandle, Socket};
 
 /// One server → client WebSocket frame, complete (header and payload) and
@@ -73,6 +75,10 @@ pub enum ResyncReason {
     ResumeUnavailable,
     /// A notification for this channel could not be read as a signal.
     InvalidSignal,
+    /// The node's replication slot was gone (dropped, or lost to
+    /// `max_slot_wal_keep_size`) and was made anew: what committed in
+    /// between cannot be read.
+    SlotLost,
 }
 
 impl ResyncReason {
@@ -82,6 +88,7 @@ impl ResyncReason {
             ResyncReason::SlowConsumer => "slow_consumer",
             ResyncReason::ResumeUnavailable => "resume_unavailable",
             ResyncReason::InvalidSignal => "invalid_signal",
+            ResyncReason::SlotLost => "slot_lost",
         }
     }
 }
@@ -127,7 +134,11 @@ impl HubConfig {
 
 pub struct Hub {
     registry: Mutex<Registry>,
-    epoch: String,
+    /// Ticks when a WAL epoch's position moves (or the epoch changes), for
+    /// resuming clients waiting for the node to reach them.
+    progress: tokio::sync::watch::Sender<()>,
+    /// How long signals stay resumable (`--history-age`).
+    window: Duration,
     next_session: AtomicU64,
     metrics: Arc<Metrics>,
     shards: Vec<ShardHandle>,
@@ -138,17 +149,26 @@ pub struct Hub {
 struct Registry {
     channels: HashMap<String, Subscribers>,
     sessions: usize,
-    seq: u64,
+    /// The epoch's latest position (a signal's, a gap's, or where it began).
+    at: Position,
+    epoch: Epoch,
     history: History,
 }
 
 impl Registry {
-    /// Takes a seq for a moment when signals may have been missed (on
+    /// Takes a position for a moment when signals may have been missed (on
     /// `channel`, or on all), so no resume can reach across it.
     fn mark_gap(&mut self, channel: Option<&str>) {
-        self.seq += 1;
-        self.history.push_gap(self.seq, channel);
+        self.at = self.at.next();
+        self.history.push_gap(self.at, channel);
     }
+}
+
+/// Where a new connection starts: the epoch and position its welcome names.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub epoch: Arc<str>,
+    pub seq: Written,
 }
 
 /// Who wants one channel. Indexed by entity, so a signal for `order:123`
@@ -222,10 +242,12 @@ impl Hub {
             registry: Mutex::new(Registry {
                 channels: HashMap::new(),
                 sessions: 0,
-                seq: 0,
+                at: Position::default(),
+                epoch: Epoch::counted(),
                 history: History::new(config.history_len, config.history_age),
             }),
-            epoch: format!("{:016x}", rand::random::<u64>()),
+            progress: tokio::sync::watch::Sender::new(()),
+            window: config.history_age,
             next_session: AtomicU64::new(1),
             metrics,
             shards,
@@ -233,9 +255,40 @@ impl Hub {
         })
     }
 
-    /// Identifies this node's run; `seq` values are only comparable within one epoch.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    /// Names the order of this node's positions; `seq` values are only
+    /// comparable within one epoch. A counted epoch per run, until the node
+    /// reads a WAL stream ([`Hub::enter_epoch`]).
+    pub fn epoch(&self) -> Arc<str> {
+        Arc::clone(&lock(&self.registry).epoch.name)
+    }
+
+    /// Begins `epoch` at `from`: nothing before it can be resumed, everything
+    /// published after it can. Subscribers of the old one get `resync`
+    /// (`reason`) when it changes: what came between cannot be proven.
+    pub fn enter_epoch(&self, epoch: Epoch, from: Position, reason: ResyncReason) {
+        let mut registry = lock(&self.registry);
+        let changed = registry.epoch != epoch;
+        registry.epoch = epoch;
+        registry.at = from;
+        registry.history.reset(from);
+        if changed {
+            for (channel, subscribers) in &registry.channels {
+                self.resync_subscribers(channel, subscribers, reason);
+            }
+        }
+        self.progress.send_replace(());
+    }
+
+    /// How long a signal stays resumable (`--history-age`): a WAL stream
+    /// is confirmed that far behind, so a restarted node re-reads it.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The position after which this node can replay every signal of its
+    /// epoch (a WAL stream need not be re-read before it).
+    pub fn complete_after(&self) -> Position {
+        lock(&self.registry).history.complete_after()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -261,23 +314,26 @@ impl Hub {
     }
 
     /// Registers a new connection (its socket goes to a shard) with an
-    /// empty subscription set.
-    pub fn connect(self: &Arc<Self>, socket: Arc<Socket>) -> Session {
+    /// empty subscription set, and where it starts (for its welcome).
+    pub fn connect(self: &Arc<Self>, socket: Arc<Socket>) -> (Session, Start) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let shard = self.shard_of(id).clone();
         shard.send(Cmd::Add { id, socket });
         let mut registry = lock(&self.registry);
         registry.sessions += 1;
-        let start_seq = registry.seq;
+        let start = Start {
+            epoch: Arc::clone(&registry.epoch.name),
+            seq: registry.at.written(registry.epoch.wal),
+        };
         drop(registry);
         self.metrics.connections.inc();
-        Session {
+        let session = Session {
             hub: Arc::clone(self),
             id,
             shard,
             topics: Vec::new(),
-            start_seq,
-        }
+        };
+        (session, start)
     }
 
     /// Each shard's share of `ids`.
@@ -291,11 +347,24 @@ impl Hub {
     /// Records a signal in the history and hands it to the shards of every
     /// session that wants it.
     pub fn publish(&self, signal: &Signal) {
+        self.publish_at(signal, None);
+    }
+
+    /// [`Hub::publish`] at `at`, the signal's WAL position; `None` (or a
+    /// node not in a WAL epoch): the next position of the node's order.
+    pub fn publish_at(&self, signal: &Signal, at: Option<Position>) {
         self.metrics.signals_received.inc();
         let mut registry = lock(&self.registry);
-        registry.seq += 1;
-        let seq = registry.seq;
-        let frame = protocol::signal_frame(signal, seq, &self.epoch);
+        let wal = registry.epoch.wal;
+        let seq = match at {
+            Some(at) if wal && at > registry.at => at,
+            _ => registry.at.next(),
+        };
+        registry.at = seq;
+        if wal {
+            self.progress.send_replace(());
+        }
+        let frame = protocol::signal_frame(signal, &seq.written(wal), &registry.epoch.name);
         let entity = signal.entity_id.as_deref();
         registry
             .history
@@ -377,7 +446,6 @@ pub struct Session {
     /// Sorted: most sessions hold a topic or two, and a set's table would
     /// cost a quiet connection more than the topics themselves.
     topics: Vec<Topic>,
-    start_seq: u64,
 }
 
 impl Session {
@@ -385,15 +453,29 @@ impl Session {
         &self.hub.metrics
     }
 
-    /// The node's latest `seq` when this session connected: where a client
-    /// that has seen nothing yet can resume from.
-    pub fn start_seq(&self) -> u64 {
-        self.start_seq
-    }
-
-    /// The node's epoch (see [`Hub::epoch`]).
-    pub fn epoch(&self) -> &str {
-        self.hub.epoch()
+    /// Waits (at most `within`) until this node has reached `resume`: a
+    /// client of another node, or of this one before it restarted, may
+    /// resume from a WAL position this node's stream has not read yet. At
+    /// once for a counted epoch (only the node that counted it has it).
+    pub async fn reach(&self, resume: &Resume, within: Duration) {
+        if !Epoch::names_wal(&resume.epoch) {
+            return;
+        }
+        let mut progress = self.hub.progress.subscribe();
+        let deadline = tokio::time::sleep(within);
+        tokio::pin!(deadline);
+        loop {
+            {
+                let registry = lock(&self.hub.registry);
+                if *registry.epoch.name == *resume.epoch && registry.at >= resume.seq {
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = progress.changed() => if changed.is_err() { return },
+                () = &mut deadline => return,
+            }
+        }
     }
 
     /// Sends frames to the client, in order, after whatever was sent before.
@@ -441,8 +523,8 @@ impl Session {
         let registry = &mut *lock(&hub.registry);
         // Topics already held are live: replaying them would duplicate.
         let fresh: Vec<Topic> = topics.iter().filter(|t| !self.holds(t)).cloned().collect();
-        let current = registry.seq;
-        let replay = (resume.epoch == hub.epoch)
+        let current = registry.at;
+        let replay = (*resume.epoch == *registry.epoch.name)
             .then(|| registry.history.replay(resume.seq, current, &fresh))
             .flatten();
         self.add_topics(registry, topics);
@@ -629,7 +711,7 @@ pub(crate) mod tests {
             let (client, server) = stream::pipe::pair(4096);
             self.clients.push(client);
             let socket = Socket::new(stream::Stream::Pipe(server), self.hub.started());
-            self.hub.connect(Arc::new(socket))
+            self.hub.connect(Arc::new(socket)).0
         }
 
         /// Every frame the shards were asked to write, per session, as JSON.
@@ -751,8 +833,8 @@ pub(crate) mod tests {
         }
         .frame();
         let resume = Resume {
-            epoch: w.hub.epoch().to_owned(),
-            seq: 0,
+            epoch: w.hub.epoch().to_string(),
+            seq: Position::counter(0),
         };
         assert!(s.subscribe_resuming(&[topic("order")], &resume, vec![ack]));
         w.hub.publish(&signal("order", Some("2")));
@@ -767,7 +849,7 @@ pub(crate) mod tests {
         // Another epoch cannot be resumed: a resync per channel instead.
         let elsewhere = Resume {
             epoch: "other".into(),
-            seq: 0,
+            seq: Position::counter(0),
         };
         assert!(!s.subscribe_resuming(&[topic("contact")], &elsewhere, Vec::new()));
         assert_eq!(

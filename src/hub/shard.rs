@@ -1015,7 +1015,7 @@ mod tests {
     fn connect(hub: &Arc<Hub>, capacity: usize) -> (Session, Arc<Socket>, pipe::End) {
         let (client, server) = pipe::pair(capacity);
         let socket = Arc::new(Socket::new(Stream::Pipe(server), hub.started()));
-        (hub.connect(Arc::clone(&socket)), socket, client)
+        (hub.connect(Arc::clone(&socket)).0, socket, client)
     }
 
     /// Reads `n` text frames' payloads from `client`.

@@ -5,12 +5,12 @@
 //! `{"unsubscribe": [...]}` in, `{"channel", "event", "payload"}` out. Control
 //! frames carry `"type"` and no `"channel"`, so such clients ignore them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::config::{Limits, MAX_CHANNEL_LEN, MAX_ENTITY_LEN};
-use crate::hub::{Frame, ResyncReason, Signal, Topic};
+use crate::hub::{Frame, Position, ResyncReason, Signal, Topic, Written};
 
 /// Protocol version announced in `welcome`.
 pub const VERSION: u32 = 1;
@@ -28,12 +28,29 @@ pub enum Request {
     Auth(String),
 }
 
-/// `{"epoch": "...", "seq": 42}`: the last signal a client saw.
+/// `{"epoch": "...", "seq": 42}`: the last signal a client saw (`seq` is
+/// text in a WAL epoch, see [`crate::hub::position`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resume {
     pub epoch: String,
-    pub seq: u64,
+    #[serde(deserialize_with = "position")]
+    pub seq: Position,
+}
+
+fn position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Position, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Seq {
+        Number(u64),
+        Text(String),
+    }
+    match Seq::deserialize(d)? {
+        Seq::Number(n) => Ok(Position::counter(n)),
+        Seq::Text(text) => Position::parse_wal(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not a position this server wrote"))
+        }),
+    }
 }
 
 /// Error codes of `error` frames.
@@ -252,7 +269,7 @@ pub enum Control<'a> {
         auth: &'static str,
         epoch: &'a str,
         /// The node's latest seq: resume from here if nothing arrives before a reconnect.
-        seq: u64,
+        seq: Written,
         limits: WelcomeLimits,
     },
     Subscribed {
@@ -319,13 +336,13 @@ impl Control<'_> {
 }
 
 /// `{"channel","event","payload","seq","epoch"}`: the signal frame, serialized once per signal.
-pub fn signal_frame(signal: &Signal, seq: u64, epoch: &str) -> Frame {
+pub fn signal_frame(signal: &Signal, seq: &Written, epoch: &str) -> Frame {
     #[derive(Serialize)]
     struct SignalFrame<'a> {
         channel: &'a str,
         event: &'a str,
         payload: &'a RawValue,
-        seq: u64,
+        seq: &'a Written,
         epoch: &'a str,
     }
     to_frame(&SignalFrame {
@@ -394,7 +411,7 @@ mod tests {
                 topics: vec![topic("order", None)],
                 resume: Some(Resume {
                     epoch: "ab".into(),
-                    seq: 42
+                    seq: Position::counter(42)
                 })
             })
         );
@@ -467,7 +484,7 @@ mod tests {
             )
             .unwrap(),
         };
-        let frame = signal_frame(&signal, 43, "3f2a");
+        let frame = signal_frame(&signal, &Written::Number(43), "3f2a");
         assert_eq!(frame[0], 0x81, "a text frame");
         assert_eq!(
             crate::ws::frame::payload(&frame),

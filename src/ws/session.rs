@@ -17,7 +17,7 @@ use crate::auth::{Identity, Security};
 use crate::config::Limits;
 use crate::hub::shard::{CLOSE_WAIT, Socket};
 use crate::hub::stream::Stream;
-use crate::hub::{Frame, Session, Topic};
+use crate::hub::{Frame, Session, Start, Topic};
 use crate::ws::access::{Access, CLOSE_UNAUTHORIZED};
 use crate::ws::frame::{self, Incoming, close_code};
 use crate::ws::protocol::{self, Control, ErrorCode, Request};
@@ -26,6 +26,12 @@ pub use crate::hub::shard::End;
 
 /// Most bytes read from a socket before the task lets others run.
 const READ_BUDGET: usize = 16 * 1024;
+
+/// How long a resume from a WAL position this node has not read yet waits
+/// for its stream to get there (a node that just started re-reads its
+/// window; another node may be a little behind) before it is answered with
+/// `resync`.
+pub const RESUME_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the connection until the peer leaves, the socket fails or the shard
 /// lets it go (as it does for every connection when the server stops, see
@@ -37,7 +43,7 @@ const READ_BUDGET: usize = 16 * 1024;
 /// connection needs (a quiet socket costs its memory, so this is kept small).
 pub fn run(
     socket: Arc<Socket>,
-    session: Session,
+    (session, start): (Session, Start),
     early: Bytes,
     limits: Arc<Limits>,
     security: Arc<Security>,
@@ -52,8 +58,8 @@ pub fn run(
             } else {
                 "none"
             },
-            epoch: session.epoch(),
-            seq: session.start_seq(),
+            epoch: &start.epoch,
+            seq: start.seq,
             limits: (&*limits).into(),
         }
         .frame(),
@@ -501,6 +507,7 @@ async fn handle(request: Request, session: &mut Session, limits: &Limits, access
                 // Everything missed since `resume` (or a resync per channel),
                 // before any live frame.
                 Some(resume) => {
+                    session.reach(&resume, RESUME_WAIT).await;
                     session.subscribe_resuming(&topics, &resume, vec![ack]);
                 }
             }
@@ -713,10 +720,10 @@ mod tests {
     ) -> Spawned {
         let (client, server) = pipe::pair(capacity);
         let socket = Arc::new(Socket::new(Stream::Pipe(server), hub.started()));
-        let session = hub.connect(Arc::clone(&socket));
+        let joined = hub.connect(Arc::clone(&socket));
         let task = tokio::spawn(run(
             socket,
-            session,
+            joined,
             Bytes::new(),
             Arc::new(limits),
             Arc::new(security),
@@ -739,7 +746,7 @@ mod tests {
         let Spawned { mut client, .. } = spawn_session(&hub, limits).await;
         let welcome = client.json().await;
         assert_eq!(welcome["type"], "welcome");
-        assert_eq!(welcome["epoch"], hub.epoch());
+        assert_eq!(welcome["epoch"], *hub.epoch());
 
         client.send(r#"{"subscribe": ["order:1"]}"#).await;
         assert_eq!(
@@ -1044,15 +1051,14 @@ mod tests {
         hub.publish(&signal("order", Some("2")));
         hub.publish(&signal("contact", Some("3")));
         hub.publish(&signal("order", Some("4")));
-        let resume =
-            serde_json::json!({"subscribe": ["order"], "resume": {"epoch": hub.epoch(), "seq": 1}});
+        let resume = serde_json::json!({"subscribe": ["order"], "resume": {"epoch": &*hub.epoch(), "seq": 1}});
         client.send(&resume.to_string()).await;
         assert_eq!(client.json().await["type"], "subscribed");
         hub.publish(&signal("order", Some("5")));
         let mut got = Vec::new();
         for _ in 0..3 {
             let frame = client.json().await;
-            assert_eq!(frame["epoch"], hub.epoch());
+            assert_eq!(frame["epoch"], *hub.epoch());
             got.push((
                 frame["seq"].as_u64().unwrap(),
                 frame["payload"]["entity_id"].as_str().unwrap().to_owned(),

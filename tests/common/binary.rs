@@ -359,6 +359,11 @@ impl Served {
         log
     }
 
+    /// Kills the server (SIGKILL), as a crash would, and waits for the exit.
+    pub async fn kill(self) -> Exit {
+        self.process.kill().await
+    }
+
     /// Stops the server as an operator does (SIGTERM) and waits for the exit.
     pub async fn terminate(self) -> Exit {
         self.process.terminate().await

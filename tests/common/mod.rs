@@ -237,6 +237,21 @@ impl WsClient {
         }
     }
 
+    /// The next message other than a ping or pong; `None` when the
+    /// connection ended without a close frame (the server died).
+    pub async fn next_message_or_end(&mut self) -> Option<Message> {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("no frame within the test's patience");
+            match message {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(message)) => return Some(message),
+            }
+        }
+    }
+
     pub async fn next_message(&mut self) -> Message {
         loop {
             let message = tokio::time::timeout(PATIENCE, self.ws.next())
