@@ -694,3 +694,29 @@ fn warn_once(
         warned.insert(slot.to_owned(), now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's own slot is confirmed one window behind what was read (so a
+    /// restart re-reads the window); a temporary slot at once.
+    #[tokio::test(start_paused = true)]
+    async fn positions_are_confirmed_a_window_after_they_were_read() {
+        let window = Duration::from_secs(120);
+        let mut confirm = Confirm::new(window, false);
+        assert_eq!(confirm.passed(100), None);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        // Sampled once a second at most: this one is not kept.
+        assert_eq!(confirm.passed(150), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(confirm.passed(200), None);
+        tokio::time::advance(window - Duration::from_secs(1)).await;
+        assert_eq!(confirm.passed(300), Some(100));
+        assert_eq!(confirm.passed(300), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(confirm.passed(300), Some(200));
+        let mut temporary = Confirm::new(window, true);
+        assert_eq!(temporary.passed(100), Some(100));
+    }
+}

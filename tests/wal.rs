@@ -291,3 +291,128 @@ async fn the_decoding_work_mem_knob_is_taken() {
     .await
     .expect("no transaction was spilled: the stream does not run with 64kB");
 }
+
+/// The lines of `pgbroadcast slots <args>` against `db`, which must succeed.
+async fn slots(db: &TestDb, args: &[&str]) -> Vec<String> {
+    let exit = common::binary::Launch::new(&[&["slots"], args].concat())
+        .database(&common::cluster().url(&db.name))
+        .run()
+        .await;
+    assert!(exit.status.success(), "{}", exit.log);
+    exit.stdout
+}
+
+/// The value of a metric line `name value`, once it satisfies `ok`.
+async fn metric_until(served: &common::binary::Served, name: &str, ok: impl Fn(i64) -> bool) {
+    let url = served.http_url("/metrics");
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse::<i64>().ok());
+            if value.is_some_and(&ok) {
+                return;
+            }
+            // Another process's state, read by polling: it has no event to wait on.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name} never got there:\n{}", served.log()));
+}
+
+/// A node gone for good leaves its slot behind, keeping WAL: a live node
+/// counts it in its metrics and warns, naming the command that drops it;
+/// `pgbroadcast slots` lists it (and refuses to drop a streaming node's).
+#[tokio::test]
+async fn stale_slots_are_shown_warned_about_and_dropped() {
+    let db = TestDb::migrated().await;
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "alter database {} set pgbroadcast.transport = 'wal'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let url = common::cluster().url(&db.name);
+    let gone_id = format!("{}_gone", db.name);
+    let live_id = format!("{}_live", db.name);
+    let node = |id: &str| {
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--transport",
+            "wal",
+            "--node-id",
+            id,
+            "--queue-check",
+            "200ms",
+        ]
+        .map(str::to_owned)
+    };
+    let gone =
+        common::binary::Served::start(&url, &node(&gone_id).each_ref().map(String::as_str), &[])
+            .await;
+    let gone_slot = format!("pgbroadcast_{gone_id}");
+    let live_slot = format!("pgbroadcast_{live_id}");
+    let listed = slots(&db, &[]).await;
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.starts_with(&gone_slot) && l.contains(" active ")),
+        "{listed:?}"
+    );
+    // A streaming node's slot is not dropped.
+    let refused = common::binary::Launch::new(&["slots", "--drop", &gone_slot])
+        .database(&url)
+        .run()
+        .await;
+    assert!(!refused.status.success());
+    assert!(
+        refused.log.contains("stop that node first"),
+        "{}",
+        refused.log
+    );
+    gone.kill().await;
+
+    let live =
+        common::binary::Served::start(&url, &node(&live_id).each_ref().map(String::as_str), &[])
+            .await;
+    metric_until(&live, "pgbroadcast_wal_stale_slots", |n| n == 1).await;
+    metric_until(&live, "pgbroadcast_wal_slot_retained_bytes", |n| n > 0).await;
+    let warning = live
+        .log_line(&["inactive pgbroadcast replication slot", &gone_slot])
+        .await;
+    assert!(
+        warning.contains(&format!("pgbroadcast slots --drop {gone_slot}")),
+        "{warning}"
+    );
+    let listed = slots(&db, &[]).await;
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.starts_with(&gone_slot) && l.contains("INACTIVE")),
+        "{listed:?}"
+    );
+
+    let dropped = slots(&db, &["--drop-inactive"]).await;
+    assert!(
+        dropped.contains(&format!("dropped {gone_slot}")),
+        "{dropped:?}"
+    );
+    assert!(
+        dropped.iter().all(|l| !l.starts_with(&gone_slot)),
+        "{dropped:?}"
+    );
+    assert!(
+        dropped.iter().any(|l| l.starts_with(&live_slot)),
+        "the live node's slot stays: {dropped:?}"
+    );
+    metric_until(&live, "pgbroadcast_wal_stale_slots", |n| n == 0).await;
+    live.kill().await;
+    slots(&db, &["--drop", &live_slot]).await;
+}

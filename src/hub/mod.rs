@@ -823,6 +823,116 @@ pub(crate) mod tests {
         assert_eq!(seqs, vec![1, 3]);
     }
 
+    fn wal_epoch() -> Epoch {
+        Epoch::wal("7301", 1, "app", "pgbroadcast")
+    }
+
+    /// In a WAL epoch a signal's `seq` is its WAL position, as text; a
+    /// client resumes from any of them, however far the position is from
+    /// the last, but not from before where the epoch began.
+    #[tokio::test]
+    async fn wal_positions_are_the_seq_and_resume_from_them() {
+        let mut w = Watched::new();
+        let mut s = w.connect().await;
+        s.subscribe(&[topic("order")], Vec::new());
+        w.hub.enter_epoch(
+            wal_epoch(),
+            Position::after_commit(0x100),
+            ResyncReason::ListenerReconnected,
+        );
+        // The old epoch's subscriber is told it may have missed something.
+        assert_eq!(
+            w.frames()[&s.id][0]["payload"]["reason"],
+            "listener_reconnected"
+        );
+        let first = Position::wal(0x200, 0);
+        w.hub.publish_at(&signal("order", Some("1")), Some(first));
+        w.hub
+            .publish_at(&signal("order", Some("2")), Some(Position::wal(0x200, 1)));
+        w.hub.publish_at(
+            &signal("order", Some("3")),
+            Some(Position::wal(0x9_0000_0000, 0)),
+        );
+        let frames = w.frames().remove(&s.id).unwrap();
+        assert_eq!(frames[0]["epoch"], "wal.7301.1.app.pgbroadcast");
+        assert_eq!(frames[0]["seq"], "0000000000000200.0000000000000000");
+        assert_eq!(frames[2]["seq"], "0000000900000000.0000000000000000");
+        let entities = |frames: &[serde_json::Value]| -> Vec<String> {
+            frames
+                .iter()
+                .filter_map(|f| f["payload"]["entity_id"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let resume = |seq: Position| Resume {
+            epoch: wal_epoch().name.to_string(),
+            seq,
+        };
+        let mut t = w.connect().await;
+        assert!(t.subscribe_resuming(&[topic("order")], &resume(first), Vec::new()));
+        assert_eq!(entities(&w.frames()[&t.id]), vec!["2", "3"]);
+        // From where the epoch began: everything.
+        let mut u = w.connect().await;
+        let start = Position::after_commit(0x100);
+        assert!(u.subscribe_resuming(&[topic("order")], &resume(start), Vec::new()));
+        assert_eq!(entities(&w.frames()[&u.id]), vec!["1", "2", "3"]);
+        // From before it (another transaction of the slot's first commit,
+        // or older): not provable.
+        let mut v = w.connect().await;
+        let before = Position::wal(0x100, 3);
+        assert!(!v.subscribe_resuming(&[topic("order")], &resume(before), Vec::new()));
+        assert_eq!(
+            w.frames()[&v.id][0]["payload"]["reason"],
+            "resume_unavailable"
+        );
+    }
+
+    /// A resume from a WAL position this node has not read yet waits for
+    /// its stream to get there; one it never reaches is answered (with a
+    /// resync) once the wait is over. A counted epoch does not wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_from_ahead_waits_for_the_stream() {
+        let mut w = Watched::new();
+        w.hub.enter_epoch(
+            wal_epoch(),
+            Position::after_commit(0x100),
+            ResyncReason::ListenerReconnected,
+        );
+        let s = w.connect().await;
+        let ahead = Resume {
+            epoch: wal_epoch().name.to_string(),
+            seq: Position::wal(0x300, 0),
+        };
+        let hub = Arc::clone(&w.hub);
+        let started = Instant::now();
+        let reached = tokio::spawn(async move {
+            s.reach(&ahead, Duration::from_secs(5)).await;
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hub.publish_at(&signal("order", None), Some(Position::wal(0x200, 0)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!reached.is_finished(), "not there yet");
+        hub.publish_at(&signal("order", None), Some(Position::wal(0x300, 0)));
+        let at = reached.await.unwrap();
+        assert_eq!(at.duration_since(started), Duration::from_secs(2));
+
+        let s = w.connect().await;
+        let never = Resume {
+            epoch: wal_epoch().name.to_string(),
+            seq: Position::wal(0x900, 0),
+        };
+        let started = Instant::now();
+        s.reach(&never, Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        let counted = Resume {
+            epoch: "0123456789abcdef".into(),
+            seq: Position::counter(99),
+        };
+        let started = Instant::now();
+        s.reach(&counted, Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
     #[tokio::test]
     async fn a_subscriptions_first_frames_come_before_its_signals() {
         let mut w = Watched::new();
