@@ -9,6 +9,20 @@
 /** Connection state as seen by the application. */
 export type ConnectionState = 'connecting' | 'open' | 'closed';
 
+/**
+ * A signal's place in its epoch, as the server wrote it: a number in a
+ * counted epoch (the `notify` transport), a fixed-width string such as
+ * `"00000000016B3748.0000000200000000"` in a WAL epoch (`wal.…`, the `wal`
+ * transport), whose text order is its order. Sent back unchanged in `resume`.
+ */
+export type BroadcastSeq = number | string;
+
+/** An (epoch, seq) pair: where a client is, and where it resumes from. */
+export interface BroadcastPosition {
+  epoch: string;
+  seq: BroadcastSeq;
+}
+
 /** What a subscription handler receives. */
 export interface BroadcastSignal {
   /** Channel of the signal, e.g. `order`. */
@@ -28,7 +42,7 @@ export interface BroadcastSignal {
   /** True for a `resync` frame: invalidate everything on this channel. */
   resync: boolean;
   /** Server sequence number and epoch (absent on `resync`). */
-  seq?: number;
+  seq?: BroadcastSeq;
   epoch?: string;
 }
 
@@ -154,7 +168,7 @@ interface Welcome {
   protocol: number;
   auth?: 'required' | 'none';
   epoch: string;
-  seq: number;
+  seq: BroadcastSeq;
   limits?: { heartbeat_ms?: number; max_channels_per_message?: number; [k: string]: unknown };
 }
 
@@ -184,7 +198,7 @@ export class BroadcastClient {
   lastCloseCode: number | null = null;
 
   /** Last (epoch, seq) seen, for `resume`. */
-  private last: { epoch: string; seq: number } | null = null;
+  private last: BroadcastPosition | null = null;
 
   /** topic → handlers; a topic is on the wire while it has at least one handler. */
   private readonly topics = new Map<string, Set<BroadcastHandler>>();
@@ -220,7 +234,7 @@ export class BroadcastClient {
   }
 
   /** The last (epoch, seq) seen; sent as `resume` after a reconnect. */
-  get position(): { epoch: string; seq: number } | null {
+  get position(): BroadcastPosition | null {
     return this.last ? { ...this.last } : null;
   }
 
@@ -620,18 +634,19 @@ export class BroadcastClient {
     channel: string;
     event?: string;
     payload?: Record<string, unknown>;
-    seq?: number;
+    seq?: BroadcastSeq;
     epoch?: string;
   }): void {
     const payload = frame.payload && typeof frame.payload === 'object' ? frame.payload : {};
     const resync = frame.event === 'resync';
-    if (typeof frame.seq === 'number' && typeof frame.epoch === 'string') {
+    const seq = isSeq(frame.seq) ? frame.seq : undefined;
+    if (seq !== undefined && typeof frame.epoch === 'string') {
       // The resume point: the newest seq seen on this epoch. Frames are not
       // dropped by seq: the server never sends one twice on a connection, and
       // a resume split over several messages replays each part from the same
       // point, so older seqs can legitimately follow newer ones.
-      if (!this.last || this.last.epoch !== frame.epoch || frame.seq > this.last.seq) {
-        this.last = { epoch: frame.epoch, seq: frame.seq };
+      if (!this.last || this.last.epoch !== frame.epoch || seqAfter(seq, this.last.seq)) {
+        this.last = { epoch: frame.epoch, seq };
       }
     }
     const rawEntity = payload.entity_id;
@@ -645,7 +660,7 @@ export class BroadcastClient {
       resync,
       ...(entityId !== undefined ? { entityId } : {}),
       ...(typeof rawTxid === 'number' ? { txid: rawTxid } : {}),
-      ...(typeof frame.seq === 'number' ? { seq: frame.seq } : {}),
+      ...(seq !== undefined ? { seq } : {}),
       ...(typeof frame.epoch === 'string' ? { epoch: frame.epoch } : {}),
     };
     const targets: BroadcastHandler[] = [];
@@ -668,6 +683,21 @@ export class BroadcastClient {
     }
   }
 
+}
+
+function isSeq(value: unknown): value is BroadcastSeq {
+  return typeof value === 'number' || typeof value === 'string';
+}
+
+/**
+ * Is `a` after `b` in their epoch? Numbers compare as numbers, WAL positions
+ * as text (fixed width, so text order is their order); a number and a string
+ * are not ordered (one epoch's seqs are all of one kind).
+ */
+function seqAfter(a: BroadcastSeq, b: BroadcastSeq): boolean {
+  if (typeof a === 'number' && typeof b === 'number') return a > b;
+  if (typeof a === 'string' && typeof b === 'string') return a > b;
+  return false;
 }
 
 function reportAsync(e: unknown): void {

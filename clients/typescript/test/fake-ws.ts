@@ -43,7 +43,7 @@ export class FakeWebSocket {
     this.readyState = 3;
     this.onclose?.({ code, reason });
   }
-  welcome(opts: { auth?: 'required' | 'none'; epoch?: string; seq?: number; heartbeat_ms?: number } = {}): void {
+  welcome(opts: { auth?: 'required' | 'none'; epoch?: string; seq?: number | string; heartbeat_ms?: number } = {}): void {
     if (this.readyState !== 1) this.serverOpen();
     this.serverSend({
       type: 'welcome',
@@ -54,7 +54,7 @@ export class FakeWebSocket {
       limits: { heartbeat_ms: opts.heartbeat_ms ?? 30000, max_channels_per_message: 100 },
     });
   }
-  signal(channel: string, event: string, payload: Record<string, unknown>, seq?: number, epoch = 'e1'): void {
+  signal(channel: string, event: string, payload: Record<string, unknown>, seq?: number | string, epoch = 'e1'): void {
     this.serverSend(seq === undefined ? { channel, event, payload } : { channel, event, payload, seq, epoch });
   }
 }

@@ -4,7 +4,10 @@
  *  1. POST /api/orders → the handler gets `created` with the order id and txid;
  *  2. the LISTEN backend is terminated → the handler gets `resync`;
  *  3. the server is restarted on the same port → the client reconnects and
- *     resubscribes by itself, and a new POST's signal arrives.
+ *     resubscribes by itself, and a new POST's signal arrives;
+ *  4. with `--transport wal` and the database sending through the WAL, seqs
+ *     are strings: the newest is the position, and a reconnect resumes from
+ *     it with the same string, the server replaying what was missed.
  *
  * The binary: $PGBROADCAST_BIN, or the debug build in cargo's target
  * directory (see ./binary.ts); built with `cargo build` if missing.
@@ -58,10 +61,10 @@ const children = new Set<ChildProcess>();
 /** Every signal received, for the error messages of timed-out waits. */
 const signalLog: BroadcastSignal[] = [];
 
-async function startServer(port: number): Promise<Server> {
+async function startServer(port: number, args: string[] = []): Promise<Server> {
   const env = { ...process.env };
   delete env.DATABASE_URL; // its own private Postgres
-  const child = spawn(BIN, ['demo', '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(BIN, ['demo', '--listen', `127.0.0.1:${port}`, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stdout = '';
   const stderr: string[] = [];
@@ -83,9 +86,10 @@ async function startServer(port: number): Promise<Server> {
       },
       90_000,
     );
-    // Writes are signalled once the LISTEN is in effect (/readyz 200); one
-    // committed before that is covered by a `resync` instead, which would make
-    // the checks below wait for a `created` that is never sent.
+    // Writes are signalled once the LISTEN (with `--transport wal`, the WAL
+    // stream) is in effect (/readyz 200); one committed before that is
+    // covered by a `resync` instead, which would make the checks below wait
+    // for a `created` that is never sent.
     const deadline = Date.now() + 30_000;
     for (;;) {
       const ok = await fetch(`${lines.httpUrl}/readyz`, { signal: AbortSignal.timeout(2_000) })
@@ -126,11 +130,39 @@ async function post(s: Server, path: string, body: unknown): Promise<{ data: { i
   return (await res.json()) as { data: { id: number }; txid: number };
 }
 
+function ensureBinary(): void {
+  if (existsSync(BIN)) return;
+  if (process.env.PGBROADCAST_BIN) throw new Error(`PGBROADCAST_BIN=${BIN} does not exist`);
+  const built = spawnSync('cargo', ['build'], { cwd: repoDir, stdio: 'inherit', timeout: 1_200_000 });
+  if (built.status !== 0 || !existsSync(BIN)) throw new Error(`cargo build failed; no binary at ${BIN}`);
+}
+
 function psqlBin(): string {
   for (const p of ['/usr/bin/psql', '/usr/lib/postgresql/15/bin/psql']) if (existsSync(p)) return p;
   const pgBin = process.env.PGBROADCAST_PG_BIN;
   if (pgBin && existsSync(`${pgBin}/psql`)) return `${pgBin}/psql`;
   return 'psql';
+}
+
+/** Runs one statement in a new psql session; its output, unaligned. */
+function sql(pgUrl: string, statement: string): string {
+  const r = spawnSync(psqlBin(), [pgUrl, '-v', 'ON_ERROR_STOP=1', '-qAtc', statement], { encoding: 'utf8', timeout: 15_000 });
+  expect(r.status, r.stderr).toBe(0);
+  return r.stdout.trim();
+}
+
+/** `ws`, keeping every socket made and the messages sent on each. */
+class TracedWebSocket extends WebSocket {
+  static instances: TracedWebSocket[] = [];
+  readonly sentMessages: any[] = [];
+  constructor(url: string) {
+    super(url);
+    TracedWebSocket.instances.push(this);
+  }
+  override send(data: string): void {
+    this.sentMessages.push(JSON.parse(data));
+    super.send(data);
+  }
 }
 
 describe('BroadcastClient against the real pgbroadcast server', () => {
@@ -142,11 +174,7 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
   const subscribed: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(BIN)) {
-      if (process.env.PGBROADCAST_BIN) throw new Error(`PGBROADCAST_BIN=${BIN} does not exist`);
-      const built = spawnSync('cargo', ['build'], { cwd: repoDir, stdio: 'inherit', timeout: 1_200_000 });
-      if (built.status !== 0 || !existsSync(BIN)) throw new Error(`cargo build failed; no binary at ${BIN}`);
-    }
+    ensureBinary();
     port = await freePort();
     server = await startServer(port);
     client = new BroadcastClient({
@@ -231,5 +259,100 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
       signals.slice(signalsBefore).find((s) => s.event === 'created' && s.txid === res.txid && s.entityId === String(res.data.id)),
     );
     expect(got.epoch).not.toBe(epochBefore);
+  });
+});
+
+describe('BroadcastClient against the real pgbroadcast server over the wal transport', () => {
+  let server: Server | null = null;
+  let client: BroadcastClient | null = null;
+  const signals: BroadcastSignal[] = [];
+  const subscribed: string[] = [];
+
+  /** Inserts an order in a new session, which sends through the WAL; its id. */
+  const createOrder = (customer: string) => sql(server!.pgUrl, `insert into orders (customer) values ('${customer}') returning id`);
+  const created = (what: string, id: string, from = 0) =>
+    waitFor(what, () => signals.slice(from).find((s) => s.event === 'created' && s.entityId === id));
+  const resyncs = (from: number) => signals.slice(from).filter((s) => s.resync);
+
+  beforeAll(async () => {
+    ensureBinary();
+    const port = await freePort();
+    server = await startServer(port, ['--transport', 'wal']);
+    // Sessions started from now on send through the WAL (the demo's pool may
+    // predate this, so writes here go through psql).
+    sql(
+      server.pgUrl,
+      "do $$ begin execute format('alter database %I set pgbroadcast.transport = %L', current_database(), 'wal'); end $$",
+    );
+    client = new BroadcastClient({
+      url: `ws://127.0.0.1:${port}/ws/broadcast`,
+      WebSocket: TracedWebSocket,
+      backoff: { baseMs: 100, maxMs: 1000 },
+    });
+    client.onControl((f) => {
+      if (f.type === 'subscribed') subscribed.push(...(f.channels ?? []));
+    });
+    client.subscribe('order', (s) => {
+      signals.push(s);
+      signalLog.push(s);
+    });
+    client.connect();
+    await waitFor('state open', () => client!.state === 'open');
+    await waitFor('subscribed order', () => subscribed.includes('order'));
+  }, 1_500_000);
+
+  afterAll(async () => {
+    client?.disconnect();
+    await Promise.all(
+      [...children].map((child) => stopServer({ child, pgUrl: '', httpUrl: '', stderr: [] })),
+    );
+  }, 60_000);
+
+  it('records the string seq of the WAL epoch as the position, the newest one winning', async () => {
+    const first = await created('the created signal of the first order', createOrder('ada'));
+    expect(first.epoch).toMatch(/^wal\./);
+    expect(first.seq).toMatch(/^[0-9A-F]{16}\.[0-9A-F]{16}$/);
+    expect(client!.position).toEqual({ epoch: first.epoch, seq: first.seq });
+    const second = await created('the created signal of the second order', createOrder('bob'));
+    expect(second.epoch).toBe(first.epoch);
+    expect(String(second.seq) > String(first.seq)).toBe(true);
+    expect(client!.position).toEqual({ epoch: second.epoch, seq: second.seq });
+  });
+
+  it('resumes after a lost connection with the seq string exactly as received', async () => {
+    const before = client!.position!;
+    expect(typeof before.seq).toBe('string');
+    const signalsBefore = signals.length;
+    const socketsBefore = TracedWebSocket.instances.length;
+    subscribed.length = 0;
+    TracedWebSocket.instances.at(-1)!.terminate();
+    await waitFor('the client to resubscribe on a new connection', () => client!.state === 'open' && subscribed.includes('order'));
+    const resumed = TracedWebSocket.instances.slice(socketsBefore);
+    expect(resumed).toHaveLength(1);
+    expect(resumed[0]!.sentMessages).toEqual([{ subscribe: ['order'], resume: { epoch: before.epoch, seq: before.seq } }]);
+    expect(typeof resumed[0]!.sentMessages[0].resume.seq).toBe('string');
+    const next = await created('the created signal after the reconnect', createOrder('cy'), signalsBefore);
+    expect(next.epoch).toBe(before.epoch);
+    expect(String(next.seq) > String(before.seq)).toBe(true);
+    expect(resyncs(signalsBefore)).toEqual([]);
+  });
+
+  it('gets what was written while it was away replayed from that position, with no resync', async () => {
+    const before = client!.position!;
+    const signalsBefore = signals.length;
+    const socketsBefore = TracedWebSocket.instances.length;
+    subscribed.length = 0;
+    client!.disconnect();
+    const missed = createOrder('dee');
+    client!.connect();
+    await waitFor('the client to resubscribe', () => client!.state === 'open' && subscribed.includes('order'));
+    expect(TracedWebSocket.instances.slice(socketsBefore).map((s) => s.sentMessages)).toEqual([
+      [{ subscribe: ['order'], resume: { epoch: before.epoch, seq: before.seq } }],
+    ]);
+    const replayed = await created('the replayed created signal', missed, signalsBefore);
+    expect(replayed.epoch).toBe(before.epoch);
+    expect(String(replayed.seq) > String(before.seq)).toBe(true);
+    expect(client!.position).toEqual({ epoch: replayed.epoch, seq: replayed.seq });
+    expect(resyncs(signalsBefore)).toEqual([]);
   });
 });

@@ -176,6 +176,58 @@ describe('BroadcastClient', () => {
     c.disconnect();
   });
 
+  it('keeps the newest string seq of a WAL epoch and resumes from it with the very same string', async () => {
+    const wal = 'wal.7301234567890123456.1.app.pgbroadcast';
+    const c = make({ random: () => 0 });
+    const h = vi.fn();
+    c.subscribe('order', h);
+    c.connect();
+    const ws1 = FakeWebSocket.last;
+    ws1.welcome({ epoch: wal, seq: '00000000016B3748.0000000200000000' });
+    expect(c.position).toEqual({ epoch: wal, seq: '00000000016B3748.0000000200000000' });
+    ws1.signal('order', 'created', { entity_id: '5' }, '00000000016B3790.0000000000000000', wal);
+    expect(h.mock.calls[0][0]).toMatchObject({ seq: '00000000016B3790.0000000000000000', epoch: wal });
+    expect(c.position).toEqual({ epoch: wal, seq: '00000000016B3790.0000000000000000' });
+    // Text order, not the order of numbers read from a prefix: A comes after 9.
+    ws1.signal('order', 'updated', { entity_id: '5' }, '00000000016B37A0.0000000000000000', wal);
+    // A replay from a second resume message may carry an older seq: delivered, not the resume point.
+    ws1.signal('order', 'updated', { entity_id: '6' }, '00000000016B3790.0000000100000000', wal);
+    expect(h).toHaveBeenCalledTimes(3);
+    expect(c.position).toEqual({ epoch: wal, seq: '00000000016B37A0.0000000000000000' });
+    ws1.serverClose(1006);
+    await flush();
+    const ws2 = FakeWebSocket.last;
+    expect(ws2).not.toBe(ws1);
+    ws2.welcome({ epoch: wal, seq: '00000000016B4000.0000000000000000' });
+    expect(ws2.sent).toEqual([{ subscribe: ['order'], resume: { epoch: wal, seq: '00000000016B37A0.0000000000000000' } }]);
+    expect(typeof ws2.sent[0].resume.seq).toBe('string');
+    c.disconnect();
+  });
+
+  it('compares numbers as numbers, takes any seq of a new epoch, and does not order a number against a string', async () => {
+    const wal = 'wal.7301234567890123456.1.app.pgbroadcast';
+    const c = make({ random: () => 0 });
+    c.subscribe('order', vi.fn());
+    c.connect();
+    const ws1 = FakeWebSocket.last;
+    ws1.welcome({ epoch: 'aa', seq: 0 });
+    ws1.signal('order', 'created', { entity_id: '1' }, 9, 'aa');
+    ws1.signal('order', 'created', { entity_id: '2' }, 10, 'aa');
+    ws1.signal('order', 'created', { entity_id: '3' }, 9, 'aa');
+    expect(c.position).toEqual({ epoch: 'aa', seq: 10 });
+    ws1.signal('order', 'created', { entity_id: '4' }, '0000000000000001.0000000000000000', wal);
+    expect(c.position).toEqual({ epoch: wal, seq: '0000000000000001.0000000000000000' });
+    ws1.signal('order', 'created', { entity_id: '5' }, 99, wal);
+    expect(c.position).toEqual({ epoch: wal, seq: '0000000000000001.0000000000000000' });
+    ws1.signal('order', 'created', { entity_id: '6' }, 3, 'bb');
+    expect(c.position).toEqual({ epoch: 'bb', seq: 3 });
+    ws1.serverClose(1006);
+    await flush();
+    FakeWebSocket.last.welcome({ epoch: 'bb', seq: 7 });
+    expect(FakeWebSocket.last.sent).toEqual([{ subscribe: ['order'], resume: { epoch: 'bb', seq: 3 } }]);
+    c.disconnect();
+  });
+
   it('grows the delay while attempts fail, never gives up, and resets after open', async () => {
     const c = make({ random: () => 1, backoff: { baseMs: 100, maxMs: 1000 } });
     c.connect();
