@@ -239,3 +239,80 @@ async fn the_postgres_channel_is_configurable_on_both_sides() {
         ("created".into(), Some("3".into()), txid)
     );
 }
+
+/// `broadcast._send` runs with the kit owner's rights (it may send a `wal`
+/// signal) but, to stay cheap, without a `set search_path` of its own: a
+/// role that puts look-alikes of what it calls first on its path gets none
+/// of them run, as the owner or at all, and its signals are the kit's.
+#[tokio::test]
+async fn a_callers_search_path_cannot_stand_in_for_what_the_kit_calls() {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    admin.batch_execute(ORDERS).await.unwrap();
+    let role = format!("sly_{}", db.name);
+    let schema = format!("sly_{}", db.name);
+    admin
+        .batch_execute(&format!(
+            "create role {role} login password 'sly';
+             grant usage on schema public to {role};
+             grant insert, select on orders to {role};
+             grant create on database {db} to {role};",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+    let mut config = db.config.clone();
+    config.user(&role).password("sly");
+    let mut sly = common::connect(&config).await;
+    // Look-alikes of functions and an operator the kit uses, each noting
+    // who ran it.
+    sly.batch_execute(&format!(
+        r#"create schema {schema};
+           create table {schema}.ran (who text);
+           create function {schema}.to_json(anyelement) returns json language plpgsql as
+             $$ begin insert into {schema}.ran values (current_user); return '"forged"'::json; end $$;
+           create function {schema}.octet_length(text) returns int language plpgsql as
+             $$ begin insert into {schema}.ran values (current_user); return 1; end $$;
+           create function {schema}.current_setting(text, boolean) returns text language plpgsql as
+             $$ begin insert into {schema}.ran values (current_user); return 'forged'; end $$;
+           create function {schema}.texteq(text, text) returns boolean language plpgsql as
+             $$ begin insert into {schema}.ran values (current_user); return true; end $$;
+           create function {schema}.concat_op(text, text) returns text language plpgsql as
+             $$ begin insert into {schema}.ran values (current_user); return 'forged'; end $$;
+           create operator {schema}.|| (function = {schema}.concat_op, leftarg = text, rightarg = text);
+           set search_path = {schema}, pg_catalog, public;"#
+    ))
+    .await
+    .unwrap();
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    // A row trigger's send runs on the writer's path (broadcast.emit pins its own).
+    let txid = write(&mut sly, "insert into orders (id) values (3)").await;
+    let ran: i64 = sly
+        .query_one(
+            &format!("select count(*) from {schema}.ran where who <> '{role}'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ran, 0, "a look-alike ran with another role's rights");
+    let ran_as_kit: i64 = sly
+        .query_one(&format!("select count(*) from {schema}.ran"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ran_as_kit, 0, "the kit's send called a look-alike");
+    assert_eq!(brief(&client.next().await), common::s("created", "3", txid));
+    drop(sly);
+    admin
+        .batch_execute(&format!(
+            "drop schema {schema} cascade; revoke all on orders from {role};
+             revoke all on schema public from {role}; revoke create on database {db} from {role};
+             drop role {role}",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+}
