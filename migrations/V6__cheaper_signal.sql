@@ -13,10 +13,10 @@
 --   and operator in it is therefore named with its schema, so nothing a
 --   caller puts on its path (or in pg_temp) can stand in for them.
 -- * broadcast._notify() keeps its signature and sends through _send().
--- * broadcast.on_change() runs with the writer's rights and, now, the
---   writer's search path (pg_catalog comes first unless the writer's path
---   names it later): nothing it resolves can give anyone more than the
---   writer has, and the signals it sends are about the writer's own rows.
+-- * broadcast.on_change() calls _send by assignment. It keeps its pinned
+--   search_path: it runs with the rights of whoever writes, a table owner
+--   or a superuser included, and calls functions by name that a function of
+--   an exact argument type elsewhere on that writer's path would stand in for.
 
 create function broadcast._send(
     channel    text,
@@ -128,6 +128,7 @@ create or replace function broadcast.on_change()
 returns trigger
 language plpgsql
 volatile
+set search_path = pg_catalog, pg_temp
 as $fn$
 -- A user's column may share a name with a variable below; the variable wins.
 #variable_conflict use_variable

@@ -206,10 +206,10 @@ pub struct PgArgs {
     #[arg(long, env = "PGBROADCAST_QUEUE_WARN_PERCENT", default_value_t = 50, value_parser = count_in::<1, 100>)]
     pub queue_warn_percent: usize,
 
-    /// Which transports to read. LISTEN always runs; `wal` also streams the
-    /// kit's logical decoding messages (needs `wal_level=logical` and a role
-    /// with REPLICATION); `auto` starts that stream once the database's
-    /// `pgbroadcast.transport` setting is `wal`.
+    /// Which transports to read: `notify` LISTENs; `wal` streams the kit's
+    /// logical decoding messages instead (needs `wal_level=logical` and a
+    /// role with REPLICATION; nothing LISTENs); `auto` LISTENs and starts
+    /// the stream too once the database's `pgbroadcast.transport` is `wal`.
     #[arg(long, env = "PGBROADCAST_TRANSPORT", value_enum, default_value_t = crate::wal::Transport::Auto)]
     pub transport: crate::wal::Transport,
 
@@ -231,7 +231,7 @@ pub struct PgArgs {
 }
 
 /// `--node-id`: the tail of a slot name.
-fn parse_node_id(text: &str) -> Result<String, String> {
+pub(crate) fn parse_node_id(text: &str) -> Result<String, String> {
     if text.is_empty()
         || text.len() > 50
         || !text

@@ -51,7 +51,9 @@ pub enum Transport {
     Auto,
     /// LISTEN only.
     Notify,
-    /// LISTEN and the WAL stream from the start.
+    /// The WAL stream only, from the start: nothing LISTENs, so signals a
+    /// session still sends with NOTIFY are not read (a warning says so at
+    /// start when the database's setting is not `wal`).
     Wal,
 }
 
@@ -87,12 +89,16 @@ pub struct WalListener {
     node_id: Option<String>,
     /// What this run has read, across reconnections.
     read: Option<Read>,
+    /// When what was read may be confirmed; kept across reconnections, so
+    /// a stream that reconnects often still confirms.
+    confirm: Confirm,
 }
 
 /// The epoch a run reads, and how far.
 struct Read {
     epoch: Epoch,
-    /// The end of the last commit published.
+    /// How far the stream has been read: the end of the last commit, or a
+    /// keepalive's position (every commit before it has been received).
     last_end: u64,
 }
 
@@ -153,7 +159,7 @@ impl WalListener {
         WalListener {
             config,
             pg_channel: pg.pg_channel.clone(),
-            hub,
+            hub: Arc::clone(&hub),
             transport: pg.transport,
             check_every: pg.queue_check,
             decoding_work_mem: pg.wal_decoding_work_mem.clone(),
@@ -161,6 +167,7 @@ impl WalListener {
             backoff: Backoff::reconnect(pg),
             tls,
             ready,
+            confirm: Confirm::new(hub.window(), pg.node_id.is_none()),
             node_id: pg.node_id.clone(),
             read: None,
         }
@@ -199,6 +206,15 @@ impl WalListener {
                 "the database sends signals through the WAL (pgbroadcast.transport = wal)"
             );
             self.ready.send_replace(false);
+        }
+        if self.transport == Transport::Wal {
+            match self.database_transport().await {
+                Ok(setting) if setting != "wal" => tracing::warn!(
+                    setting = %setting,
+                    "--transport wal reads only the WAL, but this database's pgbroadcast.transport is not wal: signals its sessions send with NOTIFY are not read (alter database ... set pgbroadcast.transport = 'wal', or use --transport auto)"
+                ),
+                _ => {}
+            }
         }
         tokio::spawn(watch_slots(
             self.config.clone(),
@@ -253,9 +269,17 @@ impl WalListener {
 
     /// The slot this node streams from: `pgbroadcast_<node-id>`, or a
     /// temporary one.
-    fn slot_name(&self) -> (String, bool) {
-        match &self.node_id {
-            Some(id) => (format!("{SLOT_PREFIX}{id}"), false),
+    fn slot_name(&self) -> Result<(String, bool), WalError> {
+        Ok(match &self.node_id {
+            // Checked by the flag's parser; again here, as it is written
+            // into a replication command.
+            Some(id) => (
+                format!(
+                    "{SLOT_PREFIX}{}",
+                    crate::config::parse_node_id(id).map_err(WalError::Config)?
+                ),
+                false,
+            ),
             None => (
                 format!(
                     "{SLOT_PREFIX}{}_{:08x}",
@@ -264,7 +288,7 @@ impl WalListener {
                 ),
                 true,
             ),
-        }
+        })
     }
 
     /// The node's slot as it stands: where it is confirmed up to, or `None`
@@ -335,7 +359,7 @@ impl WalListener {
     /// connection and forwards the kit's messages until it ends.
     async fn stream_once(&mut self) -> Result<(), WalError> {
         self.ensure_publication().await?;
-        let (slot, temporary) = self.slot_name();
+        let (slot, temporary) = self.slot_name()?;
         let existing = if temporary {
             None
         } else {
@@ -380,10 +404,11 @@ impl WalListener {
                     let reason = if temporary {
                         ResyncReason::ListenerReconnected
                     } else {
-                        tracing::warn!(%slot, "the replication slot was gone (dropped?): made anew; clients resync");
+                        tracing::warn!(%slot, "the replication slot was gone (dropped?) or moved on by another process: made anew; clients resync");
                         ResyncReason::SlotLost
                     };
-                    self.hub.resync_all(reason);
+                    self.hub
+                        .resync_all_from(Position::after_commit(from), reason);
                 }
             }
             // The first stream of this run (or a new timeline): positions
@@ -409,7 +434,6 @@ impl WalListener {
         let mut caught_up = from >= target;
         self.ready.send_replace(caught_up);
         tracing::info!(%slot, channel = %self.pg_channel, from = %Lsn::from_u64(from), "WAL stream in effect");
-        let mut confirm = Confirm::new(self.hub.window(), temporary);
         // Messages of the transaction being decoded: forwarded at its commit.
         let mut messages: Vec<bytes::Bytes> = Vec::new();
         while let Some(event) = client.recv().await? {
@@ -456,12 +480,15 @@ impl WalListener {
                         // a window has passed do its clients resync.
                         client.update_applied_lsn(wal_end);
                     }
+                    let read = self.read.as_mut().expect("set above");
+                    read.last_end = read.last_end.max(wal_end.as_u64());
+                    self.hub.reached(Position::after_commit(read.last_end));
                     Some(wal_end.as_u64())
                 }
                 _ => None,
             };
             if let Some(lsn) = reached {
-                if let Some(lsn) = confirm.passed(lsn) {
+                if let Some(lsn) = self.confirm.passed(lsn) {
                     client.update_applied_lsn(Lsn::from_u64(lsn));
                 }
                 if !caught_up && lsn >= target {

@@ -242,8 +242,8 @@ async fn the_postgres_channel_is_configurable_on_both_sides() {
 
 /// `broadcast._send` runs with the kit owner's rights (it may send a `wal`
 /// signal) but, to stay cheap, without a `set search_path` of its own: a
-/// role that puts look-alikes of what it calls first on its path gets none
-/// of them run, as the owner or at all, and its signals are the kit's.
+/// role that calls it with look-alikes of what it calls first on its path
+/// gets none of them run, as the owner or at all, and the signal is the kit's.
 #[tokio::test]
 async fn a_callers_search_path_cannot_stand_in_for_what_the_kit_calls() {
     let db = TestDb::migrated().await;
@@ -287,8 +287,13 @@ async fn a_callers_search_path_cannot_stand_in_for_what_the_kit_calls() {
     let bridge = Bridge::start(&db).await;
     let mut client = bridge.client().await;
     client.subscribe(&["order"]).await;
-    // A row trigger's send runs on the writer's path (broadcast.emit pins its own).
-    let txid = write(&mut sly, "insert into orders (id) values (3)").await;
+    // Called directly (anyone may; the triggers and broadcast.emit call it
+    // with their search path pinned), it runs on the caller's path.
+    let txid = write(
+        &mut sly,
+        "select broadcast._send('order', 'created', '3', null, 'orders', null, 'INSERT')",
+    )
+    .await;
     let ran: i64 = sly
         .query_one(
             &format!("select count(*) from {schema}.ran where who <> '{role}'"),

@@ -69,6 +69,12 @@ impl History {
         self.complete_after = from;
     }
 
+    /// Nothing up to `from` can be replayed any more (a stretch of the
+    /// stream before it was never read).
+    pub fn skip_to(&mut self, from: Position) {
+        self.complete_after = self.complete_after.max(from);
+    }
+
     /// The position after which the history is complete.
     pub fn complete_after(&mut self) -> Position {
         self.evict();

@@ -401,6 +401,29 @@ impl Hub {
         }
     }
 
+    /// The WAL stream goes on from `from`, and what committed before it
+    /// (after what was last read) cannot be read: no resume can reach back
+    /// past it, and every subscribed channel gets `resync`.
+    pub fn resync_all_from(&self, from: Position, reason: ResyncReason) {
+        let mut registry = lock(&self.registry);
+        registry.at = registry.at.max(from);
+        registry.history.skip_to(from);
+        for (channel, subscribers) in &registry.channels {
+            self.resync_subscribers(channel, subscribers, reason);
+        }
+        self.progress.send_replace(());
+    }
+
+    /// The WAL stream has read everything up to `at` (a keepalive's
+    /// position): a resume from there on needs no more waiting.
+    pub fn reached(&self, at: Position) {
+        let mut registry = lock(&self.registry);
+        if registry.epoch.wal && at > registry.at {
+            registry.at = at;
+            self.progress.send_replace(());
+        }
+    }
+
     /// Signals may have been missed on one channel (e.g. one could not be read).
     pub fn resync(&self, channel: &str, reason: ResyncReason) {
         let mut registry = lock(&self.registry);
@@ -886,6 +909,41 @@ pub(crate) mod tests {
         );
     }
 
+    /// When the stream goes on from a new slot, what committed between the
+    /// last read and the slot's start was never read here: a resume from a
+    /// position in that stretch (another node read it) gets `resync`, not
+    /// the signals after the stretch alone.
+    #[tokio::test]
+    async fn no_resume_reaches_into_a_stretch_never_read() {
+        let mut w = Watched::new();
+        w.hub.enter_epoch(
+            wal_epoch(),
+            Position::after_commit(0x100),
+            ResyncReason::ListenerReconnected,
+        );
+        w.hub
+            .publish_at(&signal("order", Some("1")), Some(Position::wal(0x200, 0)));
+        w.hub
+            .resync_all_from(Position::after_commit(0x500), ResyncReason::SlotLost);
+        w.hub
+            .publish_at(&signal("order", Some("2")), Some(Position::wal(0x600, 0)));
+        let resume = |seq: Position| Resume {
+            epoch: wal_epoch().name.to_string(),
+            seq,
+        };
+        for inside in [Position::wal(0x200, 0), Position::wal(0x300, 0)] {
+            let mut s = w.connect().await;
+            assert!(!s.subscribe_resuming(&[topic("order")], &resume(inside), Vec::new()));
+        }
+        // From the new slot's start on, all is there.
+        let mut s = w.connect().await;
+        let start = Position::after_commit(0x500);
+        assert!(s.subscribe_resuming(&[topic("order")], &resume(start), Vec::new()));
+        let frames = w.frames().remove(&s.id).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["payload"]["entity_id"], "2");
+    }
+
     /// A resume from a WAL position this node has not read yet waits for
     /// its stream to get there; one it never reaches is answered (with a
     /// resync) once the wait is over. A counted epoch does not wait.
@@ -915,6 +973,26 @@ pub(crate) mod tests {
         hub.publish_at(&signal("order", None), Some(Position::wal(0x300, 0)));
         let at = reached.await.unwrap();
         assert_eq!(at.duration_since(started), Duration::from_secs(2));
+
+        // A keepalive's position counts as reached too: a quiet stream
+        // does not keep a resume from another node's welcome waiting.
+        let s = w.connect().await;
+        let quiet = Resume {
+            epoch: wal_epoch().name.to_string(),
+            seq: Position::after_commit(0x400),
+        };
+        let hub = Arc::clone(&w.hub);
+        let started = Instant::now();
+        let reached = tokio::spawn(async move {
+            s.reach(&quiet, Duration::from_secs(5)).await;
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hub.reached(Position::after_commit(0x400));
+        assert_eq!(
+            reached.await.unwrap().duration_since(started),
+            Duration::from_secs(1)
+        );
 
         let s = w.connect().await;
         let never = Resume {
