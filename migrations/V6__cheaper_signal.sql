@@ -13,7 +13,9 @@
 --   and operator in it is therefore named with its schema, so nothing a
 --   caller puts on its path (or in pg_temp) can stand in for them.
 -- * broadcast._notify() keeps its signature and sends through _send().
--- * broadcast.on_change() calls _send by assignment. It keeps its pinned
+-- * broadcast.on_change() calls _send by assignment, and reads a single-row
+--   UPDATE (of a route without when_changed) with one query of the old
+--   side, where two queries of both sides were run. It keeps its pinned
 --   search_path: it runs with the rights of whoever writes, a table owner
 --   or a superuser included, and calls functions by name that a function of
 --   an exact argument type elsewhere on that writer's path would stand in for.
@@ -220,6 +222,14 @@ begin
 
     if TG_OP in ('INSERT', 'DELETE') and v_rows = 1 then
         v_ids := array[v_sample ->> v_idcol];  -- the one row, read already
+
+    elsif TG_OP = 'UPDATE' and v_rows = 1 and v_wc is null then
+        -- One row: its id now (read already) and its id before, which
+        -- differs only when the id column itself changed.
+        v_id := (select to_jsonb(o.*) ->> v_idcol from old_rows o);
+        v_ids := case when v_id is distinct from (v_sample ->> v_idcol)
+                      then array[v_sample ->> v_idcol, v_id]
+                      else array[v_sample ->> v_idcol] end;
 
     elsif TG_OP = 'INSERT' then
         v_ids := array(select distinct to_jsonb(n.*) ->> v_idcol from new_rows n limit v_max::bigint + 1);

@@ -319,3 +319,40 @@ async fn a_null_id_or_a_renamed_id_column_sends_a_channel_wide_signal() {
         ]
     );
 }
+
+/// An UPDATE that changes a row's id concerns both entities: the one it
+/// was and the one it is. Also with a child routed to its parent's channel
+/// (an item moved to another order), and with `when_changed` (the key is
+/// part of what is watched).
+#[tokio::test]
+async fn an_update_that_changes_the_id_signals_the_old_and_the_new_entity() {
+    let (_db, mut pg, bridge) = orders_bridge_with(
+        "insert into orders (id) values (5), (8);
+         insert into order_items (id, order_id, sku, quantity) values (50, 5, 'tea', 1);",
+    )
+    .await;
+    pg.batch_execute(
+        "select broadcast.enable('order_items', 'order', name => 'items_moved',
+             id_column => 'order_id', events => '{\"UPDATE\": \"item_moved\"}')",
+    )
+    .await
+    .unwrap();
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    let moved = write(&mut pg, "update order_items set order_id = 8 where id = 50").await;
+    let renumbered = write(&mut pg, "update orders set id = 6 where id = 5").await;
+    barrier(&pg, "order").await;
+    let frames = client.until("order", "barrier").await;
+    let mut signals: Vec<_> = frames[..frames.len() - 1].iter().map(brief).collect();
+    signals.sort();
+    let mut expected = vec![
+        s("updated", "5", renumbered),
+        s("updated", "6", renumbered),
+        s("status_changed", "5", renumbered),
+        s("status_changed", "6", renumbered),
+        s("item_moved", "5", moved),
+        s("item_moved", "8", moved),
+    ];
+    expected.sort();
+    assert_eq!(signals, expected);
+}
