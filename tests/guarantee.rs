@@ -263,6 +263,15 @@ fn report_line(scenario: &str, written: usize, reports: &[Report], extra: &str) 
     );
 }
 
+/// `count` clients of `url`, each reading to the barrier in a task of its own.
+async fn readers_of(url: &str, count: usize) -> JoinHandle<Vec<Recorder>> {
+    let mut recorders = Vec::new();
+    for _ in 0..count {
+        recorders.push(Recorder::connect(url).await);
+    }
+    tokio::spawn(read_all(recorders))
+}
+
 async fn read_all(recorders: Vec<Recorder>) -> Vec<Recorder> {
     let tasks: Vec<JoinHandle<Recorder>> = recorders
         .into_iter()
@@ -385,11 +394,7 @@ async fn cluster_restarts(wal: bool) {
     };
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), pg_args).await;
     let url = format!("ws://{}/ws/broadcast", bridge.addr);
-    let mut recorders = Vec::new();
-    for _ in 0..3 {
-        recorders.push(Recorder::connect(&url).await);
-    }
-    let readers = tokio::spawn(read_all(recorders));
+    let readers = readers_of(&url, 3).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     writer.advance(200).await;
     let mut ready = bridge.ready.clone();
@@ -505,11 +510,7 @@ async fn wal_stream_terminated_repeatedly() {
     let pg = db.client().await;
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
     let url = format!("ws://{}/ws/broadcast", bridge.addr);
-    let mut recorders = Vec::new();
-    for _ in 0..4 {
-        recorders.push(Recorder::connect(&url).await);
-    }
-    let readers = tokio::spawn(read_all(recorders));
+    let readers = readers_of(&url, 4).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     let mut pid = walsender(&pg, None).await;
     for _ in 0..3 {
@@ -537,11 +538,7 @@ async fn wal_slot_dropped_by_a_dba() {
     let pg = db.client().await;
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
     let url = format!("ws://{}/ws/broadcast", bridge.addr);
-    let mut recorders = Vec::new();
-    for _ in 0..2 {
-        recorders.push(Recorder::connect(&url).await);
-    }
-    let readers = tokio::spawn(read_all(recorders));
+    let readers = readers_of(&url, 2).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     writer.advance(100).await;
     // The drop fails while the node streams from the slot: terminate, then
@@ -606,11 +603,7 @@ async fn a_node_killed_and_restarted_resumes_its_clients_over_the_wal() {
     let first = serve_wal_node(&db, "127.0.0.1:0").await;
     let addr = first.addr.clone();
     let ws = first.ws_url();
-    let mut recorders = Vec::new();
-    for _ in 0..3 {
-        recorders.push(Recorder::connect(&ws).await);
-    }
-    let readers = tokio::spawn(read_all(recorders));
+    let readers = readers_of(&ws, 3).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     writer.advance(200).await;
     first.kill().await;
@@ -800,11 +793,7 @@ async fn the_bridge_process_restarts() {
     let first = serve_on(&db, "127.0.0.1:0".parse().unwrap()).await;
     let addr = first.addr;
     let url = format!("ws://{addr}/ws/broadcast");
-    let mut recorders = Vec::new();
-    for _ in 0..3 {
-        recorders.push(Recorder::connect(&url).await);
-    }
-    let readers = tokio::spawn(read_all(recorders));
+    let readers = readers_of(&url, 3).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     writer.advance(200).await;
     first.shutdown().await.unwrap();
