@@ -52,14 +52,19 @@ export interface BroadcastConnection {
   isConnected: boolean;
 }
 
-/** Live connection state of the provider's (or singleton) client. */
+/**
+ * What the server renders and hydration starts from. A constant, not the
+ * client's live state: the server holds no connection, and the browser's
+ * client may already be open when it hydrates, which would not match the
+ * server's HTML. After hydration the real state takes over.
+ */
+const SERVER_STATE: ConnectionState = 'closed';
+const getServerState = (): ConnectionState => SERVER_STATE;
+
+/** Live connection state of the provider's (or singleton) client (`closed` on the server and while hydrating). */
 export function useBroadcastState(client?: BroadcastClient): BroadcastConnection {
   const c = useBroadcastClient(client);
-  const state = useSyncExternalStore(
-    (onChange) => c.onStateChange(onChange),
-    () => c.state,
-    () => c.state,
-  );
+  const state = useSyncExternalStore((onChange) => c.onStateChange(onChange), () => c.state, getServerState);
   return { state, isConnected: state === 'open' };
 }
 

@@ -5,59 +5,147 @@
  * - TanStack DB electric collections (`@tanstack/electric-db-collection`):
  *   `useLiveOrFrozen` for forms that must not change under the user's hands.
  */
-import { useCallback, useContext, useEffect, useRef, useState } from 'react';
-import { QueryClientContext } from '@tanstack/react-query';
-import type { QueryClient, QueryKey } from '@tanstack/query-core';
+import { useContext, useEffect, useLayoutEffect, useMemo, useRef, useSyncExternalStore } from 'react';
+import { QueryClientContext, hashKey } from '@tanstack/react-query';
+import type { InvalidateQueryFilters, QueryClient, QueryKey } from '@tanstack/query-core';
 import type { QueryCollectionUtils } from '@tanstack/query-db-collection';
 import type { AwaitTxIdFn } from '@tanstack/electric-db-collection';
-import { BroadcastClient, topicOf, type BroadcastClientOptions, type BroadcastSignal } from './client.js';
+import {
+  BroadcastClient,
+  topicOf,
+  type BroadcastClientOptions,
+  type BroadcastHandler,
+  type BroadcastSignal,
+} from './client.js';
 import { useBroadcastClient } from './react.js';
 
 // ------------------------------------------------------------ TanStack Query
+
+/**
+ * What a signal invalidates: a query key (`["orders", id]`, matched as a
+ * prefix like TanStack's `{ queryKey }`) or TanStack's own
+ * `InvalidateQueryFilters` (`{ queryKey, exact, type, predicate, refetchType, ... }`).
+ */
+export type InvalidationTarget = QueryKey | InvalidateQueryFilters;
+
+/**
+ * The part of a QueryClient used here. `isFetching` is optional (a full
+ * QueryClient has it): without it a signal that arrives while someone else's
+ * fetch of the query is already running cannot be detected.
+ */
+export type InvalidatingQueryClient = Pick<QueryClient, 'invalidateQueries'> & Partial<Pick<QueryClient, 'isFetching'>>;
 
 export interface QueryInvalidationOptions {
   channel: string;
   /** Only signals for this entity (plus channel-wide ones and resync). */
   entityId?: string | number | null;
   /**
-   * Keys to invalidate for a signal: called with the entity id, or with
-   * undefined for channel-wide signals and resync (return the list / "all"
-   * keys of the channel then). Example:
-   * `(id) => id ? [["orders", id], ["orders", "list"]] : [["orders"]]`.
+   * Keys (or `InvalidateQueryFilters`) to invalidate for a signal: called with
+   * the entity id, or with undefined for channel-wide signals and resync
+   * (return the list / "all" keys of the channel then). Example:
+   * `(id) => id ? [["orders", id], ["orders", "list"]] : [["orders"]]`, or
+   * `(id) => [{ queryKey: ["orders"], refetchType: "all" }]`.
    */
-  queryKey: (entityId?: string) => QueryKey[];
+  queryKey: (entityId?: string) => InvalidationTarget[];
   /** Called after the invalidations were issued. */
   onSignal?: (signal: BroadcastSignal) => void;
 }
 
-/** Keys a signal invalidates (exported for tests and custom integrations). */
-export function keysForSignal(signal: BroadcastSignal, queryKey: (entityId?: string) => QueryKey[]): QueryKey[] {
+/** Keys (or filters) a signal invalidates (exported for tests and custom integrations). */
+export function keysForSignal<T extends InvalidationTarget>(signal: BroadcastSignal, queryKey: (entityId?: string) => T[]): T[] {
   return queryKey(signal.resync ? undefined : signal.entityId);
 }
 
+/** A key as TanStack filters: `key` → `{ queryKey: key }`; filters unchanged. */
+export function toInvalidateFilters(target: InvalidationTarget): InvalidateQueryFilters {
+  return Array.isArray(target) ? { queryKey: target } : (target as InvalidateQueryFilters);
+}
+
+// Predicates cannot be hashed; equal filters with the same predicate function coalesce.
+const predicateIds = new WeakMap<object, number>();
+let nextPredicateId = 0;
+
+/** Identity of a filter for coalescing: the hash TanStack uses for keys, plus the predicate's identity. */
+function filtersId(filters: InvalidateQueryFilters): string {
+  const { predicate, ...rest } = filters;
+  let id = hashKey([rest]);
+  if (predicate) {
+    let n = predicateIds.get(predicate);
+    if (n === undefined) {
+      n = ++nextPredicateId;
+      predicateIds.set(predicate, n);
+    }
+    id += `#${n}`;
+  }
+  return id;
+}
+
 /**
- * On every signal of `channel`, calls `queryClient.invalidateQueries({ queryKey })`
- * for each key of `queryKey(entityId)`. Returns the unsubscribe function.
+ * On every signal of `channel`, invalidates each key (or filters) of
+ * `queryKey(entityId)`. Returns the unsubscribe function.
+ *
+ * Bursts must not starve the UI: TanStack's default `cancelRefetch: true`
+ * would cancel the fetch in flight on every signal, so with signals faster
+ * than the fetch no fetch ever finished. Here the invalidation passes
+ * `cancelRefetch: false`, and per key at most one invalidation runs: signals
+ * arriving while it runs (the same tick included) are coalesced into one
+ * more invalidation after it, because the running fetch may have read the
+ * data before their writes.
  */
 export function bindQueryInvalidation(
   client: BroadcastClient,
-  queryClient: Pick<QueryClient, 'invalidateQueries'>,
+  queryClient: InvalidatingQueryClient,
   options: QueryInvalidationOptions,
 ): () => void {
   const { channel, entityId, queryKey, onSignal } = options;
-  return client.subscribe(topicOf(channel, entityId), (signal) => {
-    for (const key of keysForSignal(signal, queryKey)) {
-      void queryClient.invalidateQueries({ queryKey: key });
+  let active = true;
+  const running = new Map<string, { filters: InvalidateQueryFilters; again: boolean }>();
+  const run = async (id: string, entry: { filters: InvalidateQueryFilters; again: boolean }): Promise<void> => {
+    try {
+      do {
+        entry.again = false;
+        // With cancelRefetch: false the invalidation joins a fetch already in
+        // flight (someone else's) instead of restarting it; that fetch may
+        // predate this write, so one more round follows it.
+        const joined = (queryClient.isFetching?.(entry.filters) ?? 0) > 0;
+        await queryClient.invalidateQueries(entry.filters, { cancelRefetch: false });
+        if (joined) entry.again = true;
+      } while (entry.again && active);
+    } catch {
+      // invalidateQueries does not throw by default (throwOnError: false); a
+      // custom client that does must not leave this key blocked.
+    } finally {
+      running.delete(id);
+    }
+  };
+  const off = client.subscribe(topicOf(channel, entityId), (signal) => {
+    for (const target of keysForSignal(signal, queryKey)) {
+      const filters = toInvalidateFilters(target);
+      const id = filtersId(filters);
+      const entry = running.get(id);
+      if (entry) {
+        entry.filters = filters;
+        entry.again = true;
+        continue;
+      }
+      const fresh = { filters, again: false };
+      running.set(id, fresh);
+      // The first invalidation is issued synchronously (run's body up to its first await).
+      void run(id, fresh);
     }
     onSignal?.(signal);
   });
+  return () => {
+    active = false;
+    off();
+  };
 }
 
 export interface UseBroadcastQueryInvalidationOptions extends QueryInvalidationOptions {
   /** Default true; while false no subscription is held. */
   enabled?: boolean;
   /** Default: the QueryClientProvider's client. */
-  queryClient?: Pick<QueryClient, 'invalidateQueries'>;
+  queryClient?: InvalidatingQueryClient;
   /** Default: the BroadcastProvider's client, else the `initBroadcast` singleton. */
   client?: BroadcastClient;
 }
@@ -236,6 +324,229 @@ export interface LiveOrFrozen<T> {
   awaitTxId: (txid: number, timeoutMs?: number) => Promise<boolean>;
 }
 
+/** How many txids (own, and seen in signals) are remembered; older ones are forgotten. */
+export const TXID_MEMORY = 1024;
+
+/** An insertion-ordered set that forgets its oldest entries beyond `limit` (bounded memory over a long session). */
+class RecentSet {
+  private readonly items = new Set<number>();
+  constructor(private readonly limit: number) {}
+  has(x: number): boolean {
+    return this.items.has(x);
+  }
+  add(x: number): void {
+    this.items.delete(x);
+    this.items.add(x);
+    if (this.items.size > this.limit) this.items.delete(this.items.values().next().value as number);
+  }
+}
+
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (typeof x !== 'object' || x === null) return false;
+  const proto = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Equal arrays (element-wise) and plain objects (key-wise): sources such as
+ * `collection.toArray` return a new array on every read, which is not a change.
+ */
+function shallowEqual(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
+  }
+  if (isPlainObject(a) && isPlainObject(b)) {
+    const ka = Object.keys(a);
+    return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && Object.is(a[k], b[k]));
+  }
+  return false;
+}
+
+interface LiveOrFrozenState {
+  current: unknown;
+  frozen: unknown;
+  isStale: boolean;
+  staleSignal: BroadcastSignal | undefined;
+}
+
+/**
+ * The state behind `useLiveOrFrozen`, as an external store for
+ * `useSyncExternalStore`: one per (source, client, topic), so a new entity
+ * starts from its own data in the same render. Subscribed while mounted; the
+ * last unsubscribe (unmount) releases the source, the topic and any pending
+ * `awaitTxId` (its timer included).
+ */
+class LiveOrFrozenStore {
+  private state: LiveOrFrozenState;
+  /** What the server rendered: constant, so hydration does not mismatch. */
+  private readonly serverState: LiveOrFrozenState;
+  private readonly listeners = new Set<() => void>();
+  private teardown: (() => void) | null = null;
+  private readonly own = new RecentSet(TXID_MEMORY);
+  private readonly seen = new RecentSet(TXID_MEMORY);
+  /** txid → resolvers of `awaitTxId` calls waiting for its signal. */
+  private readonly waiters = new Map<number, Set<(arrived: boolean) => void>>();
+  /** Pending `awaitTxId` calls, resolved false on unmount. */
+  private readonly pending = new Set<() => void>();
+  /** Count of foreign signals (not own txids), to tell whether one came during an `awaitTxId`. */
+  private foreign = 0;
+
+  constructor(
+    private readonly source: LiveDataSource<unknown>,
+    private readonly client: BroadcastClient,
+    private readonly topic: string,
+    public live: boolean,
+    public awaitTimeoutMs: number,
+  ) {
+    const first = source.getSnapshot();
+    this.state = { current: first, frozen: first, isStale: false, staleSignal: undefined };
+    this.serverState = this.state;
+  }
+
+  subscribe = (onChange: () => void): (() => void) => {
+    this.listeners.add(onChange);
+    if (!this.teardown) {
+      const offSource = this.source.subscribe(() => {
+        if (this.read()) this.emit();
+      });
+      const offSignals = this.client.subscribe(this.topic, (signal) => this.onSignal(signal));
+      this.teardown = () => {
+        offSource();
+        offSignals();
+      };
+    }
+    return () => {
+      this.listeners.delete(onChange);
+      if (this.listeners.size > 0 || !this.teardown) return;
+      this.teardown();
+      this.teardown = null;
+      for (const cancel of [...this.pending]) cancel();
+    };
+  };
+
+  /** Reads the source (cached: equal data keeps the same state object, as useSyncExternalStore requires). */
+  getSnapshot = (): LiveOrFrozenState => {
+    this.read();
+    return this.state;
+  };
+
+  getServerSnapshot = (): LiveOrFrozenState => this.serverState;
+
+  /** Takes the source's data into `current`; returns whether the state changed. */
+  private read(): boolean {
+    const next = this.source.getSnapshot();
+    const s = this.state;
+    if (shallowEqual(next, s.current)) return false;
+    if (this.live || s.frozen === undefined || s.frozen === null) {
+      // Live: the frozen data follows (going frozen freezes what was shown).
+      // Nothing shown yet (still loading): the first data is the starting point.
+      this.state = { ...s, current: next, frozen: next };
+    } else {
+      this.state = { ...s, current: next, isStale: s.isStale || !shallowEqual(next, s.frozen) };
+    }
+    return true;
+  }
+
+  private emit(): void {
+    for (const l of [...this.listeners]) l();
+  }
+
+  private onSignal(signal: BroadcastSignal): void {
+    if (signal.txid !== undefined) {
+      this.seen.add(signal.txid);
+      const waiting = this.waiters.get(signal.txid);
+      if (waiting) for (const resolve of [...waiting]) resolve(true);
+      if (this.own.has(signal.txid)) return;
+    }
+    this.foreign += 1;
+    if (this.live) return;
+    this.state = { ...this.state, isStale: true, staleSignal: signal };
+    this.emit();
+  }
+
+  /** Takes the current data as the frozen data and clears staleness. */
+  private take(clearStale: boolean): void {
+    this.read();
+    this.state = clearStale
+      ? { ...this.state, frozen: this.state.current, isStale: false, staleSignal: undefined }
+      : { ...this.state, frozen: this.state.current };
+    this.emit();
+  }
+
+  setLive(live: boolean): void {
+    if (live === this.live) return;
+    this.live = live;
+    // Going live shows the current data; going frozen freezes what was shown (the current data).
+    this.take(true);
+  }
+
+  refresh = (): void => this.take(true);
+
+  awaitTxId = async (txid: number, timeoutMs?: number): Promise<boolean> => {
+    this.own.add(txid);
+    const foreignAtStart = this.foreign;
+    let arrived: boolean;
+    const sourceAwait = this.source.awaitTxId;
+    if (sourceAwait) {
+      arrived = await new Promise<boolean>((resolve) => {
+        const cancel = () => resolve(false);
+        this.pending.add(cancel);
+        // Electric's awaitTxId rejects on timeout: that is the documented `false`, not an error.
+        sourceAwait(txid, timeoutMs).then(
+          (ok) => {
+            this.pending.delete(cancel);
+            resolve(ok !== false);
+          },
+          () => {
+            this.pending.delete(cancel);
+            resolve(false);
+          },
+        );
+      });
+    } else if (this.seen.has(txid)) {
+      arrived = true;
+    } else if (!this.teardown) {
+      // Not mounted: no signal can arrive, and no timer may outlive the component.
+      arrived = false;
+    } else {
+      arrived = await new Promise<boolean>((resolve) => {
+        let list = this.waiters.get(txid);
+        if (!list) this.waiters.set(txid, (list = new Set()));
+        const waiting = list;
+        const finish = (ok: boolean) => {
+          clearTimeout(timer);
+          waiting.delete(finish);
+          if (waiting.size === 0) this.waiters.delete(txid);
+          this.pending.delete(cancel);
+          resolve(ok);
+        };
+        const cancel = () => finish(false);
+        const timer = setTimeout(cancel, timeoutMs ?? this.awaitTimeoutMs);
+        waiting.add(finish);
+        this.pending.add(cancel);
+      });
+    }
+    if (arrived && this.teardown) this.take(this.foreign === foreignAtStart);
+    return arrived;
+  };
+}
+
+/** A source that delegates to whatever `ref.current` is at the time of each call. */
+function latestSource(ref: { current: LiveDataSource<unknown> }): LiveDataSource<unknown> {
+  return {
+    getSnapshot: () => ref.current.getSnapshot(),
+    subscribe: (onChange) => ref.current.subscribe(onChange),
+    get awaitTxId() {
+      const s = ref.current;
+      return s.awaitTxId ? (txid: number, timeoutMs?: number) => s.awaitTxId!(txid, timeoutMs) : undefined;
+    },
+  };
+}
+
+// useLayoutEffect warns during server rendering in React 18; effects do not run there anyway.
+const useIsomorphicLayoutEffect = typeof window !== 'undefined' ? useLayoutEffect : useEffect;
+
 /**
  * For edit forms: `live: true` shows current data; `live: false` keeps the
  * data the form started from and says when it went stale.
@@ -255,122 +566,37 @@ export function useLiveOrFrozen(
 ): LiveOrFrozen<unknown> {
   const client = useBroadcastClient(options.client);
   const key = options.key ?? (options.entityId ?? undefined);
-  // Adapt a collection once per (collection, key).
-  const sourceRef = useRef<{ input: unknown; key: unknown; source: LiveDataSource<unknown> } | null>(null);
-  if (!sourceRef.current || sourceRef.current.input !== input || sourceRef.current.key !== key) {
-    const source = isCollectionLike(input)
-      ? key === undefined
-        ? collectionSource(input)
-        : collectionSource(input as CollectionLike<unknown, string | number>, key)
-      : (input as LiveDataSource<unknown>);
-    sourceRef.current = { input, key, source };
-  }
-  const source = sourceRef.current.source;
-
-  const [current, setCurrent] = useState<unknown>(() => source.getSnapshot());
-  const [frozen, setFrozen] = useState<unknown>(() => source.getSnapshot());
-  const [stale, setStale] = useState<{ isStale: boolean; signal?: BroadcastSignal }>({ isStale: false });
-
-  const live = options.live;
-  const liveRef = useRef(live);
-  liveRef.current = live;
-  const frozenRef = useRef(frozen);
-  frozenRef.current = frozen;
-  const ownTxids = useRef(new Set<number>());
-  const seenTxids = useRef(new Map<number, Array<() => void>>());
-  const foreignSince = useRef(0);
-
-  // Follow the source.
-  useEffect(() => {
-    const read = () => {
-      const next = source.getSnapshot();
-      setCurrent(() => next);
-      if (liveRef.current) {
-        setFrozen(() => next);
-      } else if (frozenRef.current === undefined || frozenRef.current === null) {
-        // Nothing was shown yet (still loading): the first data is the starting point.
-        setFrozen(() => next);
-        frozenRef.current = next;
-      } else if (!Object.is(next, frozenRef.current)) {
-        setStale((s) => (s.isStale ? s : { isStale: true, signal: s.signal }));
-      }
-    };
-    read();
-    return source.subscribe(read);
-  }, [source]);
-
-  // Going live shows the current data; going frozen freezes what is shown.
-  useEffect(() => {
-    if (live) {
-      setFrozen(() => source.getSnapshot());
-      setStale({ isStale: false });
-    }
-  }, [live, source]);
-
-  // Signals.
   const topic = topicOf(options.channel, options.entityId);
-  useEffect(
-    () =>
-      client.subscribe(topic, (signal) => {
-        if (signal.txid !== undefined) {
-          const waiters = seenTxids.current.get(signal.txid);
-          if (waiters) for (const w of waiters) w();
-          seenTxids.current.set(signal.txid, []);
-          if (ownTxids.current.has(signal.txid)) return;
-        }
-        foreignSince.current += 1;
-        if (!liveRef.current) setStale({ isStale: true, signal });
-      }),
-    [client, topic],
-  );
-
-  const refresh = useCallback(() => {
-    const next = source.getSnapshot();
-    setCurrent(() => next);
-    setFrozen(() => next);
-    frozenRef.current = next;
-    setStale({ isStale: false });
-  }, [source]);
-
+  const live = options.live;
   const awaitTimeoutMs = options.awaitTimeoutMs ?? 30_000;
-  const awaitTxId = useCallback(
-    async (txid: number, timeoutMs?: number): Promise<boolean> => {
-      ownTxids.current.add(txid);
-      const foreignAtStart = foreignSince.current;
-      let arrived: boolean;
-      if (source.awaitTxId) {
-        arrived = await source.awaitTxId(txid, timeoutMs);
-      } else if (seenTxids.current.has(txid)) {
-        arrived = true;
-      } else {
-        arrived = await new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(false), timeoutMs ?? awaitTimeoutMs);
-          const list = seenTxids.current.get(txid) ?? [];
-          list.push(() => {
-            clearTimeout(timer);
-            resolve(true);
-          });
-          seenTxids.current.set(txid, list);
-        });
-      }
-      if (arrived) {
-        const next = source.getSnapshot();
-        setCurrent(() => next);
-        setFrozen(() => next);
-        frozenRef.current = next;
-        if (foreignSince.current === foreignAtStart) setStale({ isStale: false });
-      }
-      return arrived;
-    },
-    [source, awaitTimeoutMs],
-  );
+  // A plain source is often written inline (a new object every render): follow
+  // the latest one instead of starting over each render.
+  const latestInput = useRef(input);
+  latestInput.current = input;
+  const collection = isCollectionLike(input) ? input : null;
+  // A new store per (collection, key, client, topic): another entity starts from
+  // its own data in this very render instead of showing the previous one.
+  // `live` and `awaitTimeoutMs` only seed it; the effect below keeps them current.
+  const store = useMemo(() => {
+    const source = collection
+      ? key === undefined
+        ? collectionSource(collection)
+        : collectionSource(collection as CollectionLike<unknown, string | number>, key)
+      : latestSource(latestInput as { current: LiveDataSource<unknown> });
+    return new LiveOrFrozenStore(source, client, topic, live, awaitTimeoutMs);
+  }, [collection, key, client, topic]);
+  const state = useSyncExternalStore(store.subscribe, store.getSnapshot, store.getServerSnapshot);
+  useIsomorphicLayoutEffect(() => {
+    store.awaitTimeoutMs = awaitTimeoutMs;
+    store.setLive(live);
+  }, [store, live, awaitTimeoutMs]);
 
   return {
-    data: live ? current : frozen,
-    isStale: !live && stale.isStale,
-    staleSignal: !live && stale.isStale ? stale.signal : undefined,
-    refresh,
-    awaitTxId,
+    data: live ? state.current : state.frozen,
+    isStale: !live && state.isStale,
+    staleSignal: !live && state.isStale ? state.staleSignal : undefined,
+    refresh: store.refresh,
+    awaitTxId: store.awaitTxId,
   };
 }
 
@@ -383,8 +609,13 @@ export interface ConfigureSyncOptions {
   broadcastUrl: string;
   getToken?: BroadcastClientOptions['getToken'];
   WebSocket?: BroadcastClientOptions['WebSocket'];
-  /** Connect the broadcast client now (default true). */
-  connect?: boolean;
+  /**
+   * When to connect. `"lazy"` (default): on the first subscription in a
+   * browser, so calling `configureSync` at module scope opens nothing at import
+   * time nor during a server render. `true`: now (e.g. a Node script).
+   * `false`: only when you call `broadcast.connect()`.
+   */
+  connect?: boolean | 'lazy';
 }
 
 export interface SyncConfig {
@@ -393,14 +624,48 @@ export interface SyncConfig {
   electricShapeOptions: (table: string) => { url: string; params: { table: string } };
 }
 
-/** One place for both URLs: a connected BroadcastClient and Electric shape options. */
+function inBrowser(): boolean {
+  return typeof window !== 'undefined' && typeof document !== 'undefined';
+}
+
+/**
+ * A client that connects on its first subscription in a browser: hooks
+ * subscribe in effects, which never run on the server, so this is "first
+ * client-side use". An explicit connect() or disconnect() ends the laziness.
+ */
+class LazyBroadcastClient extends BroadcastClient {
+  private lazyConnect = true;
+  override subscribe(topic: string, handler: BroadcastHandler): () => void {
+    if (this.lazyConnect && inBrowser()) {
+      this.lazyConnect = false;
+      super.connect();
+    }
+    return super.subscribe(topic, handler);
+  }
+  override connect(): void {
+    this.lazyConnect = false;
+    super.connect();
+  }
+  override disconnect(): void {
+    this.lazyConnect = false;
+    super.disconnect();
+  }
+}
+
+/**
+ * One place for both URLs: a BroadcastClient and Electric shape options. Safe
+ * at module scope: by default nothing connects until the first subscription
+ * in a browser (see `connect`).
+ */
 export function configureSync(options: ConfigureSyncOptions): SyncConfig {
-  const broadcast = new BroadcastClient({
+  const clientOptions: BroadcastClientOptions = {
     url: options.broadcastUrl,
     ...(options.getToken ? { getToken: options.getToken } : {}),
     ...(options.WebSocket ? { WebSocket: options.WebSocket } : {}),
-  });
-  if (options.connect ?? true) broadcast.connect();
+  };
+  const mode = options.connect ?? 'lazy';
+  const broadcast = mode === 'lazy' ? new LazyBroadcastClient(clientOptions) : new BroadcastClient(clientOptions);
+  if (mode === true) broadcast.connect();
   return {
     broadcast,
     electricShapeOptions: (table: string) => ({ url: options.electricUrl, params: { table } }),

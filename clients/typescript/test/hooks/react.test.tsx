@@ -128,7 +128,7 @@ describe('BroadcastProvider', () => {
 describe('TanStack Query', () => {
   const queryKey = (id?: string) => (id ? [['orders', id], ['orders', 'list']] : [['orders']]);
 
-  it('useBroadcastQueryInvalidation invalidates the entity and list keys, all keys on resync', () => {
+  it('useBroadcastQueryInvalidation invalidates the entity and list keys, all keys on resync', async () => {
     const client = openClient();
     const queryClient = new QueryClient();
     const spy = vi.spyOn(queryClient, 'invalidateQueries');
@@ -140,7 +140,11 @@ describe('TanStack Query', () => {
     spy.mockClear();
     resync('order');
     signal('order', 'updated', { rows: 100 });
-    expect(spy.mock.calls.map((c) => c[0])).toEqual([{ queryKey: ['orders'] }, { queryKey: ['orders'] }]);
+    // Two signals for the same key in the same tick: one invalidation now (it
+    // used to be two, the second cancelling the first's fetch), one more after it.
+    expect(spy.mock.calls.map((c) => c[0])).toEqual([{ queryKey: ['orders'] }]);
+    await vi.waitFor(() => expect(spy.mock.calls.map((c) => c[0])).toEqual([{ queryKey: ['orders'] }, { queryKey: ['orders'] }]));
+    expect(spy.mock.calls.every((c) => c[1]?.cancelRefetch === false)).toBe(true);
   });
 
   it('invalidation really marks cached queries stale', () => {
@@ -303,15 +307,32 @@ describe('useLiveOrFrozen', () => {
 });
 
 describe('configureSync', () => {
-  it('returns a connected client and Electric shape options', () => {
+  // It used to connect inside configureSync (so at import time when called at
+  // module scope, as documented, and on the server). Now the default is lazy.
+  it('returns a client that connects on its first subscription, and Electric shape options', () => {
     const { broadcast, electricShapeOptions } = configureSync({
       electricUrl: 'http://localhost:3000/v1/shape',
       broadcastUrl: 'ws://localhost:8080/ws/broadcast',
       WebSocket: FakeWebSocket,
     });
+    expect(broadcast.state).toBe('closed');
+    expect(FakeWebSocket.instances).toHaveLength(0);
+    const off = broadcast.subscribe('order', () => {});
     expect(broadcast.state).toBe('connecting');
     expect(FakeWebSocket.last.url).toBe('ws://localhost:8080/ws/broadcast');
     expect(electricShapeOptions('orders')).toEqual({ url: 'http://localhost:3000/v1/shape', params: { table: 'orders' } });
+    off();
     broadcast.disconnect();
+  });
+
+  it('connect: true connects now; connect: false never by itself', () => {
+    const now = configureSync({ electricUrl: 'http://e', broadcastUrl: 'ws://now/ws', WebSocket: FakeWebSocket, connect: true });
+    expect(now.broadcast.state).toBe('connecting');
+    expect(FakeWebSocket.instances.map((s) => s.url)).toEqual(['ws://now/ws']);
+    now.broadcast.disconnect();
+    const manual = configureSync({ electricUrl: 'http://e', broadcastUrl: 'ws://manual/ws', WebSocket: FakeWebSocket, connect: false });
+    manual.broadcast.subscribe('order', () => {});
+    expect(manual.broadcast.state).toBe('closed');
+    expect(FakeWebSocket.instances).toHaveLength(1);
   });
 });
