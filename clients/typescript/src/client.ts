@@ -57,14 +57,36 @@ export interface BroadcastError {
    * - `server`: an `error` control frame (`code`, `message`, `topics`);
    * - `revoked`: the server ended topics with `unsubscribed` reason `revoked`;
    * - `protocol`: a frame that could not be parsed;
-   * - `socket`: the WebSocket could not be created.
+   * - `socket`: the WebSocket could not be created (the client stops when
+   *   the URL can never work: unparseable, or not ws:/wss:/http:/https:);
+   * - `close`: a connection the client wanted ended (`closeCode`, the reason
+   *   as `message`): 4001 the token was refused or expired, 1001 the server
+   *   shuts down or timed the client out, 1013 too slow, 4000 this client's
+   *   heartbeat timeout; the client reconnects.
    */
-  kind: 'auth' | 'token' | 'server' | 'revoked' | 'protocol' | 'socket';
+  kind: 'auth' | 'token' | 'server' | 'revoked' | 'protocol' | 'socket' | 'close';
   message: string;
   code?: string;
+  /** `close`: the WebSocket close code. */
+  closeCode?: number;
   topics?: string[];
   cause?: unknown;
 }
+
+/**
+ * Where a held topic stands with the server:
+ * - `pending`: waiting for the server's `subscribed` (queued, sent, or waiting
+ *   for the connection);
+ * - `live`: acknowledged: every signal committed from then on is delivered;
+ * - `retrying`: refused for now (`rate_limited`, `authorization_unavailable`,
+ *   `subscription_limit`, or dropped with reason `authorization_unavailable`);
+ *   subscribed again after a capped backoff;
+ * - `forbidden`: not allowed for this token (or not a valid topic); not
+ *   retried until the topic is subscribed again or the token changes;
+ * - `revoked`: the server ended it (`unsubscribed` reason `revoked`); not
+ *   retried until the topic is subscribed again or the token changes.
+ */
+export type TopicStatus = 'pending' | 'live' | 'retrying' | 'forbidden' | 'revoked';
 
 /** Minimal WebSocket surface used by the client (browser WebSocket and `ws` both fit). */
 export interface WebSocketLike {
@@ -124,6 +146,19 @@ const DEFAULT_HEARTBEAT_TIMEOUT_MS = 75_000;
 const HEARTBEAT_FACTOR = 2.5;
 /** `max_channels_per_message` default of the server; chunks larger subscribe lists. */
 const DEFAULT_MAX_TOPICS_PER_MESSAGE = 100;
+/** `max_messages_per_second` default of the server. */
+const DEFAULT_MAX_MESSAGES_PER_SECOND = 50;
+/**
+ * Share of `max_messages_per_second` the subscription traffic may use: the
+ * rest is left for pongs (which count too) and `auth` refreshes.
+ */
+const MESSAGE_RATE_SHARE = 0.8;
+const RATE_WINDOW_MS = 1000;
+/** What the server allows in a channel name and an entity id (protocol v1). */
+const CHANNEL_RE = /^[A-Za-z0-9_./-]{1,64}$/;
+const MAX_ENTITY_BYTES = 256;
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 const OPEN = 1;
 
 /**
@@ -169,7 +204,19 @@ interface Welcome {
   auth?: 'required' | 'none';
   epoch: string;
   seq: BroadcastSeq;
-  limits?: { heartbeat_ms?: number; max_channels_per_message?: number; [k: string]: unknown };
+  limits?: {
+    heartbeat_ms?: number;
+    max_channels_per_message?: number;
+    max_messages_per_second?: number;
+    [k: string]: unknown;
+  };
+}
+
+/** A subscribe or unsubscribe message sent and not yet answered. */
+interface InFlight {
+  kind: 'subscribe' | 'unsubscribe';
+  /** Its topics the server has not answered for yet. */
+  topics: Set<string>;
 }
 
 export class BroadcastClient {
@@ -189,8 +236,18 @@ export class BroadcastClient {
   private heartbeatTimer: ReturnType<typeof setTimeout> | null = null;
   private heartbeatTimeoutMs: number;
   private maxTopicsPerMessage = DEFAULT_MAX_TOPICS_PER_MESSAGE;
+  private maxMessagesPerSecond = DEFAULT_MAX_MESSAGES_PER_SECOND;
   /** Per-connection: welcome seen / authenticated. */
   private welcomed = false;
+
+  /** A token given with setToken(), used instead of getToken() while set. */
+  private givenToken: string | null = null;
+  /** Stopped because there was no token (setToken() then connects again). */
+  private stoppedForAuth = false;
+  /** When the last frame arrived (a liveness check when the page becomes visible). */
+  private lastFrameAt = 0;
+  /** Removes the `online`/`visibilitychange` listeners. */
+  private unlisten: (() => void) | null = null;
 
   /** A connection reached `open` before: later subscribes carry `resume`. */
   private everOpen = false;
@@ -202,9 +259,49 @@ export class BroadcastClient {
 
   /** topic → handlers; a topic is on the wire while it has at least one handler. */
   private readonly topics = new Map<string, Set<BroadcastHandler>>();
+  /** The status of every held topic. */
+  private readonly status = new Map<string, TopicStatus>();
+  /** Consecutive temporary refusals per topic, for the retry backoff. */
+  private readonly retryAttempts = new Map<string, number>();
+  /** `retrying` topic → when to ask again; one timer for the earliest. */
+  private readonly retryDue = new Map<string, number>();
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Topics the server dropped while live (they get a `resync` once live again). */
+  private readonly missed = new Set<string>();
+  /** The token last sent: a different one lifts `forbidden` and `revoked`. */
+  private token: string | null = null;
+
+  // Per connection: what the server was asked for, and when.
+  /** Topics subscribed on this connection (asked or acknowledged) and not unsubscribed. */
+  private readonly onWire = new Set<string>();
+  /** Subscribe/unsubscribe messages not answered yet, oldest first (the server answers in order). */
+  private inFlight: InFlight[] = [];
+  /** When this connection's messages of the last second were sent. */
+  private sendTimes: number[] = [];
+  private pumpTimer: ReturnType<typeof setTimeout> | null = null;
+  private flushQueued = false;
+
+  // Per connection: the resume under way.
+  /** The position this connection resumes from; null when not resuming. */
+  private resumeFrom: BroadcastPosition | null = null;
+  /** Topics sent (or to send) with `resume` whose `subscribed` has not arrived. */
+  private readonly resuming = new Set<string>();
+  /** Every resume chunk is acknowledged: the next control frame follows their replays. */
+  private replayEnding = false;
+  /**
+   * Send `{"unsubscribe": []}`: its (empty) answer comes after the replays, so
+   * the position need not wait for the next heartbeat to move.
+   */
+  private markerWanted = false;
+  /** The newest signal seen while resuming (`last` stays put until the resume is complete). */
+  private seen: BroadcastPosition | null = null;
+  /** The welcome's position on this connection. */
+  private welcomePos: BroadcastPosition | null = null;
+
   private readonly stateListeners = new Set<(state: ConnectionState) => void>();
   private readonly controlListeners = new Set<(frame: ControlFrame) => void>();
   private readonly errorListeners = new Set<(error: BroadcastError) => void>();
+  private readonly statusListeners = new Set<(topic: string, status: TopicStatus) => void>();
 
   constructor(options: BroadcastClientOptions) {
     if (!options || typeof options.url !== 'string' || options.url === '') {
@@ -243,6 +340,22 @@ export class BroadcastClient {
     return [...this.topics.keys()];
   }
 
+  /** The status of a held topic; undefined when no handler holds it. */
+  topicStatus(topic: string): TopicStatus | undefined {
+    return this.status.get(topic);
+  }
+
+  /**
+   * Called with (topic, status) whenever a held topic's status changes
+   * (including `pending` when it is first subscribed). Returns the off function.
+   */
+  onTopicStatus(listener: (topic: string, status: TopicStatus) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => {
+      this.statusListeners.delete(listener);
+    };
+  }
+
   onStateChange(listener: (state: ConnectionState) => void): () => void {
     this.stateListeners.add(listener);
     return () => {
@@ -273,16 +386,49 @@ export class BroadcastClient {
   connect(): void {
     if (this.wanted) return;
     this.wanted = true;
+    this.stoppedForAuth = false;
     this.attempt = 0;
+    this.listen();
     this.open();
   }
 
   /** Closes the connection and stops reconnecting. Subscriptions are kept for a later `connect()`. */
   disconnect(): void {
     this.wanted = false;
+    this.unlisten?.();
+    this.unlisten = null;
     this.clearReconnect();
     this.dropSocket(1000, 'client disconnect');
     this.setState('closed');
+  }
+
+  /**
+   * Connects again now, without waiting for the backoff: after a stop (no
+   * token, `disconnect()`), or to replace the current connection.
+   */
+  reconnect(): void {
+    this.dropSocket(1000, 'client reconnect');
+    this.wanted = false;
+    this.connect();
+  }
+
+  /**
+   * The token to authenticate with from now on, instead of asking
+   * `getToken()` (null: ask `getToken()` again). Sent at once on an open
+   * connection (as a refresh); a client stopped for want of a token
+   * connects again (one not connected, or disconnected, stays so).
+   */
+  setToken(token: string | null): void {
+    this.givenToken = token === '' ? null : token;
+    if (!this.wanted) {
+      if (this.givenToken !== null && this.stoppedForAuth) this.connect();
+      return;
+    }
+    if (this._state === 'open' && this.givenToken !== null && this.token !== null) {
+      this.useToken(this.givenToken);
+      this.send({ auth: this.givenToken });
+      this.scheduleFlush();
+    }
   }
 
   /**
@@ -290,7 +436,9 @@ export class BroadcastClient {
    * `channel:entityId` (`order:123`: that entity's signals plus channel-wide
    * ones and `resync`). Returns the unsubscribe function. Topics are
    * refcounted: the first handler subscribes on the wire, the last
-   * unsubscribe unsubscribes.
+   * unsubscribe unsubscribes. Changes are sent at the end of the current
+   * tick, batched (a subscribe undone in the same tick sends nothing), and
+   * paced under the server's `max_messages_per_second`.
    */
   subscribe(topic: string, handler: BroadcastHandler): () => void {
     if (typeof topic !== 'string' || topic === '') throw new TypeError('subscribe: topic must be a non-empty string');
@@ -304,7 +452,13 @@ export class BroadcastClient {
     // Wrap so the same function can be subscribed twice and removed independently.
     const entry: BroadcastHandler = (s) => handler(s);
     handlers.add(entry);
-    if (isNew && this._state === 'open') this.sendTopics('subscribe', [topic], false);
+    const status = this.status.get(topic);
+    if (isNew || status === 'forbidden' || status === 'revoked') {
+      // Subscribing again is the app's way to ask once more after a refusal.
+      this.retryAttempts.delete(topic);
+      this.setStatus(topic, 'pending');
+      this.scheduleFlush();
+    }
     let done = false;
     return () => {
       if (done) return;
@@ -314,7 +468,12 @@ export class BroadcastClient {
       set.delete(entry);
       if (set.size === 0) {
         this.topics.delete(topic);
-        if (this._state === 'open') this.sendTopics('unsubscribe', [topic], false);
+        this.status.delete(topic);
+        this.retryAttempts.delete(topic);
+        this.retryDue.delete(topic);
+        this.missed.delete(topic);
+        if (this.resuming.delete(topic)) this.checkResumeDone();
+        this.scheduleFlush();
       }
     };
   }
@@ -327,6 +486,18 @@ export class BroadcastClient {
     for (const l of [...this.stateListeners]) {
       try {
         l(state);
+      } catch (e) {
+        reportAsync(e);
+      }
+    }
+  }
+
+  private setStatus(topic: string, status: TopicStatus): void {
+    if (!this.topics.has(topic) || this.status.get(topic) === status) return;
+    this.status.set(topic, status);
+    for (const l of [...this.statusListeners]) {
+      try {
+        l(topic, status);
       } catch (e) {
         reportAsync(e);
       }
@@ -356,10 +527,20 @@ export class BroadcastClient {
       });
       return;
     }
+    const bad = urlProblem(this.url);
+    if (bad) {
+      this.stopForUrl(bad);
+      return;
+    }
     let socket: WebSocketLike;
     try {
       socket = new WS(this.url);
     } catch (cause) {
+      // A SyntaxError is the URL: trying again cannot help.
+      if ((cause as { name?: unknown } | null)?.name === 'SyntaxError') {
+        this.stopForUrl(String(cause), cause);
+        return;
+      }
       this.emitError({ kind: 'socket', message: `could not open ${this.url}: ${String(cause)}`, cause });
       this.scheduleReconnect();
       return;
@@ -382,7 +563,7 @@ export class BroadcastClient {
     };
     socket.onclose = (ev) => {
       if (this.socket !== socket) return;
-      this.onSocketClosed(ev?.code ?? 1006);
+      this.onSocketClosed(ev?.code ?? 1006, ev?.reason ?? '');
     };
     // Node `ws`: pings are visible as events (browsers answer them invisibly).
     const emitter = socket as unknown as { on?: (event: string, fn: () => void) => void };
@@ -394,19 +575,68 @@ export class BroadcastClient {
     this.touch();
   }
 
+  private stopForUrl(problem: string, cause?: unknown): void {
+    this.wanted = false;
+    this.unlisten?.();
+    this.unlisten = null;
+    this.setState('closed');
+    this.emitError({ kind: 'socket', message: `cannot connect to ${this.url}: ${problem}: stopped`, cause });
+  }
+
+  /**
+   * In a browser: reconnect at once when the network comes back, and when the
+   * page becomes visible (timers of hidden pages are throttled), reconnect at
+   * once or check that the connection still carries heartbeats.
+   */
+  private listen(): void {
+    if (this.unlisten) return;
+    const win = (globalThis as { window?: EventTarget }).window;
+    const doc = (globalThis as { document?: EventTarget & { visibilityState?: string } }).document;
+    if (!win || typeof win.addEventListener !== 'function') return;
+    const online = () => this.wake();
+    const visible = () => {
+      if (doc?.visibilityState === undefined || doc.visibilityState === 'visible') this.wake();
+    };
+    win.addEventListener('online', online);
+    doc?.addEventListener?.('visibilitychange', visible);
+    this.unlisten = () => {
+      win.removeEventListener('online', online);
+      doc?.removeEventListener?.('visibilitychange', visible);
+    };
+  }
+
+  private wake(): void {
+    if (!this.wanted) return;
+    if (this.reconnectTimer !== null) {
+      // Waiting out a backoff: the reason to wait may be gone.
+      this.attempt = 0;
+      this.open();
+      return;
+    }
+    // Open but silent for longer than a heartbeat interval and its slack: dead.
+    if (this.socket && this._state === 'open' && Date.now() - this.lastFrameAt > this.heartbeatTimeoutMs / HEARTBEAT_FACTOR * 1.5) {
+      this.dropSocket(CLIENT_HEARTBEAT_CLOSE, 'no heartbeat');
+      this.emitError({ kind: 'close', closeCode: CLIENT_HEARTBEAT_CLOSE, message: 'no heartbeat' });
+      this.attempt = 0;
+      this.open();
+    }
+  }
+
   /** Something arrived: restart the heartbeat timer. */
   private touch(): void {
+    this.lastFrameAt = Date.now();
     if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatTimer = null;
       if (!this.socket) return;
       // The connection is considered dead: drop it without waiting for a close handshake.
       this.dropSocket(CLIENT_HEARTBEAT_CLOSE, 'heartbeat timeout');
+      if (this.wanted) this.emitError({ kind: 'close', closeCode: CLIENT_HEARTBEAT_CLOSE, message: 'heartbeat timeout' });
       this.afterLoss();
     }, this.heartbeatTimeoutMs);
   }
 
-  private onSocketClosed(code: number): void {
+  private onSocketClosed(code: number, reason: string): void {
     this.detach();
     this.socket = null;
     if (!this.wanted) {
@@ -416,6 +646,7 @@ export class BroadcastClient {
     // 4001 (unauthorized/expired), 1001 (shutdown/heartbeat), 1013 (too slow), anything else:
     // reconnect with backoff; the welcome then asks getToken() for a fresh token.
     this.lastCloseCode = code;
+    this.emitError({ kind: 'close', closeCode: code, message: reason || `connection closed with code ${code}` });
     this.afterLoss();
   }
 
@@ -450,12 +681,39 @@ export class BroadcastClient {
       clearTimeout(this.heartbeatTimer);
       this.heartbeatTimer = null;
     }
+    this.resetConnection();
     const s = this.socket;
     if (s) {
       s.onopen = null;
       s.onmessage = null;
       s.onclose = null;
       s.onerror = () => {};
+    }
+  }
+
+  /**
+   * The server forgets a connection's subscriptions with it: every topic not
+   * refused for good waits for the next connection. A resume not complete
+   * leaves `last` where it was, so the next one covers the same ground.
+   */
+  private resetConnection(): void {
+    this.onWire.clear();
+    this.inFlight = [];
+    this.sendTimes = [];
+    if (this.pumpTimer !== null) {
+      clearTimeout(this.pumpTimer);
+      this.pumpTimer = null;
+    }
+    this.retryDue.clear();
+    this.armRetry();
+    this.resumeFrom = null;
+    this.resuming.clear();
+    this.replayEnding = false;
+    this.markerWanted = false;
+    this.seen = null;
+    this.welcomePos = null;
+    for (const [topic, status] of this.status) {
+      if (status === 'live' || status === 'retrying') this.setStatus(topic, 'pending');
     }
   }
 
@@ -477,19 +735,227 @@ export class BroadcastClient {
     const s = this.socket;
     if (!s || s.readyState !== OPEN) return;
     try {
+      this.sendTimes.push(Date.now());
       s.send(JSON.stringify(msg));
     } catch (cause) {
       this.emitError({ kind: 'socket', message: `send failed: ${String(cause)}`, cause });
     }
   }
 
-  private sendTopics(kind: 'subscribe' | 'unsubscribe', topics: string[], withResume: boolean): void {
-    for (let i = 0; i < topics.length; i += this.maxTopicsPerMessage) {
-      const chunk = topics.slice(i, i + this.maxTopicsPerMessage);
-      const msg: Record<string, unknown> = { [kind]: chunk };
-      if (withResume && this.last) msg.resume = { epoch: this.last.epoch, seq: this.last.seq };
+  /** Sends the subscription changes of this tick once it ends. */
+  private scheduleFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    // Named: test/fake-ws.ts runs it early when a test reads what was sent.
+    const pgbroadcastFlush = () => {
+      this.flushQueued = false;
+      this.pump();
+    };
+    queueMicrotask(pgbroadcastFlush);
+  }
+
+  /**
+   * Brings the server's subscriptions in line with the held topics: what
+   * changed since the last message is computed when a message can be sent,
+   * so changes that cancel out never reach the wire. At most
+   * MESSAGE_RATE_SHARE × `max_messages_per_second` messages (auth included)
+   * go out in any second: the server drops what exceeds its rate, and a
+   * dropped subscribe would leave a topic the client counts on unheld.
+   */
+  private pump(): void {
+    if (this._state !== 'open' || this.pumpTimer !== null) return;
+    const limit = Math.max(1, Math.floor(this.maxMessagesPerSecond * MESSAGE_RATE_SHARE));
+    for (;;) {
+      const unsubscribe = [...this.onWire].filter((t) => !this.topics.has(t));
+      const resume: string[] = [];
+      const plain: string[] = [];
+      for (const topic of this.topics.keys()) {
+        if (this.status.get(topic) !== 'pending' || this.onWire.has(topic)) continue;
+        if (!validTopic(topic)) {
+          // The server would refuse the whole message it is in.
+          if (this.resuming.delete(topic)) this.checkResumeDone();
+          this.setStatus(topic, 'forbidden');
+          continue;
+        }
+        (this.resuming.has(topic) ? resume : plain).push(topic);
+      }
+      if (!this.markerWanted && unsubscribe.length === 0 && resume.length === 0 && plain.length === 0) return;
+      const now = Date.now();
+      while (this.sendTimes.length > 0 && this.sendTimes[0]! <= now - RATE_WINDOW_MS) this.sendTimes.shift();
+      if (this.sendTimes.length >= limit) {
+        this.pumpTimer = setTimeout(() => {
+          this.pumpTimer = null;
+          this.pump();
+        }, this.sendTimes[0]! + RATE_WINDOW_MS - now);
+        return;
+      }
+      const max = this.maxTopicsPerMessage;
+      if (this.markerWanted) {
+        this.markerWanted = false;
+        this.send({ unsubscribe: [] });
+        continue;
+      }
+      let msg: Record<string, unknown>;
+      let entry: InFlight;
+      if (unsubscribe.length > 0) {
+        const chunk = unsubscribe.slice(0, max);
+        for (const t of chunk) this.onWire.delete(t);
+        msg = { unsubscribe: chunk };
+        entry = { kind: 'unsubscribe', topics: new Set(chunk) };
+      } else {
+        // Every resume chunk carries the same position: `last` does not move until all are answered.
+        const chunk = (resume.length > 0 ? resume : plain).slice(0, max);
+        for (const t of chunk) this.onWire.add(t);
+        msg = { subscribe: chunk };
+        if (resume.length > 0 && this.resumeFrom) msg.resume = { epoch: this.resumeFrom.epoch, seq: this.resumeFrom.seq };
+        entry = { kind: 'subscribe', topics: new Set(chunk) };
+      }
+      this.inFlight.push(entry);
       this.send(msg);
     }
+  }
+
+  /**
+   * Marks part of the oldest matching message answered. Answers come in the
+   * order of the messages, so a message before it that got no answer at all
+   * was dropped by the server's rate limit.
+   */
+  private answered(kind: InFlight['kind'], topics: string[]): void {
+    const first = topics[0];
+    if (first === undefined) return;
+    const i = this.inFlight.findIndex((m) => m.kind === kind && m.topics.has(first));
+    if (i < 0) return;
+    for (const m of this.inFlight.splice(0, i)) this.lost(m);
+    const m = this.inFlight[0]!;
+    for (const t of topics) m.topics.delete(t);
+    if (m.topics.size === 0) this.inFlight.shift();
+  }
+
+  /** A message the server did not apply: ask again. */
+  private lost(m: InFlight): void {
+    if (m.kind === 'unsubscribe') {
+      for (const t of m.topics) if (!this.topics.has(t)) this.onWire.add(t);
+      this.scheduleFlush();
+      return;
+    }
+    this.retryLater([...m.topics].filter((t) => this.status.get(t) === 'pending'));
+  }
+
+  /** A temporary refusal: `retrying`, then subscribed again after a capped backoff. */
+  private retryLater(topics: string[]): void {
+    const held = topics.filter((t) => this.topics.has(t));
+    if (held.length === 0) return;
+    let attempt = 0;
+    for (const t of held) attempt = Math.max(attempt, this.retryAttempts.get(t) ?? 0);
+    // At least baseMs: a refusal answered at once would be repeated at once.
+    const due = Date.now() + this.backoff.baseMs + backoffDelay(attempt, this.backoff, this.random);
+    for (const t of held) {
+      this.onWire.delete(t);
+      this.retryAttempts.set(t, attempt + 1);
+      this.retryDue.set(t, due);
+      this.setStatus(t, 'retrying');
+    }
+    this.armRetry();
+  }
+
+  private armRetry(): void {
+    if (this.retryTimer !== null) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+    }
+    if (this.retryDue.size === 0) return;
+    const next = Math.min(...this.retryDue.values());
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      const now = Date.now();
+      for (const [t, due] of this.retryDue) {
+        if (due > now) continue;
+        this.retryDue.delete(t);
+        if (this.status.get(t) === 'retrying') this.setStatus(t, 'pending');
+      }
+      this.armRetry();
+      this.scheduleFlush();
+    }, Math.max(0, next - Date.now()));
+  }
+
+  /** The server does not hold these topics and will not take them until asked anew. */
+  private refused(topics: string[], status: 'forbidden' | 'revoked'): void {
+    for (const t of topics) {
+      this.onWire.delete(t);
+      if (!this.topics.has(t)) continue;
+      this.retryAttempts.delete(t);
+      this.retryDue.delete(t);
+      this.resuming.delete(t);
+      this.setStatus(t, status);
+    }
+    this.checkResumeDone();
+  }
+
+  private onSubscribed(channels: string[]): void {
+    this.answered('subscribe', channels);
+    for (const t of channels) {
+      if (!this.topics.has(t)) {
+        // Dropped by the app meanwhile: unless its unsubscribe is on the way,
+        // the server holds a topic nobody wants (a late answer to a message
+        // counted as lost).
+        if (!this.inFlight.some((m) => m.kind === 'unsubscribe' && m.topics.has(t))) {
+          this.onWire.add(t);
+          this.scheduleFlush();
+        }
+        continue;
+      }
+      this.onWire.add(t);
+      this.retryAttempts.delete(t);
+      this.retryDue.delete(t);
+      this.resuming.delete(t);
+      this.setStatus(t, 'live');
+      if (this.missed.delete(t)) this.deliverGap(t);
+    }
+    this.checkResumeDone();
+  }
+
+  /**
+   * A topic the server dropped is live again: what happened in between was
+   * not sent, so its handlers get a `resync` (reason `resubscribed`).
+   */
+  private deliverGap(topic: string): void {
+    const { channel } = parseTopic(topic);
+    const signal: BroadcastSignal = { channel, event: 'resync', payload: { reason: 'resubscribed' }, resync: true };
+    for (const h of [...(this.topics.get(topic) ?? [])]) {
+      try {
+        h(signal);
+      } catch (e) {
+        reportAsync(e);
+      }
+    }
+  }
+
+  /** Every resume chunk is answered: once their replays are through, the position may move. */
+  private checkResumeDone(): void {
+    if (!this.resumeFrom || this.resuming.size > 0 || this.replayEnding) return;
+    this.replayEnding = true;
+    this.markerWanted = true;
+    this.scheduleFlush();
+  }
+
+  /**
+   * The resume is complete: every topic has what was missed since
+   * `resumeFrom`, and everything up to the welcome's seq. The position is
+   * the newest of those and of what arrived since, so quiet topics do not
+   * hold it back, and a new epoch (the server restarted) is adopted.
+   */
+  private commitResume(): void {
+    const from = this.resumeFrom;
+    if (!from) return;
+    let pos = this.welcomePos ?? from;
+    // A node behind the one the client came from: keep the further point.
+    if (from.epoch === pos.epoch && seqAfter(from.seq, pos.seq)) pos = from;
+    if (this.seen) pos = newerPosition(pos, this.seen.epoch, this.seen.seq);
+    this.last = { ...pos };
+    this.resumeFrom = null;
+    this.replayEnding = false;
+    this.markerWanted = false;
+    this.seen = null;
   }
 
   private onFrame(data: unknown): void {
@@ -520,6 +986,8 @@ export class BroadcastClient {
   }
 
   private handleControl(frame: any): void {
+    // Frames come in order: one after the last resume ack follows its replay.
+    if (this.replayEnding) this.commitResume();
     switch (frame.type) {
       case 'welcome':
         void this.onWelcome(frame as Welcome);
@@ -530,16 +998,33 @@ export class BroadcastClient {
       case 'auth_expiring':
         void this.refreshToken();
         return;
-      case 'unsubscribed':
+      case 'subscribed':
+        this.onSubscribed(stringList(frame.channels));
+        return;
+      case 'unsubscribed': {
+        const channels = stringList(frame.channels);
+        if (frame.reason === undefined || frame.reason === null) {
+          this.answered('unsubscribe', channels);
+          return;
+        }
+        // What the server dropped while live misses signals until it is live again.
+        for (const t of channels) if (this.status.get(t) === 'live') this.missed.add(t);
         if (frame.reason === 'revoked') {
+          this.refused(channels, 'revoked');
           this.emitError({
             kind: 'revoked',
-            message: `subscription revoked: ${(frame.channels ?? []).join(', ')}`,
+            message: `subscription revoked: ${channels.join(', ')}`,
             topics: frame.channels,
           });
+        } else {
+          // `authorization_unavailable` (the claims could not be checked) or a
+          // reason this client does not know: dropped for now, not for good.
+          this.retryLater(channels);
         }
         return;
+      }
       case 'error':
+        this.onServerError(frame);
         this.emitError({
           kind: 'server',
           code: frame.code,
@@ -548,7 +1033,37 @@ export class BroadcastClient {
         });
         return;
       default:
-        // `subscribed` and unknown control frames: nothing to do.
+        // Unknown control frames: nothing to do.
+        return;
+    }
+  }
+
+  private onServerError(frame: ControlFrame): void {
+    const topics = stringList(frame.topics);
+    switch (frame.code) {
+      case 'forbidden':
+        this.answered('subscribe', topics);
+        this.refused(topics, 'forbidden');
+        return;
+      case 'rate_limited':
+        // Some messages were dropped, and which ones cannot be told from
+        // answers still to come: ask again for all that are unanswered (a
+        // subscribe or unsubscribe repeated is harmless).
+        for (const m of this.inFlight.splice(0)) this.lost(m);
+        return;
+      case 'authorization_unavailable':
+      case 'subscription_limit':
+      case 'too_many_channels':
+      case 'message_too_large':
+      case 'invalid_message':
+      case 'invalid_channel':
+      case 'auth_required': {
+        // The answer to the oldest unanswered message: nothing of it was applied.
+        const m = this.inFlight.shift();
+        if (m) this.lost(m);
+        return;
+      }
+      default:
         return;
     }
   }
@@ -563,6 +1078,9 @@ export class BroadcastClient {
     }
     const maxPer = welcome.limits?.max_channels_per_message;
     if (typeof maxPer === 'number' && maxPer > 0) this.maxTopicsPerMessage = maxPer;
+    const rate = welcome.limits?.max_messages_per_second;
+    if (typeof rate === 'number' && rate > 0) this.maxMessagesPerSecond = rate;
+    if (typeof welcome.epoch === 'string' && isSeq(welcome.seq)) this.welcomePos = { epoch: welcome.epoch, seq: welcome.seq };
     // With nothing to resume, the welcome's position is where we start.
     if (!this.last || this.topics.size === 0) this.last = { epoch: welcome.epoch, seq: welcome.seq };
 
@@ -582,12 +1100,14 @@ export class BroadcastClient {
       this.stopForAuth();
       return;
     }
+    this.useToken(token);
     this.send({ auth: token });
     // `open` on the server's `authenticated`.
   }
 
   /** Returns the token, null for "none" (stop), undefined when getToken threw. */
   private async fetchToken(): Promise<string | null | undefined> {
+    if (this.givenToken !== null) return this.givenToken;
     if (!this.getToken) return null;
     try {
       const t = await this.getToken();
@@ -607,10 +1127,28 @@ export class BroadcastClient {
       this.stopForAuth();
       return;
     }
+    this.useToken(token);
     this.send({ auth: token });
+    // Topics lifted by a new token are asked for under it (the server takes messages in order).
+    this.scheduleFlush();
+  }
+
+  /** New claims may allow what the old ones did not: `forbidden` and `revoked` are asked for again. */
+  private useToken(token: string): void {
+    if (this.token !== null && token !== this.token) {
+      for (const [topic, status] of this.status) {
+        if (status !== 'forbidden' && status !== 'revoked') continue;
+        this.retryAttempts.delete(topic);
+        this.setStatus(topic, 'pending');
+      }
+    }
+    this.token = token;
   }
 
   private stopForAuth(): void {
+    this.stoppedForAuth = true;
+    this.unlisten?.();
+    this.unlisten = null;
     const message = this.getToken
       ? 'the server requires authentication and getToken() returned no token: stopped'
       : 'the server requires authentication and no getToken option was given: stopped';
@@ -623,11 +1161,16 @@ export class BroadcastClient {
 
   private becomeOpen(): void {
     this.attempt = 0;
-    const topics = [...this.topics.keys()];
     // After a reconnect: resume from the last position seen on the previous connection(s).
-    if (topics.length > 0) this.sendTopics('subscribe', topics, this.everOpen);
+    if (this.everOpen && this.last) {
+      this.resumeFrom = { ...this.last };
+      for (const [topic, status] of this.status) if (status === 'pending') this.resuming.add(topic);
+      // Nothing to resume: the welcome's position (a new epoch after a server restart) is where we are.
+      if (this.resuming.size === 0) this.commitResume();
+    }
     this.everOpen = true;
     this.setState('open');
+    this.pump();
   }
 
   private onSignal(frame: {
@@ -644,10 +1187,11 @@ export class BroadcastClient {
       // The resume point: the newest seq seen on this epoch. Frames are not
       // dropped by seq: the server never sends one twice on a connection, and
       // a resume split over several messages replays each part from the same
-      // point, so older seqs can legitimately follow newer ones.
-      if (!this.last || this.last.epoch !== frame.epoch || seqAfter(seq, this.last.seq)) {
-        this.last = { epoch: frame.epoch, seq };
-      }
+      // point, so older seqs can legitimately follow newer ones. While a
+      // resume is under way the point stays where it was: a connection lost
+      // before every part is answered must resume all of them from there.
+      if (this.resumeFrom) this.seen = newerPosition(this.seen, frame.epoch, seq);
+      else this.last = newerPosition(this.last, frame.epoch, seq);
     }
     const rawEntity = payload.entity_id;
     const entityId =
@@ -683,6 +1227,42 @@ export class BroadcastClient {
     }
   }
 
+}
+
+/** `current`, or (epoch, seq) if that is newer in the same epoch or of another epoch. */
+function newerPosition(current: BroadcastPosition | null, epoch: string, seq: BroadcastSeq): BroadcastPosition {
+  return !current || current.epoch !== epoch || seqAfter(seq, current.seq) ? { epoch, seq } : current;
+}
+
+function stringList(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}
+
+/**
+ * A topic the server accepts: channel of 1–64 of `A-Z a-z 0-9 _ . / -`,
+ * entity id of 1–256 bytes without control characters.
+ */
+function validTopic(topic: string): boolean {
+  const { channel, entityId } = parseTopic(topic);
+  if (!CHANNEL_RE.test(channel)) return false;
+  if (entityId === undefined) return true;
+  const bytes = new TextEncoder().encode(entityId).length;
+  return bytes > 0 && bytes <= MAX_ENTITY_BYTES && !CONTROL_RE.test(entityId);
+}
+
+/** Why `url` can never be connected to, or null. */
+function urlProblem(url: string): string | null {
+  let parsed: URL;
+  try {
+    // Browsers resolve a relative URL against the page.
+    const base = (globalThis as { location?: { href?: string } }).location?.href;
+    parsed = base ? new URL(url, base) : new URL(url);
+  } catch {
+    return 'not a URL';
+  }
+  // Browsers take http(s) URLs for WebSockets too.
+  if (!['ws:', 'wss:', 'http:', 'https:'].includes(parsed.protocol)) return `scheme ${parsed.protocol} is not ws: or wss:`;
+  return null;
 }
 
 function isSeq(value: unknown): value is BroadcastSeq {

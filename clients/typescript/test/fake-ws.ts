@@ -1,3 +1,34 @@
+/**
+ * The client sends subscription changes at the end of the tick (a microtask
+ * named `pgbroadcastFlush`). Reading `sent`, and every event from the
+ * "server", runs those still queued first, so a synchronous test sees what
+ * the tick will have put on the wire; each runs once, early or at its turn.
+ */
+const queuedFlushes: Array<{ run: () => void; done: boolean }> = [];
+const realQueueMicrotask = globalThis.queueMicrotask.bind(globalThis);
+globalThis.queueMicrotask = (callback: () => void) => {
+  if (callback.name !== 'pgbroadcastFlush') return realQueueMicrotask(callback);
+  const item = { run: callback, done: false };
+  queuedFlushes.push(item);
+  realQueueMicrotask(() => {
+    const i = queuedFlushes.indexOf(item);
+    if (i >= 0) queuedFlushes.splice(i, 1);
+    if (!item.done) {
+      item.done = true;
+      item.run();
+    }
+  });
+};
+export function runQueuedFlushes(): void {
+  while (queuedFlushes.length > 0) {
+    const item = queuedFlushes.shift()!;
+    if (!item.done) {
+      item.done = true;
+      item.run();
+    }
+  }
+}
+
 /** A scriptable fake WebSocket for unit and hook tests. */
 export class FakeWebSocket {
   static instances: FakeWebSocket[] = [];
@@ -11,7 +42,12 @@ export class FakeWebSocket {
   }
 
   readyState = 0;
-  sent: any[] = [];
+  /** Every message sent, parsed. */
+  readonly sentRaw: any[] = [];
+  get sent(): any[] {
+    runQueuedFlushes();
+    return this.sentRaw;
+  }
   closedWith: { code?: number; reason?: string } | null = null;
   onopen: ((ev: any) => void) | null = null;
   onmessage: ((ev: { data: unknown }) => void) | null = null;
@@ -24,26 +60,39 @@ export class FakeWebSocket {
 
   send(data: string): void {
     if (this.readyState !== 1) throw new Error('not open');
-    this.sent.push(JSON.parse(data));
+    this.sentRaw.push(JSON.parse(data));
   }
   close(code?: number, reason?: string): void {
     this.closedWith = { code, reason };
     this.readyState = 3;
   }
 
-  // --- driven by the test
+  // --- driven by the test. An event from the network starts a new task: the
+  // client's end-of-tick flushes have run by then.
   serverOpen(): void {
+    runQueuedFlushes();
     this.readyState = 1;
     this.onopen?.({});
   }
   serverSend(frame: unknown): void {
+    runQueuedFlushes();
     this.onmessage?.({ data: JSON.stringify(frame) });
   }
   serverClose(code = 1006, reason = ''): void {
+    runQueuedFlushes();
     this.readyState = 3;
     this.onclose?.({ code, reason });
   }
-  welcome(opts: { auth?: 'required' | 'none'; epoch?: string; seq?: number | string; heartbeat_ms?: number } = {}): void {
+  welcome(
+    opts: {
+      auth?: 'required' | 'none';
+      epoch?: string;
+      seq?: number | string;
+      heartbeat_ms?: number;
+      max_channels_per_message?: number;
+      max_messages_per_second?: number;
+    } = {},
+  ): void {
     if (this.readyState !== 1) this.serverOpen();
     this.serverSend({
       type: 'welcome',
@@ -51,7 +100,11 @@ export class FakeWebSocket {
       auth: opts.auth ?? 'none',
       epoch: opts.epoch ?? 'e1',
       seq: opts.seq ?? 0,
-      limits: { heartbeat_ms: opts.heartbeat_ms ?? 30000, max_channels_per_message: 100 },
+      limits: {
+        heartbeat_ms: opts.heartbeat_ms ?? 30000,
+        max_channels_per_message: opts.max_channels_per_message ?? 100,
+        max_messages_per_second: opts.max_messages_per_second ?? 50,
+      },
     });
   }
   signal(channel: string, event: string, payload: Record<string, unknown>, seq?: number | string, epoch = 'e1'): void {

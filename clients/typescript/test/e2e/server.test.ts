@@ -19,7 +19,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { BroadcastClient, type BroadcastSignal, type ConnectionState } from '../../src/client.js';
+import { BroadcastClient, type BroadcastSignal, type ConnectionState, type ControlFrame } from '../../src/client.js';
 import { pgbroadcastBinary } from './binary.js';
 
 const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -214,6 +214,33 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
     expect(typeof got.epoch).toBe('string');
   });
 
+  it('takes 300 topics subscribed in one tick without tripping the rate limit, and drops them the same way', async () => {
+    const errors: ControlFrame[] = [];
+    const offControl = client!.onControl((f) => {
+      if (f.type === 'error') errors.push(f);
+    });
+    const topics = Array.from({ length: 300 }, (_, i) => `order:${1_000_000 + i}`);
+    const acked = new Set<string>();
+    const offAck = client!.onControl((f) => {
+      if (f.type === 'subscribed') for (const t of f.channels ?? []) acked.add(t);
+    });
+    const offs = topics.map((t) => client!.subscribe(t, () => {}));
+    // Sent one message each, 250 of them would be dropped by the server's 50 a second.
+    await waitFor('every topic acknowledged', () => topics.every((t) => acked.has(t)));
+    offAck();
+    expect(topics.every((t) => client!.topicStatus(t) === 'live')).toBe(true);
+    const unsubscribed: string[] = [];
+    const offUnsub = client!.onControl((f) => {
+      if (f.type === 'unsubscribed') unsubscribed.push(...(f.channels ?? []));
+    });
+    for (const off of offs) off();
+    await waitFor('every topic unsubscribed', () => topics.every((t) => unsubscribed.includes(t)));
+    offUnsub();
+    offControl();
+    expect(errors).toEqual([]);
+    expect(client!.topicStatus('order')).toBe('live');
+  });
+
   it('delivers `resync` on order when the LISTEN backend is terminated', async () => {
     const before = signals.length;
     const r = spawnSync(
@@ -253,12 +280,17 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
     await waitFor('a resync after the restart', () =>
       signals.slice(signalsBefore).find((s) => s.resync && s.payload.reason === 'resume_unavailable'),
     );
+    // The resume is through: the position is in the new epoch (before any
+    // signal of it), so the next reconnect can resume.
+    await waitFor('the new epoch adopted', () => client!.position && client!.position.epoch !== epochBefore);
+    const adopted = client!.position!.epoch;
     // A fresh private cluster may reuse the first server's ids and txids: look only at new signals.
     const res = await post(server!, '/api/orders', { customer: 'cy' });
     const got = await waitFor('the created signal on the new server', () =>
       signals.slice(signalsBefore).find((s) => s.event === 'created' && s.txid === res.txid && s.entityId === String(res.data.id)),
     );
     expect(got.epoch).not.toBe(epochBefore);
+    expect(got.epoch).toBe(adopted);
   });
 });
 
@@ -329,7 +361,11 @@ describe('BroadcastClient against the real pgbroadcast server over the wal trans
     await waitFor('the client to resubscribe on a new connection', () => client!.state === 'open' && subscribed.includes('order'));
     const resumed = TracedWebSocket.instances.slice(socketsBefore);
     expect(resumed).toHaveLength(1);
-    expect(resumed[0]!.sentMessages).toEqual([{ subscribe: ['order'], resume: { epoch: before.epoch, seq: before.seq } }]);
+    // Then an empty unsubscribe: its answer says the replay is through.
+    expect(resumed[0]!.sentMessages).toEqual([
+      { subscribe: ['order'], resume: { epoch: before.epoch, seq: before.seq } },
+      { unsubscribe: [] },
+    ]);
     expect(typeof resumed[0]!.sentMessages[0].resume.seq).toBe('string');
     const next = await created('the created signal after the reconnect', createOrder('cy'), signalsBefore);
     expect(next.epoch).toBe(before.epoch);
@@ -347,12 +383,17 @@ describe('BroadcastClient against the real pgbroadcast server over the wal trans
     client!.connect();
     await waitFor('the client to resubscribe', () => client!.state === 'open' && subscribed.includes('order'));
     expect(TracedWebSocket.instances.slice(socketsBefore).map((s) => s.sentMessages)).toEqual([
-      [{ subscribe: ['order'], resume: { epoch: before.epoch, seq: before.seq } }],
+      [{ subscribe: ['order'], resume: { epoch: before.epoch, seq: before.seq } }, { unsubscribe: [] }],
     ]);
     const replayed = await created('the replayed created signal', missed, signalsBefore);
     expect(replayed.epoch).toBe(before.epoch);
     expect(String(replayed.seq) > String(before.seq)).toBe(true);
-    expect(client!.position).toEqual({ epoch: replayed.epoch, seq: replayed.seq });
+    // Once the replay is through, the position is at least the replayed signal
+    // (the welcome's seq, if the node had read further).
+    await waitFor('the position to move past the replay', () => {
+      const p = client!.position!;
+      return p.epoch === replayed.epoch && String(p.seq) >= String(replayed.seq);
+    });
     expect(resyncs(signalsBefore)).toEqual([]);
   });
 });
