@@ -91,6 +91,13 @@ function filtersId(filters: InvalidateQueryFilters): string {
  * arriving while it runs (the same tick included) are coalesced into one
  * more invalidation after it, because the running fetch may have read the
  * data before their writes.
+ *
+ * When the topic becomes `live` (the server's `subscribed`: first, and again
+ * after every reconnect), the keys of `queryKey(entityId)` are invalidated
+ * once the same way: a query that fetched before the subscription was live
+ * would otherwise miss writes committed in between until the next signal.
+ * A `resync` and a `live` in the same tick (a reconnect's resume answered
+ * with a resync) invalidate a key once, not twice.
  */
 export function bindQueryInvalidation(
   client: BroadcastClient,
@@ -118,10 +125,13 @@ export function bindQueryInvalidation(
       running.delete(id);
     }
   };
-  const off = client.subscribe(topicOf(channel, entityId), (signal) => {
-    for (const target of keysForSignal(signal, queryKey)) {
+  const gaps = gapTracker<string>();
+  /** `gap`: a `live` or a `resync`, which a same-tick other one already covers. */
+  const invalidate = (targets: InvalidationTarget[], gap: boolean): void => {
+    for (const target of targets) {
       const filters = toInvalidateFilters(target);
       const id = filtersId(filters);
+      if (gap && !gaps.claim(id)) continue;
       const entry = running.get(id);
       if (entry) {
         entry.filters = filters;
@@ -133,11 +143,38 @@ export function bindQueryInvalidation(
       // The first invalidation is issued synchronously (run's body up to its first await).
       void run(id, fresh);
     }
+  };
+  const topic = topicOf(channel, entityId);
+  const off = client.subscribe(topic, (signal) => {
+    invalidate(keysForSignal(signal, queryKey), signal.resync);
     onSignal?.(signal);
+  });
+  const offStatus = client.onTopicStatus((t, status) => {
+    if (t !== topic || status !== 'live' || !active) return;
+    invalidate(queryKey(entityId === undefined || entityId === null ? undefined : String(entityId)), true);
   });
   return () => {
     active = false;
+    offStatus();
     off();
+  };
+}
+
+/**
+ * Remembers which keys a `live` or a `resync` invalidated in the current tick:
+ * on a reconnect the resume's `subscribed` and a `resync` (the server's, or
+ * the client's `resubscribed` one) often come together, and one fetch after
+ * both covers both; the second would only fetch the same data again.
+ */
+function gapTracker<K>(): { claim: (key: K) => boolean } {
+  const claimed = new Set<K>();
+  return {
+    claim(key) {
+      if (claimed.has(key)) return false;
+      if (claimed.size === 0) queueMicrotask(() => claimed.clear());
+      claimed.add(key);
+      return true;
+    },
   };
 }
 
@@ -182,7 +219,10 @@ export interface RefetchableCollection {
 
 /**
  * Refetches a query collection on every signal of `channel`. Signals arriving
- * while a refetch runs are coalesced into one more refetch after it.
+ * while a refetch runs are coalesced into one more refetch after it. When the
+ * topic becomes `live` (first, and after every reconnect) it refetches once
+ * too: writes between the collection's load and the subscription going live
+ * were not signalled (a `resync` in the same tick shares that refetch).
  */
 export function bindQueryCollection(
   client: BroadcastClient,
@@ -211,11 +251,19 @@ export function bindQueryCollection(
       running = false;
     }
   };
-  const off = client.subscribe(topicOf(options.channel, options.entityId), () => {
+  const gaps = gapTracker<true>();
+  const topic = topicOf(options.channel, options.entityId);
+  const off = client.subscribe(topic, (signal) => {
+    if (signal.resync && !gaps.claim(true)) return;
+    void run();
+  });
+  const offStatus = client.onTopicStatus((t, status) => {
+    if (t !== topic || status !== 'live' || !active || !gaps.claim(true)) return;
     void run();
   });
   return () => {
     active = false;
+    offStatus();
     off();
   };
 }
