@@ -14,6 +14,17 @@ export default defineConfig({
           hookTimeout: 300_000,
         },
       },
+      {
+        // Packs the package (`npm pack` runs `prepack` = build) and checks the
+        // tarball from throwaway consumer projects: CJS/ESM entries, types.
+        test: {
+          name: 'package',
+          include: ['test/package/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 90_000,
+          hookTimeout: 180_000,
+        },
+      },
     ],
   },
 });

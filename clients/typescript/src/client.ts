@@ -17,6 +17,9 @@ export type ConnectionState = 'connecting' | 'open' | 'closed';
  */
 export type BroadcastSeq = number | string;
 
+/** Clients with an end-of-tick flush queued (see `BroadcastClient.flushAll`); each leaves it when flushed. */
+const pendingFlushes = new Set<BroadcastClient>();
+
 /** An (epoch, seq) pair: where a client is, and where it resumes from. */
 export interface BroadcastPosition {
   epoch: string;
@@ -279,7 +282,8 @@ export class BroadcastClient {
   /** When this connection's messages of the last second were sent. */
   private sendTimes: number[] = [];
   private pumpTimer: ReturnType<typeof setTimeout> | null = null;
-  private flushQueued = false;
+  /** The end-of-tick flush queued and not run yet (a fresh object per queueing). */
+  private queuedFlush: object | null = null;
 
   // Per connection: the resume under way.
   /** The position this connection resumes from; null when not resuming. */
@@ -476,6 +480,23 @@ export class BroadcastClient {
         this.scheduleFlush();
       }
     };
+  }
+
+  /**
+   * Sends the pending subscription changes now instead of at the end of the
+   * tick (paced as always: what the rate allows goes now, the rest later).
+   * The end-of-tick flush then finds nothing left to do. For tests that read
+   * what was sent synchronously; an app never needs it.
+   */
+  flush(): void {
+    this.queuedFlush = null;
+    pendingFlushes.delete(this);
+    this.pump();
+  }
+
+  /** `flush()` on every client with subscription changes waiting for the end of the tick. */
+  static flushAll(): void {
+    for (const client of [...pendingFlushes]) client.flush();
   }
 
   // ---------------------------------------------------------------- internals
@@ -742,16 +763,16 @@ export class BroadcastClient {
     }
   }
 
-  /** Sends the subscription changes of this tick once it ends. */
+  /** Sends the subscription changes of this tick once it ends (or at an earlier `flush()`). */
   private scheduleFlush(): void {
-    if (this.flushQueued) return;
-    this.flushQueued = true;
-    // Named: test/fake-ws.ts runs it early when a test reads what was sent.
-    const pgbroadcastFlush = () => {
-      this.flushQueued = false;
-      this.pump();
-    };
-    queueMicrotask(pgbroadcastFlush);
+    if (this.queuedFlush) return;
+    const token = {};
+    this.queuedFlush = token;
+    pendingFlushes.add(this);
+    queueMicrotask(() => {
+      // Run once: not if flush() ran it early (a later change queues its own).
+      if (this.queuedFlush === token) this.flush();
+    });
   }
 
   /**
@@ -1289,11 +1310,54 @@ function reportAsync(e: unknown): void {
 
 let singleton: BroadcastClient | null = null;
 
-/** Creates and connects the module-level client. A second call replaces (and disconnects) the first. */
-export function initBroadcast(options: BroadcastClientOptions): BroadcastClient {
+export interface InitBroadcastOptions extends BroadcastClientOptions {
+  /**
+   * When to connect. `"lazy"` (default): on the first subscription in a
+   * browser, so calling `initBroadcast` at module scope opens nothing at
+   * import time nor during a server render. `true`: now (e.g. a Node script).
+   * `false`: only when you call `connect()`.
+   */
+  connect?: boolean | 'lazy';
+}
+
+function inBrowser(): boolean {
+  return typeof window !== 'undefined' && typeof document !== 'undefined';
+}
+
+/**
+ * A client that connects on its first subscription in a browser: hooks
+ * subscribe in effects, which never run on the server, so this is "first
+ * client-side use". An explicit connect() or disconnect() ends the laziness.
+ */
+class LazyBroadcastClient extends BroadcastClient {
+  private lazyConnect = true;
+  override subscribe(topic: string, handler: BroadcastHandler): () => void {
+    if (this.lazyConnect && inBrowser()) {
+      this.lazyConnect = false;
+      super.connect();
+    }
+    return super.subscribe(topic, handler);
+  }
+  override connect(): void {
+    this.lazyConnect = false;
+    super.connect();
+  }
+  override disconnect(): void {
+    this.lazyConnect = false;
+    super.disconnect();
+  }
+}
+
+/**
+ * Creates the module-level client. Safe at module scope: by default nothing
+ * connects until the first subscription in a browser (see `connect`). A
+ * second call replaces (and disconnects) the first.
+ */
+export function initBroadcast(options: InitBroadcastOptions): BroadcastClient {
   if (singleton) singleton.disconnect();
-  singleton = new BroadcastClient(options);
-  singleton.connect();
+  const { connect = 'lazy', ...clientOptions } = options;
+  singleton = connect === 'lazy' ? new LazyBroadcastClient(clientOptions) : new BroadcastClient(clientOptions);
+  if (connect === true) singleton.connect();
   return singleton;
 }
 

@@ -1,33 +1,13 @@
+import { BroadcastClient } from '../src/client.js';
+
 /**
- * The client sends subscription changes at the end of the tick (a microtask
- * named `pgbroadcastFlush`). Reading `sent`, and every event from the
- * "server", runs those still queued first, so a synchronous test sees what
- * the tick will have put on the wire; each runs once, early or at its turn.
+ * The client sends subscription changes at the end of the tick. Reading
+ * `sent`, and every event from the "server", first has every client send
+ * what it has pending (`BroadcastClient.flushAll()`), so a synchronous test
+ * sees what the tick will have put on the wire; each change goes out once,
+ * early or at the end of the tick.
  */
-const queuedFlushes: Array<{ run: () => void; done: boolean }> = [];
-const realQueueMicrotask = globalThis.queueMicrotask.bind(globalThis);
-globalThis.queueMicrotask = (callback: () => void) => {
-  if (callback.name !== 'pgbroadcastFlush') return realQueueMicrotask(callback);
-  const item = { run: callback, done: false };
-  queuedFlushes.push(item);
-  realQueueMicrotask(() => {
-    const i = queuedFlushes.indexOf(item);
-    if (i >= 0) queuedFlushes.splice(i, 1);
-    if (!item.done) {
-      item.done = true;
-      item.run();
-    }
-  });
-};
-export function runQueuedFlushes(): void {
-  while (queuedFlushes.length > 0) {
-    const item = queuedFlushes.shift()!;
-    if (!item.done) {
-      item.done = true;
-      item.run();
-    }
-  }
-}
+const runQueuedFlushes = (): void => BroadcastClient.flushAll();
 
 /** A scriptable fake WebSocket for unit and hook tests. */
 export class FakeWebSocket {

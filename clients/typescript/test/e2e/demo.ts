@@ -59,11 +59,18 @@ export async function waitFor<T>(
   }
 }
 
-export async function startDemo(): Promise<Demo> {
-  const port = await freePort();
+export interface StartDemoOptions {
+  /** Listen on this port (e.g. to restart on the same one); default a free one. */
+  port?: number;
+  /** More arguments for `pgbroadcast demo`, e.g. `['--transport', 'wal']`. */
+  args?: string[];
+}
+
+export async function startDemo({ port: wantedPort, args = [] }: StartDemoOptions = {}): Promise<Demo> {
+  const port = wantedPort ?? (await freePort());
   const env = { ...process.env };
   delete env.DATABASE_URL; // its own private Postgres
-  const child = spawn(BIN, ['demo', '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(BIN, ['demo', '--listen', `127.0.0.1:${port}`, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   const stderr: string[] = [];
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -84,8 +91,10 @@ export async function startDemo(): Promise<Demo> {
       },
       90_000,
     );
-    // Writes are signalled once the LISTEN is in effect (/readyz 200); one
-    // committed before that is covered by a `resync` instead.
+    // Writes are signalled once the LISTEN (with `--transport wal`, the WAL
+    // stream) is in effect (/readyz 200); one committed before that is
+    // covered by a `resync` instead, so a test waiting for its `created`
+    // would wait for nothing.
     const deadline = Date.now() + 30_000;
     for (;;) {
       const ok = await fetch(`${lines.httpUrl}/readyz`, { signal: AbortSignal.timeout(2_000) })

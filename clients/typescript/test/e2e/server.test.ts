@@ -9,132 +9,41 @@
  *     are strings: the newest is the position, and a reconnect resumes from
  *     it with the same string, the server replaying what was missed.
  *
- * The binary: $PGBROADCAST_BIN, or the debug build in cargo's target
- * directory (see ./binary.ts); built with `cargo build` if missing.
+ * Starting and stopping the server, its REST API and waiting: ./demo.ts
+ * (the binary: $PGBROADCAST_BIN, or the debug build in cargo's target
+ * directory, built with `cargo build` if missing).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { BroadcastClient, type BroadcastSignal, type ConnectionState, type ControlFrame } from '../../src/client.js';
-import { pgbroadcastBinary } from './binary.js';
+import { api, ensureBinary, startDemo, stopDemo, waitFor as waitForDemo, type Demo, type StartDemoOptions } from './demo.js';
 
-const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const repoDir = resolve(pkgDir, '../..');
-const BIN = pgbroadcastBinary(repoDir);
-
-interface Server {
-  child: ChildProcess;
-  pgUrl: string;
-  httpUrl: string;
-  stderr: string[];
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => ok(port));
-    });
-  });
-}
-
-async function waitFor<T>(what: string, fn: () => T | undefined | false | null, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; signals so far: ${JSON.stringify(signalLog.slice(-10))}`);
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-const children = new Set<ChildProcess>();
 /** Every signal received, for the error messages of timed-out waits. */
 const signalLog: BroadcastSignal[] = [];
 
-async function startServer(port: number, args: string[] = []): Promise<Server> {
-  const env = { ...process.env };
-  delete env.DATABASE_URL; // its own private Postgres
-  const child = spawn(BIN, ['demo', '--listen', `127.0.0.1:${port}`, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stdout = '';
-  const stderr: string[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
-  let exited: string | null = null;
-  child.once('exit', (code, sig) => {
-    exited = `exited with ${code ?? sig}`;
-    children.delete(child);
-  });
-  try {
-    const lines = await waitFor(
-      'the server to print its Postgres URL and listen address',
-      () => {
-        if (exited) throw new Error(`pgbroadcast ${exited}\n${stderr.join('').slice(-3000)}`);
-        const pg = /private Postgres \(removed on exit\): (postgres:\/\/\S+)/.exec(stdout);
-        const http = /listening on (http:\/\/\S+)/.exec(stdout);
-        return pg && http ? { pgUrl: pg[1]!, httpUrl: http[1]! } : undefined;
-      },
-      90_000,
-    );
-    // Writes are signalled once the LISTEN (with `--transport wal`, the WAL
-    // stream) is in effect (/readyz 200); one committed before that is
-    // covered by a `resync` instead, which would make the checks below wait
-    // for a `created` that is never sent.
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const ok = await fetch(`${lines.httpUrl}/readyz`, { signal: AbortSignal.timeout(2_000) })
-        .then((r) => r.status === 200)
-        .catch(() => false);
-      if (ok) break;
-      if (exited) throw new Error(`pgbroadcast ${exited}\n${stderr.join('').slice(-3000)}`);
-      if (Date.now() > deadline) throw new Error('timed out after 30000 ms waiting for /readyz');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return { child, stderr, ...lines };
-  } catch (e) {
-    child.kill('SIGTERM');
-    throw e;
-  }
+/** `waitFor` of ./demo.ts, with the last signals in its timeout message. */
+function waitFor<T>(what: string, fn: () => T | undefined | false | null, timeoutMs = 20_000): Promise<T> {
+  return waitForDemo(what, fn, timeoutMs, () => `; signals so far: ${JSON.stringify(signalLog.slice(-10))}`);
 }
 
-async function stopServer(s: Server, timeoutMs = 20_000): Promise<void> {
-  const { child } = s;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM'); // SIGTERM lets it remove its private Postgres
-  const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs));
-  if ((await Promise.race([exited, timer])) === 'timeout') {
-    child.kill('SIGKILL');
-    await exited;
-  }
+/** Every server started, stopped after each describe (a restart leaves more than one). */
+const servers = new Set<Demo>();
+
+async function startServer(options: StartDemoOptions = {}): Promise<Demo> {
+  const server = await startDemo(options);
+  servers.add(server);
+  return server;
 }
 
-async function post(s: Server, path: string, body: unknown): Promise<{ data: { id: number }; txid: number }> {
-  const res = await fetch(`${s.httpUrl}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  });
-  expect(res.status).toBe(201);
-  return (await res.json()) as { data: { id: number }; txid: number };
+async function stopServers(): Promise<void> {
+  await Promise.all([...servers].map((s) => stopDemo(s)));
+  servers.clear();
 }
 
-function ensureBinary(): void {
-  if (existsSync(BIN)) return;
-  if (process.env.PGBROADCAST_BIN) throw new Error(`PGBROADCAST_BIN=${BIN} does not exist`);
-  const built = spawnSync('cargo', ['build'], { cwd: repoDir, stdio: 'inherit', timeout: 1_200_000 });
-  if (built.status !== 0 || !existsSync(BIN)) throw new Error(`cargo build failed; no binary at ${BIN}`);
+function post(s: Demo, path: string, body: unknown): Promise<{ data: { id: number }; txid: number }> {
+  return api(s, 'POST', path, body);
 }
 
 function psqlBin(): string {
@@ -167,7 +76,7 @@ class TracedWebSocket extends WebSocket {
 
 describe('BroadcastClient against the real pgbroadcast server', () => {
   let port = 0;
-  let server: Server | null = null;
+  let server: Demo | null = null;
   let client: BroadcastClient | null = null;
   const signals: BroadcastSignal[] = [];
   const states: ConnectionState[] = [];
@@ -175,10 +84,10 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
 
   beforeAll(async () => {
     ensureBinary();
-    port = await freePort();
-    server = await startServer(port);
+    server = await startServer();
+    port = server.port;
     client = new BroadcastClient({
-      url: `ws://127.0.0.1:${port}/ws/broadcast`,
+      url: server.wsUrl,
       WebSocket,
       backoff: { baseMs: 100, maxMs: 1000 },
     });
@@ -198,9 +107,7 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
 
   afterAll(async () => {
     client?.disconnect();
-    await Promise.all(
-      [...children].map((child) => stopServer({ child, pgUrl: '', httpUrl: '', stderr: [] })),
-    );
+    await stopServers();
   }, 60_000);
 
   it('delivers `created` with the order id and txid of a REST write', async () => {
@@ -270,9 +177,9 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
     const statesBefore = states.length;
     const signalsBefore = signals.length;
     const epochBefore = client!.position?.epoch;
-    await stopServer(server!);
+    await stopDemo(server!);
     await waitFor('the client to notice the restart', () => client!.state !== 'open', 10_000);
-    server = await startServer(port);
+    server = await startServer({ port });
     await waitFor('the client to be open again', () => client!.state === 'open', 30_000);
     expect(states.slice(statesBefore)).toContain('connecting');
     expect(states.at(-1)).toBe('open');
@@ -295,7 +202,7 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
 });
 
 describe('BroadcastClient against the real pgbroadcast server over the wal transport', () => {
-  let server: Server | null = null;
+  let server: Demo | null = null;
   let client: BroadcastClient | null = null;
   const signals: BroadcastSignal[] = [];
   const subscribed: string[] = [];
@@ -308,8 +215,7 @@ describe('BroadcastClient against the real pgbroadcast server over the wal trans
 
   beforeAll(async () => {
     ensureBinary();
-    const port = await freePort();
-    server = await startServer(port, ['--transport', 'wal']);
+    server = await startServer({ args: ['--transport', 'wal'] });
     // Sessions started from now on send through the WAL (the demo's pool may
     // predate this, so writes here go through psql).
     sql(
@@ -317,7 +223,7 @@ describe('BroadcastClient against the real pgbroadcast server over the wal trans
       "do $$ begin execute format('alter database %I set pgbroadcast.transport = %L', current_database(), 'wal'); end $$",
     );
     client = new BroadcastClient({
-      url: `ws://127.0.0.1:${port}/ws/broadcast`,
+      url: server.wsUrl,
       WebSocket: TracedWebSocket,
       backoff: { baseMs: 100, maxMs: 1000 },
     });
@@ -335,9 +241,7 @@ describe('BroadcastClient against the real pgbroadcast server over the wal trans
 
   afterAll(async () => {
     client?.disconnect();
-    await Promise.all(
-      [...children].map((child) => stopServer({ child, pgUrl: '', httpUrl: '', stderr: [] })),
-    );
+    await stopServers();
   }, 60_000);
 
   it('records the string seq of the WAL epoch as the position, the newest one winning', async () => {

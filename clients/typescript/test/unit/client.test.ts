@@ -391,7 +391,7 @@ describe('BroadcastClient', () => {
   it('initBroadcast / getBroadcastClient / subscribeToBroadcast use one singleton', () => {
     expect(() => getBroadcastClient()).toThrow(/initBroadcast/);
     expect(() => subscribeToBroadcast('order', () => {})).toThrow(/initBroadcast/);
-    const c = initBroadcast({ url: 'ws://x/ws/broadcast', WebSocket: FakeWebSocket });
+    const c = initBroadcast({ url: 'ws://x/ws/broadcast', WebSocket: FakeWebSocket, connect: true });
     expect(getBroadcastClient()).toBe(c);
     expect(c.state).toBe('connecting');
     const h = vi.fn();
@@ -400,6 +400,72 @@ describe('BroadcastClient', () => {
     expect(FakeWebSocket.last.sent).toEqual([{ subscribe: ['order'] }]);
     FakeWebSocket.last.signal('order', 'created', { entity_id: '1' }, 1);
     expect(h).toHaveBeenCalledTimes(1);
+  });
+
+  describe('initBroadcast connects lazily (safe at module scope and during a server render)', () => {
+    // A browser, as far as the client can tell (this project runs in Node).
+    const asBrowser = () => {
+      vi.stubGlobal('window', new EventTarget());
+      vi.stubGlobal('document', new EventTarget());
+    };
+    afterEach(() => {
+      vi.unstubAllGlobals();
+    });
+
+    it('in a browser: no socket until the first subscription, which connects and subscribes', () => {
+      asBrowser();
+      const c = initBroadcast({ url: 'ws://x/ws/broadcast', WebSocket: FakeWebSocket });
+      expect(FakeWebSocket.instances).toHaveLength(0);
+      expect(c.state).toBe('closed');
+      const h = vi.fn();
+      subscribeToBroadcast('order', h);
+      expect(FakeWebSocket.instances).toHaveLength(1);
+      expect(c.state).toBe('connecting');
+      FakeWebSocket.last.welcome();
+      expect(FakeWebSocket.last.sent).toEqual([{ subscribe: ['order'] }]);
+      FakeWebSocket.last.signal('order', 'created', { entity_id: '1' }, 1);
+      expect(h).toHaveBeenCalledTimes(1);
+      subscribeToBroadcast('item', () => {});
+      expect(FakeWebSocket.instances).toHaveLength(1);
+    });
+
+    it('on the server (no window): no socket at all, subscriptions only held', async () => {
+      expect(typeof window).toBe('undefined');
+      const c = initBroadcast({ url: 'ws://x/ws/broadcast', WebSocket: FakeWebSocket });
+      const off = subscribeToBroadcast('order', () => {});
+      subscribeToBroadcast('order:1', () => {});
+      off();
+      await flush();
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(FakeWebSocket.instances).toHaveLength(0);
+      expect(c.state).toBe('closed');
+      expect(c.subscribedTopics).toEqual(['order:1']);
+    });
+
+    it('connect: true connects at once (even without a window); connect: false waits for connect()', () => {
+      const now = initBroadcast({ url: 'ws://now/ws', WebSocket: FakeWebSocket, connect: true });
+      expect(FakeWebSocket.instances.map((s) => s.url)).toEqual(['ws://now/ws']);
+      expect(now.state).toBe('connecting');
+      asBrowser();
+      const manual = initBroadcast({ url: 'ws://manual/ws', WebSocket: FakeWebSocket, connect: false });
+      expect(now.state).toBe('closed'); // replaced: disconnected
+      subscribeToBroadcast('order', () => {});
+      expect(FakeWebSocket.instances).toHaveLength(1);
+      manual.connect();
+      expect(FakeWebSocket.last.url).toBe('ws://manual/ws');
+      FakeWebSocket.last.welcome();
+      expect(FakeWebSocket.last.sent).toEqual([{ subscribe: ['order'] }]);
+    });
+
+    it('an explicit disconnect() before the first subscription keeps it disconnected', () => {
+      asBrowser();
+      const c = initBroadcast({ url: 'ws://x/ws/broadcast', WebSocket: FakeWebSocket });
+      c.disconnect();
+      subscribeToBroadcast('order', () => {});
+      expect(FakeWebSocket.instances).toHaveLength(0);
+      c.connect();
+      expect(FakeWebSocket.instances).toHaveLength(1);
+    });
   });
 
   it('reports a missing WebSocket implementation clearly', () => {

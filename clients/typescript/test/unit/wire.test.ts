@@ -44,6 +44,37 @@ describe('subscriptions on the wire', () => {
     c.disconnect();
   });
 
+  it('flush() sends the pending changes now; the end of the tick then sends nothing more', async () => {
+    const { c, ws } = open();
+    c.subscribe('order:1', () => {});
+    c.subscribe('order:2', () => {});
+    expect(ws.sentRaw).toEqual([]);
+    c.flush();
+    expect(ws.sentRaw).toEqual([{ subscribe: ['order:1', 'order:2'] }]);
+    await tick();
+    expect(ws.sentRaw).toHaveLength(1);
+    // A change after the early flush waits for its own end of tick.
+    c.subscribe('order:3', () => {});
+    expect(ws.sentRaw).toHaveLength(1);
+    await tick();
+    expect(ws.sentRaw).toEqual([{ subscribe: ['order:1', 'order:2'] }, { subscribe: ['order:3'] }]);
+    c.disconnect();
+  });
+
+  it('BroadcastClient.flushAll() flushes every client with pending changes (what the fake socket uses)', async () => {
+    const a = open();
+    const b = open();
+    a.c.subscribe('order', () => {});
+    b.c.subscribe('item', () => {});
+    expect([a.ws.sentRaw, b.ws.sentRaw]).toEqual([[], []]);
+    BroadcastClient.flushAll();
+    expect([a.ws.sentRaw, b.ws.sentRaw]).toEqual([[{ subscribe: ['order'] }], [{ subscribe: ['item'] }]]);
+    await tick();
+    expect([a.ws.sentRaw, b.ws.sentRaw]).toEqual([[{ subscribe: ['order'] }], [{ subscribe: ['item'] }]]);
+    a.c.disconnect();
+    b.c.disconnect();
+  });
+
   it('collapses a subscribe undone in the same tick (React StrictMode mount/unmount/mount)', async () => {
     const { c, ws } = open();
     const off1 = c.subscribe('order:1', () => {});
