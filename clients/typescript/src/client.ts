@@ -147,6 +147,10 @@ const DEFAULT_BASE_MS = 500;
 const DEFAULT_MAX_MS = 30_000;
 const DEFAULT_HEARTBEAT_TIMEOUT_MS = 75_000;
 const HEARTBEAT_FACTOR = 2.5;
+/** How often the wake-from-sleep check runs while a socket is up. */
+const SLEEP_CHECK_MS = 5_000;
+/** A wall-clock jump this far beyond SLEEP_CHECK_MS means the machine slept. */
+const SLEEP_SLACK_MS = 5_000;
 /** `max_channels_per_message` default of the server; chunks larger subscribe lists. */
 const DEFAULT_MAX_TOPICS_PER_MESSAGE = 100;
 /** `max_messages_per_second` default of the server. */
@@ -238,6 +242,9 @@ export class BroadcastClient {
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private heartbeatTimer: ReturnType<typeof setTimeout> | null = null;
   private heartbeatTimeoutMs: number;
+  /** The wake-from-sleep check (runs while a socket is up) and when it last ran. */
+  private sleepTimer: ReturnType<typeof setInterval> | null = null;
+  private sleepCheckAt = 0;
   private maxTopicsPerMessage = DEFAULT_MAX_TOPICS_PER_MESSAGE;
   private maxMessagesPerSecond = DEFAULT_MAX_MESSAGES_PER_SECOND;
   /** Per-connection: welcome seen / authenticated. */
@@ -643,9 +650,35 @@ export class BroadcastClient {
     }
   }
 
+  /**
+   * Wake from sleep (any environment): after a laptop sleeps with the page
+   * visible, no event fires and the heartbeat timer only notices after its
+   * full timeout. A cheap timer (every SLEEP_CHECK_MS, unref'd in Node) sees
+   * the wall clock jump far past its interval; if nothing arrived since
+   * before the jump, the connection is replaced at once.
+   */
+  private watchSleep(): void {
+    if (this.sleepTimer !== null) return;
+    this.sleepCheckAt = Date.now();
+    const timer = setInterval(() => {
+      const before = this.sleepCheckAt;
+      const now = Date.now();
+      this.sleepCheckAt = now;
+      if (now - before <= SLEEP_CHECK_MS + SLEEP_SLACK_MS) return;
+      if (!this.wanted || !this.socket || this._state !== 'open' || this.lastFrameAt > before) return;
+      this.dropSocket(CLIENT_HEARTBEAT_CLOSE, 'woke from sleep');
+      this.emitError({ kind: 'close', closeCode: CLIENT_HEARTBEAT_CLOSE, message: 'woke from sleep' });
+      this.attempt = 0;
+      this.open();
+    }, SLEEP_CHECK_MS);
+    (timer as { unref?: () => void }).unref?.();
+    this.sleepTimer = timer;
+  }
+
   /** Something arrived: restart the heartbeat timer. */
   private touch(): void {
     this.lastFrameAt = Date.now();
+    this.watchSleep();
     if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatTimer = null;
@@ -701,6 +734,10 @@ export class BroadcastClient {
     if (this.heartbeatTimer !== null) {
       clearTimeout(this.heartbeatTimer);
       this.heartbeatTimer = null;
+    }
+    if (this.sleepTimer !== null) {
+      clearInterval(this.sleepTimer);
+      this.sleepTimer = null;
     }
     this.resetConnection();
     const s = this.socket;
