@@ -258,6 +258,8 @@ export class BroadcastClient {
   private lastFrameAt = 0;
   /** Removes the `online`/`visibilitychange` listeners. */
   private unlisten: (() => void) | null = null;
+  /** The browser said `offline`: no reconnect is tried until `online`. */
+  private offline = false;
 
   /** A connection reached `open` before: later subscribes carry `resume`. */
   private everOpen = false;
@@ -621,14 +623,38 @@ export class BroadcastClient {
     const win = (globalThis as { window?: EventTarget }).window;
     const doc = (globalThis as { document?: EventTarget & { visibilityState?: string } }).document;
     if (!win || typeof win.addEventListener !== 'function') return;
-    const online = () => this.wake();
+    const online = () => {
+      const was = this.offline;
+      this.offline = false;
+      if (was && this.wanted && !this.socket && this.reconnectTimer === null) {
+        this.attempt = 0;
+        this.open();
+        return;
+      }
+      this.wake();
+    };
+    // The network is gone: the socket cannot carry anything, and retrying
+    // before `online` only burns the backoff. Drop it now (its topics go
+    // back to pending) rather than after a heartbeat timeout.
+    const offline = () => {
+      if (!this.wanted) return;
+      this.offline = true;
+      this.clearReconnect();
+      if (this.socket) {
+        this.dropSocket(CLIENT_HEARTBEAT_CLOSE, 'offline');
+        this.emitError({ kind: 'close', closeCode: CLIENT_HEARTBEAT_CLOSE, message: 'offline' });
+        this.afterLoss();
+      }
+    };
     const visible = () => {
       if (doc?.visibilityState === undefined || doc.visibilityState === 'visible') this.wake();
     };
     win.addEventListener('online', online);
+    win.addEventListener('offline', offline);
     doc?.addEventListener?.('visibilitychange', visible);
     this.unlisten = () => {
       win.removeEventListener('online', online);
+      win.removeEventListener('offline', offline);
       doc?.removeEventListener?.('visibilitychange', visible);
     };
   }
@@ -715,6 +741,7 @@ export class BroadcastClient {
   private scheduleReconnect(): void {
     this.clearReconnect();
     this.setState('connecting');
+    if (this.offline) return; // `online` reconnects
     const delay = backoffDelay(this.attempt, this.backoff, this.random);
     this.attempt += 1;
     this.reconnectTimer = setTimeout(() => {

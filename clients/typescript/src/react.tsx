@@ -10,6 +10,7 @@ import {
   type BroadcastClientOptions,
   type BroadcastSignal,
   type ConnectionState,
+  type TopicStatus,
 } from './client.js';
 
 const BroadcastContext = createContext<BroadcastClient | null>(null);
@@ -66,6 +67,30 @@ export function useBroadcastState(client?: BroadcastClient): BroadcastConnection
   const c = useBroadcastClient(client);
   const state = useSyncExternalStore((onChange) => c.onStateChange(onChange), () => c.state, getServerState);
   return { state, isConnected: state === 'open' };
+}
+
+const getServerTopicStatus = (): TopicStatus | undefined => undefined;
+
+/**
+ * The status of one topic (`order`, `order:123`) on the provider's (or
+ * singleton) client, to render: `pending` until the server acknowledged it,
+ * `live`, `retrying` after a temporary refusal, `forbidden`, `revoked`;
+ * `undefined` while no handler holds it, on the server and while hydrating.
+ */
+export function useTopicStatus(
+  channel: string,
+  entityId?: string | number | null,
+  client?: BroadcastClient,
+): TopicStatus | undefined {
+  const c = useBroadcastClient(client);
+  const topic = topicOf(channel, entityId ?? undefined);
+  return useSyncExternalStore(
+    (onChange) => c.onTopicStatus((changed) => {
+      if (changed === topic) onChange();
+    }),
+    () => c.topicStatus(topic),
+    getServerTopicStatus,
+  );
 }
 
 export interface UseBroadcastSyncOptions {

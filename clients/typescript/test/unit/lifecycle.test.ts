@@ -178,6 +178,25 @@ describe('network and visibility (browser)', () => {
     expect(FakeWebSocket.instances).toHaveLength(2);
   });
 
+  it('drops the connection when the network goes offline and tries nothing until it is back online', async () => {
+    const { c, errors } = make({ backoff: { baseMs: 100, maxMs: 1000 } });
+    c.connect();
+    const ws = FakeWebSocket.last;
+    ws.welcome();
+    (g.window as EventTarget).dispatchEvent(new Event('offline'));
+    expect(ws.closedWith?.code).toBe(4000);
+    expect(errors).toEqual([{ kind: 'close', closeCode: 4000, message: 'offline' }]);
+    expect(c.state).toBe('connecting');
+    // No retries while offline, however long it lasts.
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    (g.window as EventTarget).dispatchEvent(new Event('online'));
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    FakeWebSocket.last.welcome();
+    expect(c.state).toBe('open');
+    c.disconnect();
+  });
+
   it('checks liveness when the page becomes visible: a connection silent past its heartbeats is replaced', async () => {
     const { c, errors } = make();
     c.connect();
