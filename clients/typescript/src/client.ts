@@ -1413,6 +1413,17 @@ class LazyBroadcastClient extends BroadcastClient {
 }
 
 /**
+ * A client that connects `connect`: `"lazy"` on its first subscription in a
+ * browser (never on a server), `true` now, `false` when `connect()` is called.
+ * What `initBroadcast` and the TanStack `configureSync` create.
+ */
+export function createBroadcastClient(options: BroadcastClientOptions, connect: boolean | 'lazy' = 'lazy'): BroadcastClient {
+  const client = connect === 'lazy' ? new LazyBroadcastClient(options) : new BroadcastClient(options);
+  if (connect === true) client.connect();
+  return client;
+}
+
+/**
  * Creates the module-level client. Safe at module scope: by default nothing
  * connects until the first subscription in a browser (see `connect`). A
  * second call replaces (and disconnects) the first.
@@ -1420,8 +1431,7 @@ class LazyBroadcastClient extends BroadcastClient {
 export function initBroadcast(options: InitBroadcastOptions): BroadcastClient {
   if (singleton) singleton.disconnect();
   const { connect = 'lazy', ...clientOptions } = options;
-  singleton = connect === 'lazy' ? new LazyBroadcastClient(clientOptions) : new BroadcastClient(clientOptions);
-  if (connect === true) singleton.connect();
+  singleton = createBroadcastClient(clientOptions, connect);
   return singleton;
 }
 

@@ -10,9 +10,9 @@ import type { QueryCollectionUtils } from '@tanstack/query-db-collection';
 import type { AwaitTxIdFn } from '@tanstack/electric-db-collection';
 import {
   BroadcastClient,
+  createBroadcastClient,
   topicOf,
   type BroadcastClientOptions,
-  type BroadcastHandler,
   type BroadcastSignal,
 } from './client.js';
 import { useBroadcastClient } from './react.js';
@@ -480,34 +480,6 @@ export interface SyncConfig {
   electricShapeOptions: (table: string) => { url: string; params: { table: string } };
 }
 
-function inBrowser(): boolean {
-  return typeof window !== 'undefined' && typeof document !== 'undefined';
-}
-
-/**
- * A client that connects on its first subscription in a browser: hooks
- * subscribe in effects, which never run on the server, so this is "first
- * client-side use". An explicit connect() or disconnect() ends the laziness.
- */
-class LazyBroadcastClient extends BroadcastClient {
-  private lazyConnect = true;
-  override subscribe(topic: string, handler: BroadcastHandler): () => void {
-    if (this.lazyConnect && inBrowser()) {
-      this.lazyConnect = false;
-      super.connect();
-    }
-    return super.subscribe(topic, handler);
-  }
-  override connect(): void {
-    this.lazyConnect = false;
-    super.connect();
-  }
-  override disconnect(): void {
-    this.lazyConnect = false;
-    super.disconnect();
-  }
-}
-
 /**
  * One place for both URLs: a BroadcastClient and Electric shape options. Safe
  * at module scope: by default nothing connects until the first subscription
@@ -519,9 +491,7 @@ export function configureSync(options: ConfigureSyncOptions): SyncConfig {
     ...(options.getToken ? { getToken: options.getToken } : {}),
     ...(options.WebSocket ? { WebSocket: options.WebSocket } : {}),
   };
-  const mode = options.connect ?? 'lazy';
-  const broadcast = mode === 'lazy' ? new LazyBroadcastClient(clientOptions) : new BroadcastClient(clientOptions);
-  if (mode === true) broadcast.connect();
+  const broadcast = createBroadcastClient(clientOptions, options.connect ?? 'lazy');
   return {
     broadcast,
     electricShapeOptions: (table: string) => ({ url: options.electricUrl, params: { table } }),

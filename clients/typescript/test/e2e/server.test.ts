@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { BroadcastClient, type BroadcastSignal, type ConnectionState, type ControlFrame } from '../../src/client.js';
+import { BroadcastClient, type BroadcastClientOptions, type BroadcastSignal, type ConnectionState, type ControlFrame } from '../../src/client.js';
 import { api, ensureBinary, startDemo, stopDemo, waitFor as waitForDemo, type Demo, type StartDemoOptions } from './demo.js';
 
 /** Every signal received, for the error messages of timed-out waits. */
@@ -60,6 +60,34 @@ function sql(pgUrl: string, statement: string): string {
   return r.stdout.trim();
 }
 
+/**
+ * A client of `server` subscribed to `order`, connected and live (the server
+ * said `subscribed`: a write is delivered from then on). Its signals go to
+ * `signals` (and the log), the channels of its `subscribed` acks to
+ * `subscribed`; `watch` sees it before it connects.
+ */
+async function orderClient(
+  server: Demo,
+  socket: BroadcastClientOptions['WebSocket'],
+  signals: BroadcastSignal[],
+  subscribed: string[],
+  watch: (client: BroadcastClient) => void = () => {},
+): Promise<BroadcastClient> {
+  const client = new BroadcastClient({ url: server.wsUrl, WebSocket: socket, backoff: { baseMs: 100, maxMs: 1000 } });
+  watch(client);
+  client.onControl((f) => {
+    if (f.type === 'subscribed') subscribed.push(...(f.channels ?? []));
+  });
+  client.subscribe('order', (s) => {
+    signals.push(s);
+    signalLog.push(s);
+  });
+  client.connect();
+  await waitFor('state open', () => client.state === 'open');
+  await waitFor('subscribed order', () => subscribed.includes('order'));
+  return client;
+}
+
 /** `ws`, keeping every socket made and the messages sent on each. */
 class TracedWebSocket extends WebSocket {
   static instances: TracedWebSocket[] = [];
@@ -86,23 +114,7 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
     ensureBinary();
     server = await startServer();
     port = server.port;
-    client = new BroadcastClient({
-      url: server.wsUrl,
-      WebSocket,
-      backoff: { baseMs: 100, maxMs: 1000 },
-    });
-    client.onStateChange((s) => states.push(s));
-    client.onControl((f) => {
-      if (f.type === 'subscribed') subscribed.push(...(f.channels ?? []));
-    });
-    client.subscribe('order', (s) => {
-      signals.push(s);
-      signalLog.push(s);
-    });
-    client.connect();
-    await waitFor('state open', () => client!.state === 'open');
-    // A write is delivered once the subscription is live: the server says `subscribed`.
-    await waitFor('subscribed order', () => subscribed.includes('order'));
+    client = await orderClient(server, WebSocket, signals, subscribed, (c) => c.onStateChange((s) => states.push(s)));
   }, 1_500_000);
 
   afterAll(async () => {
@@ -222,21 +234,7 @@ describe('BroadcastClient against the real pgbroadcast server over the wal trans
       server.pgUrl,
       "do $$ begin execute format('alter database %I set pgbroadcast.transport = %L', current_database(), 'wal'); end $$",
     );
-    client = new BroadcastClient({
-      url: server.wsUrl,
-      WebSocket: TracedWebSocket,
-      backoff: { baseMs: 100, maxMs: 1000 },
-    });
-    client.onControl((f) => {
-      if (f.type === 'subscribed') subscribed.push(...(f.channels ?? []));
-    });
-    client.subscribe('order', (s) => {
-      signals.push(s);
-      signalLog.push(s);
-    });
-    client.connect();
-    await waitFor('state open', () => client!.state === 'open');
-    await waitFor('subscribed order', () => subscribed.includes('order'));
+    client = await orderClient(server, TracedWebSocket, signals, subscribed);
   }, 1_500_000);
 
   afterAll(async () => {
