@@ -237,6 +237,13 @@ impl Recorder {
         assert_eq!(ack["type"], "subscribed", "{ack}");
     }
 
+    /// Its connection dies mid-stream and it lands on `url`, resuming there.
+    async fn move_to(&mut self, url: &str) {
+        self.kill();
+        self.url = url.to_owned();
+        self.reconnect().await;
+    }
+
     fn ws(&mut self) -> &mut WsClient {
         self.client.as_mut().expect("connected")
     }
@@ -393,7 +400,7 @@ async fn cluster_restarts(wal: bool) {
         PgArgs::default()
     };
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), pg_args).await;
-    let url = format!("ws://{}/ws/broadcast", bridge.addr);
+    let url = ws_url(&bridge);
     let readers = readers_of(&url, 3).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     writer.advance(200).await;
@@ -509,7 +516,7 @@ async fn wal_stream_terminated_repeatedly() {
     let db = ticks_db_wal().await;
     let pg = db.client().await;
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
-    let url = format!("ws://{}/ws/broadcast", bridge.addr);
+    let url = ws_url(&bridge);
     let readers = readers_of(&url, 4).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     let mut pid = walsender(&pg, None).await;
@@ -537,7 +544,7 @@ async fn wal_slot_dropped_by_a_dba() {
     let db = ticks_db_wal().await;
     let pg = db.client().await;
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
-    let url = format!("ws://{}/ws/broadcast", bridge.addr);
+    let url = ws_url(&bridge);
     let readers = readers_of(&url, 2).await;
     let mut writer = Writer::start(db.config.clone(), 0);
     writer.advance(100).await;
@@ -763,6 +770,11 @@ async fn any_number_of_shards_loses_nothing() {
     }
 }
 
+/// The WebSocket endpoint of a bridge started in this process.
+fn ws_url(running: &Running) -> String {
+    format!("ws://{}/ws/broadcast", running.addr)
+}
+
 async fn serve_on(db: &TestDb, addr: std::net::SocketAddr) -> Running {
     serve_with(db, addr, PgArgs::default()).await
 }
@@ -823,8 +835,8 @@ async fn two_nodes_on_one_database() {
     let pg = db.client().await;
     let a = serve_on(&db, "127.0.0.1:0".parse().unwrap()).await;
     let b = serve_on(&db, "127.0.0.1:0".parse().unwrap()).await;
-    let url_a = format!("ws://{}/ws/broadcast", a.addr);
-    let url_b = format!("ws://{}/ws/broadcast", b.addr);
+    let url_a = ws_url(&a);
+    let url_b = ws_url(&b);
     let mut recorders = Vec::new();
     for url in [&url_a, &url_a, &url_b, &url_b] {
         recorders.push(Recorder::connect(url).await);
@@ -835,9 +847,7 @@ async fn two_nodes_on_one_database() {
     let mut writer = Writer::start(db.config.clone(), 0);
     mover.read(150).await;
     // The mover's node goes away for it; it lands on the other node.
-    mover.kill();
-    mover.url = url_b.clone();
-    mover.reconnect().await;
+    mover.move_to(&url_b).await;
     writer.advance(200).await;
     writer.stop().await;
     barrier(&pg).await;
@@ -874,8 +884,8 @@ async fn two_nodes_over_the_wal() {
     )
     .await;
     assert_eq!(a.hub.epoch(), b.hub.epoch());
-    let url_a = format!("ws://{}/ws/broadcast", a.addr);
-    let url_b = format!("ws://{}/ws/broadcast", b.addr);
+    let url_a = ws_url(&a);
+    let url_b = ws_url(&b);
     let mut recorders = Vec::new();
     for url in [&url_a, &url_b] {
         recorders.push(Recorder::connect(url).await);
@@ -888,9 +898,7 @@ async fn two_nodes_over_the_wal() {
     let mut writer = Writer::start(db.config.clone(), 0);
     for (mover, to) in movers.iter_mut().zip([&url_b, &url_a]) {
         mover.read(100).await;
-        mover.kill();
-        mover.url = to.clone();
-        mover.reconnect().await;
+        mover.move_to(to).await;
     }
     writer.advance(200).await;
     writer.stop().await;
