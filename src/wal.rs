@@ -329,30 +329,7 @@ impl WalListener {
                 .await?;
             return Ok(None);
         }
-        let confirmed = confirmed
-            .as_deref()
-            .and_then(|lsn| Lsn::parse(lsn).ok())
-            .ok_or_else(|| {
-                WalError::Config(format!("replication slot {slot} has no confirmed position"))
-            })?;
-        Ok(Some(confirmed.as_u64()))
-    }
-
-    /// Where a slot made just now begins.
-    async fn slot_start(&self, slot: &str) -> Result<u64, WalError> {
-        let row = self
-            .session()
-            .await?
-            .query_one(
-                "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1",
-                &[&slot],
-            )
-            .await?;
-        let lsn: Option<String> = row.get(0);
-        lsn.as_deref()
-            .and_then(|lsn| Lsn::parse(lsn).ok())
-            .map(Lsn::as_u64)
-            .ok_or_else(|| WalError::Config(format!("replication slot {slot} has no start")))
+        lsn_of(confirmed.as_deref(), slot, "confirmed position").map(Some)
     }
 
     /// Makes sure the publication and the slot exist, opens a replication
@@ -380,12 +357,18 @@ impl WalListener {
             None => {
                 let kind = if temporary { "TEMPORARY " } else { "" };
                 // The name is ours: a prefix and a checked node id or digits.
-                client
+                let made = client
                     .simple_query(&format!(
                         "CREATE_REPLICATION_SLOT {slot} {kind}LOGICAL pgoutput (SNAPSHOT 'nothing')"
                     ))
                     .await?;
-                self.slot_start(&slot).await?
+                // Its row: slot_name, consistent_point (where it begins), ...
+                let start = made
+                    .first()
+                    .and_then(|row| row.get(1))
+                    .and_then(Option::as_ref)
+                    .map(|lsn| String::from_utf8_lossy(lsn).into_owned());
+                lsn_of(start.as_deref(), &slot, "start")?
             }
         };
         let database = system.dbname.clone().unwrap_or_default();
@@ -517,6 +500,13 @@ impl WalListener {
         }
         Ok(())
     }
+}
+
+/// An LSN as Postgres writes it (`16/B374D848`), a slot's `what`.
+fn lsn_of(text: Option<&str>, slot: &str, what: &str) -> Result<u64, WalError> {
+    text.and_then(|lsn| Lsn::parse(lsn).ok())
+        .map(Lsn::as_u64)
+        .ok_or_else(|| WalError::Config(format!("replication slot {slot} has no {what}")))
 }
 
 /// The replication connection's settings, from the service's Postgres URL.
