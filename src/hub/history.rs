@@ -75,12 +75,6 @@ impl History {
         self.complete_after = self.complete_after.max(from);
     }
 
-    /// The position after which the history is complete.
-    pub fn complete_after(&mut self) -> Position {
-        self.evict();
-        self.complete_after
-    }
-
     pub fn push_signal(
         &mut self,
         seq: Position,

@@ -272,9 +272,7 @@ impl Hub {
         registry.at = from;
         registry.history.reset(from);
         if changed {
-            for (channel, subscribers) in &registry.channels {
-                self.resync_subscribers(channel, subscribers, reason);
-            }
+            self.resync_every_channel(&registry, reason);
         }
         self.progress.send_replace(());
     }
@@ -283,12 +281,6 @@ impl Hub {
     /// is confirmed that far behind, so a restarted node re-reads it.
     pub fn window(&self) -> Duration {
         self.window
-    }
-
-    /// The position after which this node can replay every signal of its
-    /// epoch (a WAL stream need not be re-read before it).
-    pub fn complete_after(&self) -> Position {
-        lock(&self.registry).history.complete_after()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -398,9 +390,7 @@ impl Hub {
     pub fn resync_all(&self, reason: ResyncReason) {
         let mut registry = lock(&self.registry);
         registry.mark_gap(None);
-        for (channel, subscribers) in &registry.channels {
-            self.resync_subscribers(channel, subscribers, reason);
-        }
+        self.resync_every_channel(&registry, reason);
     }
 
     /// The WAL stream goes on from `from`, and what committed before it
@@ -410,9 +400,7 @@ impl Hub {
         let mut registry = lock(&self.registry);
         registry.at = registry.at.max(from);
         registry.history.skip_to(from);
-        for (channel, subscribers) in &registry.channels {
-            self.resync_subscribers(channel, subscribers, reason);
-        }
+        self.resync_every_channel(&registry, reason);
         self.progress.send_replace(());
     }
 
@@ -431,6 +419,12 @@ impl Hub {
         let mut registry = lock(&self.registry);
         registry.mark_gap(Some(channel));
         if let Some(subscribers) = registry.channels.get(channel) {
+            self.resync_subscribers(channel, subscribers, reason);
+        }
+    }
+
+    fn resync_every_channel(&self, registry: &Registry, reason: ResyncReason) {
+        for (channel, subscribers) in &registry.channels {
             self.resync_subscribers(channel, subscribers, reason);
         }
     }
