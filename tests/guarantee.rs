@@ -477,6 +477,82 @@ async fn a_killed_client_resumes_without_loss_over_the_wal() {
     killed_client_resumes(ticks_db_wal().await, "wal_client_killed_and_resumed").await;
 }
 
+/// A client whose topic stays quiet while other signals push its position
+/// out of the history still resumes without a resync: its heartbeats carry
+/// the node's position, and it resumes from there. The same resume from its
+/// welcome's position (the control) is answered with `resync`.
+async fn quiet_client_resumes(db: TestDb, pg_args: PgArgs) {
+    let pg = db.client().await;
+    let limits = Limits {
+        history_size: 2,
+        heartbeat: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let bridge = serve_limited(&db, "127.0.0.1:0".parse().unwrap(), pg_args, limits).await;
+    let url = ws_url(&bridge);
+    let mut quiet = WsClient::connect(&url).await;
+    quiet.subscribe(&["tick:0"]).await;
+    let mut loud = WsClient::connect(&url).await;
+    loud.subscribe(&["tick"]).await;
+    for n in 1..=5_i64 {
+        pg.execute("insert into ticks (n) values ($1)", &[&n])
+            .await
+            .unwrap();
+    }
+    let last = loud.take(5).await.pop().unwrap();
+    // The quiet client gets nothing but heartbeats, until one names a
+    // position at or after the last signal.
+    let heartbeat = loop {
+        let frame = quiet.next().await;
+        assert_eq!(frame["type"], "heartbeat", "{frame}");
+        assert_eq!(frame["epoch"], last["epoch"], "{frame}");
+        if !seq_before(&frame["seq"], &last["seq"]) {
+            break frame;
+        }
+    };
+    let quiet_welcome = quiet.welcome.clone();
+    quiet.kill();
+    let resume = |from: &Value| json!({"subscribe": ["tick:0"], "resume": {"epoch": from["epoch"], "seq": from["seq"]}});
+    let mut back = WsClient::connect(&url).await;
+    back.send(resume(&heartbeat)).await;
+    assert_eq!(back.next().await["type"], "subscribed");
+    pg.execute("insert into ticks (n) values (0)", &[])
+        .await
+        .unwrap();
+    let next = back.next().await;
+    assert_eq!(next["payload"]["entity_id"], "0", "{next}");
+    // Control: from the welcome's position, five signals ago, a history two
+    // long cannot prove that nothing was missed.
+    let mut control = WsClient::connect(&url).await;
+    control.send(resume(&quiet_welcome)).await;
+    let answer = control.take(2).await;
+    assert_eq!(answer[0]["type"], "subscribed", "{answer:?}");
+    assert_eq!(answer[1]["event"], "resync", "{answer:?}");
+    assert_eq!(answer[1]["payload"]["reason"], "resume_unavailable");
+    bridge.shutdown().await.unwrap();
+}
+
+/// Is `a` before `b` in their epoch? Numbers, or (WAL) fixed-width text.
+fn seq_before(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(a), Value::Number(b)) => a.as_u64() < b.as_u64(),
+        (Value::String(a), Value::String(b)) => a < b,
+        _ => panic!("seqs of two kinds: {a} {b}"),
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_client_resumes_from_its_heartbeat() {
+    quiet_client_resumes(ticks_db(true).await, PgArgs::default()).await;
+}
+
+#[tokio::test]
+async fn a_quiet_client_resumes_from_its_heartbeat_over_the_wal() {
+    let db = ticks_db_wal().await;
+    let node = wal_node(&db.name);
+    quiet_client_resumes(db, node).await;
+}
+
 /// The pid of this database's walsender for the bridge, once there is one
 /// other than `not`.
 async fn walsender(pg: &Client, not: Option<i32>) -> i32 {
@@ -780,11 +856,20 @@ async fn serve_on(db: &TestDb, addr: std::net::SocketAddr) -> Running {
 }
 
 async fn serve_with(db: &TestDb, addr: std::net::SocketAddr, pg_args: PgArgs) -> Running {
+    serve_limited(db, addr, pg_args, Limits::default()).await
+}
+
+async fn serve_limited(
+    db: &TestDb,
+    addr: std::net::SocketAddr,
+    pg_args: PgArgs,
+    limits: Limits,
+) -> Running {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let settings = Settings {
         pg: db.config.clone(),
         pg_args,
-        limits: Limits::default(),
+        limits,
         migrate: true,
         demo: false,
         auth: Default::default(),

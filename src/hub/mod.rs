@@ -153,6 +153,8 @@ struct Registry {
     at: Position,
     epoch: Epoch,
     history: History,
+    /// The last position the shards were told of ([`Hub::mark`]).
+    marked: Option<(Arc<str>, Position)>,
 }
 
 impl Registry {
@@ -228,7 +230,21 @@ impl Hub {
         let shards = (0..count)
             .map(|_| shard::spawn(config.shard_config(), Arc::clone(&metrics)))
             .collect();
-        Hub::with_shards(&config, metrics, shards)
+        let hub = Hub::with_shards(&config, metrics, shards);
+        // As often as the shards look for heartbeats due, so one names a
+        // position at most a quarter interval old.
+        let every = (config.heartbeat / 4).max(Duration::from_millis(25));
+        let weak = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(hub) = weak.upgrade() else { return };
+                hub.mark();
+            }
+        });
+        hub
     }
 
     /// A hub whose shards are `shards` (tests watch what it asks of them).
@@ -245,6 +261,7 @@ impl Hub {
                 at: Position::default(),
                 epoch: Epoch::counted(),
                 history: History::new(config.history_len, config.history_age),
+                marked: None,
             }),
             progress: tokio::sync::watch::Sender::new(()),
             window: config.history_age,
@@ -412,6 +429,27 @@ impl Hub {
             registry.at = at;
             self.progress.send_replace(());
         }
+    }
+
+    /// Tells every shard the epoch's latest position, after every signal up
+    /// to it (this is sent under the same lock as they are): heartbeats
+    /// carry it, so a client whose topics are quiet still moves its resume
+    /// point along and does not fall out of the history window. Nothing is
+    /// sent while the position stays where it was.
+    pub fn mark(&self) {
+        let mut registry = lock(&self.registry);
+        let now = (Arc::clone(&registry.epoch.name), registry.at);
+        if registry.marked.as_ref() == Some(&now) {
+            return;
+        }
+        let heartbeat =
+            protocol::heartbeat_frame(Some((&now.0, &now.1.written(registry.epoch.wal))));
+        for shard in &self.shards {
+            shard.send(Cmd::Mark {
+                heartbeat: heartbeat.clone(),
+            });
+        }
+        registry.marked = Some(now);
     }
 
     /// Signals may have been missed on one channel (e.g. one could not be read).

@@ -177,6 +177,10 @@ pub enum Cmd {
     /// The server is stopping: every connection, and any added from now on,
     /// is closed with 1001 and let go within `wait`.
     Shutdown { wait: Duration },
+    /// Every signal up to the position named in `heartbeat` has been handed
+    /// to the shards (this command is sent after them): heartbeats carry it
+    /// from now on, to connections that owe no resync.
+    Mark { heartbeat: Frame },
 }
 
 /// How a shard bounds its connections.
@@ -219,6 +223,8 @@ pub fn spawn(config: ShardConfig, metrics: Arc<Metrics>) -> ShardHandle {
         config,
         metrics,
         shutdown: None,
+        heartbeat_at: None,
+        heartbeat_plain: protocol::heartbeat_frame(None),
     };
     tokio::spawn(shard.run());
     ShardHandle { tx }
@@ -234,6 +240,10 @@ struct Shard {
     metrics: Arc<Metrics>,
     /// The server is stopping: every connection goes by then.
     shutdown: Option<Instant>,
+    /// The text heartbeat naming the latest [`Cmd::Mark`]'s position, and
+    /// the plain one (for connections that owe a resync, or before a mark).
+    heartbeat_at: Option<Frame>,
+    heartbeat_plain: Frame,
 }
 
 /// The frames of one pass and which connection gets which, in order — as
@@ -249,8 +259,9 @@ struct Pass {
     touched: Vec<u64>,
     /// The oldest signal of this pass: its lag is observed once written.
     oldest: Option<Instant>,
-    /// This pass's heartbeat frames, made once for every connection due.
-    heartbeat: Option<(u32, u32)>,
+    /// This pass's heartbeat frames (ping, text with the position, plain
+    /// text), added once for every connection due.
+    heartbeat: Option<(u32, u32, u32)>,
 }
 
 #[derive(Clone, Copy)]
@@ -482,6 +493,7 @@ impl Shard {
                     conn.shut_down(pass, id, deadline);
                 }
             }
+            Cmd::Mark { heartbeat } => self.heartbeat_at = Some(heartbeat),
         }
     }
 
@@ -643,19 +655,23 @@ impl Shard {
                 conn.next_heartbeat = now + config.heartbeat;
                 // Browsers never show pings to scripts: a text heartbeat lets a
                 // client tell a quiet channel from a dead connection.
-                let (ping, text) = match pass.heartbeat {
+                let (ping, at, plain) = match pass.heartbeat {
                     Some(frames) => frames,
                     None => {
-                        let frames = (
-                            pass.frame(frame::ping(b""), false),
-                            pass.frame(protocol::Control::Heartbeat.frame(), false),
-                        );
+                        let plain = pass.frame(self.heartbeat_plain.clone(), false);
+                        let at = match &self.heartbeat_at {
+                            Some(at) => pass.frame(at.clone(), false),
+                            None => plain,
+                        };
+                        let frames = (pass.frame(frame::ping(b""), false), at, plain);
                         pass.heartbeat = Some(frames);
                         frames
                     }
                 };
                 conn.push(pass, id, ping);
-                conn.push(pass, id, text);
+                // A connection owed a resync has missed signals before the
+                // mark: naming it would let the client resume across them.
+                conn.push(pass, id, if conn.owes_resync() { plain } else { at });
             }
         }
         for (id, end) in done {
@@ -687,6 +703,11 @@ impl Conn {
         self.socket
             .stream
             .try_write_vectored(&[IoSlice::new(frame)])
+    }
+
+    /// Signals were skipped for it, and the resync saying so is not written yet.
+    fn owes_resync(&self) -> bool {
+        self.behind.as_ref().is_some_and(|b| !b.owed.is_empty())
     }
 
     /// Nothing waits to be written, and nothing keeps a signal from going out.

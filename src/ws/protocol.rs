@@ -300,7 +300,15 @@ pub enum Control<'a> {
         expires_at: u64,
     },
     /// Sent with every WebSocket ping, for clients that cannot see pings.
-    Heartbeat,
+    /// With a position: every signal up to it that concerns this connection
+    /// has been sent before this frame, so a quiet client can resume from
+    /// there (see [`heartbeat_frame`]).
+    Heartbeat {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<&'a Written>,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -352,6 +360,17 @@ pub fn signal_frame(signal: &Signal, seq: &Written, epoch: &str) -> Frame {
         seq,
         epoch,
     })
+}
+
+/// `{"type":"heartbeat"}`, with the node's position (`"epoch"`, `"seq"`)
+/// when one is given: what a client whose subscriptions were quiet may
+/// resume from, so its position keeps up with the history window.
+pub fn heartbeat_frame(at: Option<(&str, &Written)>) -> Frame {
+    Control::Heartbeat {
+        epoch: at.map(|(epoch, _)| epoch),
+        seq: at.map(|(_, seq)| seq),
+    }
+    .frame()
 }
 
 /// `resync` carries no `entity_id`: an old client invalidates the whole channel.

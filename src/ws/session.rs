@@ -863,9 +863,10 @@ mod tests {
         client.json().await;
         for _ in 0..2 {
             assert_eq!(client.frame().await.map(|f| f.0), Some(0x9));
+            // The node's position, where a client with quiet topics resumes.
             assert_eq!(
                 client.json().await,
-                serde_json::json!({"type": "heartbeat"})
+                serde_json::json!({"type": "heartbeat", "epoch": *hub.epoch(), "seq": 0})
             );
         }
         assert_eq!(client.close().await.1, "heartbeat timeout");
@@ -893,6 +894,79 @@ mod tests {
             client.send_frame(0x8A, b"").await;
         }
         assert!(!task.is_finished());
+    }
+
+    /// A heartbeat names the position of the latest signal, also one the
+    /// connection was not sent: nothing up to it concerns the client.
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_names_the_latest_position() {
+        let limits = Limits {
+            heartbeat: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let hub = hub_for(&limits, 8);
+        let Spawned { mut client, .. } = spawn_session(&hub, limits).await;
+        client.json().await;
+        client.send(r#"{"subscribe": ["order:1"]}"#).await;
+        client.json().await;
+        for i in 2..5 {
+            hub.publish(&signal("order", Some(&i.to_string())));
+        }
+        assert_eq!(client.frame().await.map(|f| f.0), Some(0x9));
+        assert_eq!(
+            client.json().await,
+            serde_json::json!({"type": "heartbeat", "epoch": *hub.epoch(), "seq": 3})
+        );
+    }
+
+    /// While signals dropped for a slow client are owed a resync, its
+    /// heartbeats name no position (a resume from there would skip them);
+    /// once the resync is written, they do again.
+    #[tokio::test(start_paused = true)]
+    async fn no_position_is_named_while_a_resync_is_owed() {
+        let limits = Limits {
+            heartbeat: Duration::from_secs(1),
+            ..Limits::default()
+        };
+        // Sixteen frames wait, the rest are dropped: seconds of owing.
+        let hub = hub_for(&limits, 16);
+        let Spawned { mut client, .. } =
+            spawn_session_with(&hub, limits, Security::default(), 1024).await;
+        client.json().await;
+        client.send(r#"{"subscribe": ["order"]}"#).await;
+        client.json().await;
+        flood(&hub, 300);
+        // Read slowly: one frame every 300 ms, and stay alive (pings wait
+        // in the queue too).
+        let mut heartbeats = Vec::new();
+        let mut resynced = false;
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.send_frame(0x8A, b"").await;
+            match client.frame().await {
+                Some((9, _)) => {}
+                Some((1, payload)) => {
+                    let frame: Value = serde_json::from_slice(&payload).unwrap();
+                    if frame["event"] == "resync" {
+                        assert_eq!(frame["payload"]["reason"], "slow_consumer");
+                        resynced = true;
+                    } else if frame["type"] == "heartbeat" {
+                        heartbeats.push((resynced, frame["seq"].clone()));
+                        if resynced {
+                            break;
+                        }
+                    }
+                }
+                other => panic!("expected frames, got {other:?}"),
+            }
+        }
+        let before: Vec<_> = heartbeats.iter().filter(|h| !h.0).collect();
+        assert!(
+            !before.is_empty(),
+            "no heartbeat while owed: {heartbeats:?}"
+        );
+        assert!(before.iter().all(|h| h.1.is_null()), "{heartbeats:?}");
+        assert_eq!(heartbeats.last().unwrap(), &(true, serde_json::json!(300)));
     }
 
     /// Publishes `count` signals of about 1 KiB on `order`.
