@@ -65,9 +65,12 @@ export interface BroadcastError {
    * - `close`: a connection the client wanted ended (`closeCode`, the reason
    *   as `message`): 4001 the token was refused or expired, 1001 the server
    *   shuts down or timed the client out, 1013 too slow, 4000 this client's
-   *   heartbeat timeout; the client reconnects.
+   *   heartbeat timeout; the client reconnects;
+   * - `limit`: topics held beyond the server's `max_subscriptions` (from the
+   *   welcome, or learned from a `subscription_limit` refusal): `topics` names
+   *   those that just became `over_limit` (`code` `subscription_limit`).
    */
-  kind: 'auth' | 'token' | 'server' | 'revoked' | 'protocol' | 'socket' | 'close';
+  kind: 'auth' | 'token' | 'server' | 'revoked' | 'protocol' | 'socket' | 'close' | 'limit';
   message: string;
   code?: string;
   /** `close`: the WebSocket close code. */
@@ -82,14 +85,20 @@ export interface BroadcastError {
  *   for the connection);
  * - `live`: acknowledged: every signal committed from then on is delivered;
  * - `retrying`: refused for now (`rate_limited`, `authorization_unavailable`,
- *   `subscription_limit`, or dropped with reason `authorization_unavailable`);
- *   subscribed again after a capped backoff;
+ *   or dropped with reason `authorization_unavailable`); subscribed again
+ *   after a capped backoff;
+ * - `over_limit`: held past the connection's `max_subscriptions` (the
+ *   welcome's, or lower if the server answered `subscription_limit`): not
+ *   sent, reported once through `onError` (kind `limit`), and not retried on
+ *   a timer; subscribed, oldest first, as soon as other topics are
+ *   unsubscribed and make room (or a new connection allows more). One that
+ *   was resumed gets a `resync` once live (what happened meanwhile was not sent);
  * - `forbidden`: not allowed for this token (or not a valid topic); not
  *   retried until the topic is subscribed again or the token changes;
  * - `revoked`: the server ended it (`unsubscribed` reason `revoked`); not
  *   retried until the topic is subscribed again or the token changes.
  */
-export type TopicStatus = 'pending' | 'live' | 'retrying' | 'forbidden' | 'revoked';
+export type TopicStatus = 'pending' | 'live' | 'retrying' | 'over_limit' | 'forbidden' | 'revoked';
 
 /** Minimal WebSocket surface used by the client (browser WebSocket and `ws` both fit). */
 export interface WebSocketLike {
@@ -153,6 +162,8 @@ const SLEEP_CHECK_MS = 5_000;
 const SLEEP_SLACK_MS = 5_000;
 /** `max_channels_per_message` default of the server; chunks larger subscribe lists. */
 const DEFAULT_MAX_TOPICS_PER_MESSAGE = 100;
+/** `max_subscriptions` default of the server: topics per connection. */
+const DEFAULT_MAX_SUBSCRIPTIONS = 1000;
 /** `max_messages_per_second` default of the server. */
 const DEFAULT_MAX_MESSAGES_PER_SECOND = 50;
 /**
@@ -215,6 +226,7 @@ interface Welcome {
     heartbeat_ms?: number;
     max_channels_per_message?: number;
     max_messages_per_second?: number;
+    max_subscriptions?: number;
     [k: string]: unknown;
   };
 }
@@ -247,6 +259,11 @@ export class BroadcastClient {
   private sleepCheckAt = 0;
   private maxTopicsPerMessage = DEFAULT_MAX_TOPICS_PER_MESSAGE;
   private maxMessagesPerSecond = DEFAULT_MAX_MESSAGES_PER_SECOND;
+  /**
+   * Topics this connection may hold: the welcome's `max_subscriptions`,
+   * lowered when the server refuses a subscribe with `subscription_limit`.
+   */
+  private maxSubscriptions = DEFAULT_MAX_SUBSCRIPTIONS;
   /** Per-connection: welcome seen / authenticated. */
   private welcomed = false;
 
@@ -854,16 +871,30 @@ export class BroadcastClient {
       const unsubscribe = [...this.onWire].filter((t) => !this.topics.has(t));
       const resume: string[] = [];
       const plain: string[] = [];
+      // Room under max_subscriptions once the unsubscribes (sent first) are
+      // out; `retrying` topics keep the room they had.
+      let retrying = 0;
+      for (const s of this.status.values()) if (s === 'retrying') retrying += 1;
+      const room = this.maxSubscriptions - (this.onWire.size - unsubscribe.length) - retrying;
+      const over: string[] = [];
       for (const topic of this.topics.keys()) {
-        if (this.status.get(topic) !== 'pending' || this.onWire.has(topic)) continue;
+        const status = this.status.get(topic);
+        if ((status !== 'pending' && status !== 'over_limit') || this.onWire.has(topic)) continue;
         if (!validTopic(topic)) {
           // The server would refuse the whole message it is in.
           if (this.resuming.delete(topic)) this.checkResumeDone();
           this.setStatus(topic, 'forbidden');
           continue;
         }
+        // Oldest first (the order the app asked for them): the rest wait for room.
+        if (resume.length + plain.length >= room) {
+          if (status === 'pending') over.push(topic);
+          continue;
+        }
+        if (status === 'over_limit') this.setStatus(topic, 'pending');
         (this.resuming.has(topic) ? resume : plain).push(topic);
       }
+      if (over.length > 0) this.overLimit(over);
       if (!this.markerWanted && unsubscribe.length === 0 && resume.length === 0 && plain.length === 0) return;
       const now = Date.now();
       while (this.sendTimes.length > 0 && this.sendTimes[0]! <= now - RATE_WINDOW_MS) this.sendTimes.shift();
@@ -963,6 +994,32 @@ export class BroadcastClient {
     }, Math.max(0, next - Date.now()));
   }
 
+  /**
+   * Held past `max_subscriptions`: not sent (nor retried on a timer) until
+   * room frees up; reported once. A topic being resumed gives up its resume
+   * (the position must not wait for it) and gets a `resync` once live.
+   */
+  private overLimit(topics: string[]): void {
+    const held = topics.filter((t) => this.topics.has(t) && this.status.get(t) !== 'over_limit');
+    for (const t of held) {
+      this.onWire.delete(t);
+      this.retryAttempts.delete(t);
+      this.retryDue.delete(t);
+      if (this.resuming.delete(t)) this.missed.add(t);
+      this.setStatus(t, 'over_limit');
+    }
+    this.checkResumeDone();
+    if (held.length === 0) return;
+    this.emitError({
+      kind: 'limit',
+      code: 'subscription_limit',
+      message:
+        `${held.length} topic(s) over the limit of ${this.maxSubscriptions} subscriptions per connection, ` +
+        `subscribed once others are unsubscribed: ${held.join(', ')}`,
+      topics: held,
+    });
+  }
+
   /** The server does not hold these topics and will not take them until asked anew. */
   private refused(topics: string[], status: 'forbidden' | 'revoked'): void {
     for (const t of topics) {
@@ -974,6 +1031,8 @@ export class BroadcastClient {
       this.setStatus(t, status);
     }
     this.checkResumeDone();
+    // Room for topics waiting over the limit.
+    this.scheduleFlush();
   }
 
   private onSubscribed(channels: string[]): void {
@@ -1083,6 +1142,11 @@ export class BroadcastClient {
       case 'auth_expiring':
         void this.refreshToken();
         return;
+      case 'heartbeat':
+        // Everything up to the node's position that concerns this connection
+        // came before it: quiet topics move along and stay resumable.
+        if (isSeq(frame.seq) && typeof frame.epoch === 'string') this.reached(frame.epoch, frame.seq);
+        return;
       case 'subscribed':
         this.onSubscribed(stringList(frame.channels));
         return;
@@ -1136,8 +1200,30 @@ export class BroadcastClient {
         // subscribe or unsubscribe repeated is harmless).
         for (const m of this.inFlight.splice(0)) this.lost(m);
         return;
+      case 'subscription_limit': {
+        // The oldest unanswered message would take the connection past the
+        // server's limit (lower than the welcome said, or counted otherwise):
+        // nothing of it was applied. What the server held then is all it
+        // takes on this connection; the message's topics wait for room.
+        const m = this.inFlight.shift();
+        if (!m) return;
+        if (m.kind === 'unsubscribe') {
+          this.lost(m);
+          return;
+        }
+        for (const t of m.topics) this.onWire.delete(t);
+        let held = this.onWire.size;
+        for (const later of this.inFlight) {
+          for (const t of later.topics) {
+            if (later.kind === 'unsubscribe') held += 1;
+            else if (this.onWire.has(t)) held -= 1;
+          }
+        }
+        this.maxSubscriptions = Math.max(0, Math.min(this.maxSubscriptions, held));
+        this.overLimit([...m.topics].filter((t) => this.status.get(t) === 'pending'));
+        return;
+      }
       case 'authorization_unavailable':
-      case 'subscription_limit':
       case 'too_many_channels':
       case 'message_too_large':
       case 'invalid_message':
@@ -1165,6 +1251,9 @@ export class BroadcastClient {
     if (typeof maxPer === 'number' && maxPer > 0) this.maxTopicsPerMessage = maxPer;
     const rate = welcome.limits?.max_messages_per_second;
     if (typeof rate === 'number' && rate > 0) this.maxMessagesPerSecond = rate;
+    // Per connection: a limit learned from a refusal lasts until the next welcome.
+    const maxSubs = welcome.limits?.max_subscriptions;
+    this.maxSubscriptions = typeof maxSubs === 'number' && maxSubs > 0 ? maxSubs : DEFAULT_MAX_SUBSCRIPTIONS;
     if (typeof welcome.epoch === 'string' && isSeq(welcome.seq)) this.welcomePos = { epoch: welcome.epoch, seq: welcome.seq };
     // With nothing to resume, the welcome's position is where we start.
     if (!this.last || this.topics.size === 0) this.last = { epoch: welcome.epoch, seq: welcome.seq };
@@ -1258,6 +1347,20 @@ export class BroadcastClient {
     this.pump();
   }
 
+  /**
+   * The connection has everything up to (epoch, seq): a signal's position,
+   * or a heartbeat's. The resume point is the newest seen on this epoch.
+   * Frames are not dropped by seq: the server never sends one twice on a
+   * connection, and a resume split over several messages replays each part
+   * from the same point, so older seqs can legitimately follow newer ones.
+   * While a resume is under way the point stays where it was: a connection
+   * lost before every part is answered must resume all of them from there.
+   */
+  private reached(epoch: string, seq: BroadcastSeq): void {
+    if (this.resumeFrom) this.seen = newerPosition(this.seen, epoch, seq);
+    else this.last = newerPosition(this.last, epoch, seq);
+  }
+
   private onSignal(frame: {
     channel: string;
     event?: string;
@@ -1268,16 +1371,7 @@ export class BroadcastClient {
     const payload = frame.payload && typeof frame.payload === 'object' ? frame.payload : {};
     const resync = frame.event === 'resync';
     const seq = isSeq(frame.seq) ? frame.seq : undefined;
-    if (seq !== undefined && typeof frame.epoch === 'string') {
-      // The resume point: the newest seq seen on this epoch. Frames are not
-      // dropped by seq: the server never sends one twice on a connection, and
-      // a resume split over several messages replays each part from the same
-      // point, so older seqs can legitimately follow newer ones. While a
-      // resume is under way the point stays where it was: a connection lost
-      // before every part is answered must resume all of them from there.
-      if (this.resumeFrom) this.seen = newerPosition(this.seen, frame.epoch, seq);
-      else this.last = newerPosition(this.last, frame.epoch, seq);
-    }
+    if (seq !== undefined && typeof frame.epoch === 'string') this.reached(frame.epoch, seq);
     const rawEntity = payload.entity_id;
     const entityId =
       resync || rawEntity === undefined || rawEntity === null ? undefined : String(rawEntity as string | number);

@@ -71,6 +71,8 @@ export class FakeWebSocket {
       heartbeat_ms?: number;
       max_channels_per_message?: number;
       max_messages_per_second?: number;
+      /** Sent only when given (the client then assumes the server's default, 1000). */
+      max_subscriptions?: number;
     } = {},
   ): void {
     if (this.readyState !== 1) this.serverOpen();
@@ -84,6 +86,7 @@ export class FakeWebSocket {
         heartbeat_ms: opts.heartbeat_ms ?? 30000,
         max_channels_per_message: opts.max_channels_per_message ?? 100,
         max_messages_per_second: opts.max_messages_per_second ?? 50,
+        ...(opts.max_subscriptions !== undefined ? { max_subscriptions: opts.max_subscriptions } : {}),
       },
     });
   }

@@ -299,3 +299,57 @@ describe('BroadcastClient against the real pgbroadcast server over the wal trans
     expect(resyncs(signalsBefore)).toEqual([]);
   });
 });
+
+describe('a client whose topic stays quiet, against the real server', () => {
+  let server: Demo | null = null;
+
+  beforeAll(async () => {
+    ensureBinary();
+    // A history of two signals, heartbeats every second.
+    server = await startServer({ args: ['--history-size', '2', '--heartbeat', '1s'] });
+  }, 1_500_000);
+
+  afterAll(async () => {
+    await stopServers();
+  }, 60_000);
+
+  it('follows the heartbeats past signals it never got, and resumes with no resync after they left the history', async () => {
+    const quietOrder = await post(server!, '/api/orders', { customer: 'quiet' });
+    const quietId = String(quietOrder.data.id);
+    const loudSignals: BroadcastSignal[] = [];
+    const loud = await orderClient(server!, WebSocket, loudSignals, []);
+    const signals: BroadcastSignal[] = [];
+    const subscribed: string[] = [];
+    const quiet = new BroadcastClient({ url: server!.wsUrl, WebSocket: TracedWebSocket, backoff: { baseMs: 100, maxMs: 1000 } });
+    quiet.onControl((f) => {
+      if (f.type === 'subscribed') subscribed.push(...(f.channels ?? []));
+    });
+    quiet.subscribe(`order:${quietId}`, (s) => signals.push(s));
+    quiet.connect();
+    await waitFor('the quiet topic live', () => subscribed.includes(`order:${quietId}`));
+    const start = quiet.position!;
+    // Five orders it does not follow: more than the history holds.
+    for (let i = 0; i < 5; i++) await post(server!, '/api/orders', { customer: `other ${i}` });
+    const last = await waitFor('the loud client to see five orders', () => loudSignals.filter((s) => s.event === 'created').at(4));
+    await waitFor('the quiet position to reach the last signal by heartbeat', () => {
+      const p = quiet.position!;
+      return p.epoch === last.epoch && Number(p.seq) >= Number(last.seq);
+    });
+    expect(signals).toEqual([]);
+    expect(Number(start.seq)).toBeLessThan(Number(last.seq));
+    const at = quiet.position!;
+    subscribed.length = 0;
+    const socketsBefore = TracedWebSocket.instances.length;
+    TracedWebSocket.instances.at(-1)!.terminate();
+    await waitFor('the quiet client back on a new connection', () => quiet.state === 'open' && subscribed.includes(`order:${quietId}`));
+    expect(TracedWebSocket.instances.slice(socketsBefore)[0]!.sentMessages[0]).toEqual({
+      subscribe: [`order:${quietId}`],
+      resume: { epoch: at.epoch, seq: at.seq },
+    });
+    await api(server!, 'PATCH', `/api/orders/${quietId}`, { status: 'preparing' });
+    await waitFor('the quiet order to change', () => signals.find((s) => s.entityId === quietId && !s.resync));
+    expect(signals.filter((s) => s.resync)).toEqual([]);
+    quiet.disconnect();
+    loud.disconnect();
+  });
+});

@@ -252,7 +252,7 @@ describe('topic status', () => {
     c.disconnect();
   });
 
-  it('error authorization_unavailable / subscription_limit (no topics) retry the message they answer, with a growing capped backoff', async () => {
+  it('error authorization_unavailable (no topics) retries the message it answers, with a growing capped backoff', async () => {
     const { c, ws } = open({}, { backoff: { baseMs: 100, maxMs: 400 }, random: () => 1 });
     c.subscribe('a', () => {});
     await tick();
@@ -262,7 +262,7 @@ describe('topic status', () => {
     ws.serverSend({ type: 'error', code: 'authorization_unavailable', message: 'try again' });
     expect(c.topicStatus('a')).toBe('retrying');
     expect(c.topicStatus('b')).toBe('pending');
-    ws.serverSend({ type: 'error', code: 'subscription_limit', message: 'too many' });
+    ws.serverSend({ type: 'error', code: 'authorization_unavailable', message: 'try again' });
     expect(c.topicStatus('b')).toBe('retrying');
     const resent: number[] = [];
     const t0 = Date.now();
@@ -424,6 +424,29 @@ describe('resume position', () => {
     expect(c.position).toEqual({ epoch: 'e', seq: 55 });
     expect(c.topicStatus('order')).toBe('live');
     void ws;
+    c.disconnect();
+  });
+
+  it("moves a quiet connection's position to a heartbeat's, and resumes from there", async () => {
+    const { c, ws } = open({ epoch: 'e', seq: 10 });
+    c.subscribe('order:1', () => {});
+    await tick();
+    ws.serverSend({ type: 'subscribed', channels: ['order:1'] });
+    // Signals for other entities went to others; the heartbeat says so.
+    ws.serverSend({ type: 'heartbeat', epoch: 'e', seq: 90 });
+    expect(c.position).toEqual({ epoch: 'e', seq: 90 });
+    // A heartbeat of no position (the server owes this connection a resync) moves nothing.
+    ws.serverSend({ type: 'heartbeat' });
+    expect(c.position).toEqual({ epoch: 'e', seq: 90 });
+    const ws2 = await reconnect(c, { epoch: 'e', seq: 95 });
+    expect(ws2.sent).toEqual([{ subscribe: ['order:1'], resume: { epoch: 'e', seq: 90 } }]);
+    // While that resume is under way, a heartbeat cannot move the point:
+    // the resume is not through until its ack (and the replay before it).
+    ws2.serverSend({ type: 'heartbeat', epoch: 'e', seq: 99 });
+    expect(c.position).toEqual({ epoch: 'e', seq: 90 });
+    ws2.serverSend({ type: 'subscribed', channels: ['order:1'] });
+    ws2.serverSend({ type: 'heartbeat', epoch: 'e', seq: 100 });
+    expect(c.position).toEqual({ epoch: 'e', seq: 100 });
     c.disconnect();
   });
 
