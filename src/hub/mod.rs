@@ -1045,6 +1045,31 @@ pub(crate) mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
+    /// A resume asked again (a client repeats what a `rate_limited` may
+    /// have dropped) replays nothing for topics it already holds, only for
+    /// those that are new.
+    #[tokio::test]
+    async fn a_repeated_resume_replays_only_new_topics() {
+        let mut w = Watched::new();
+        let mut s = w.connect().await;
+        w.hub.publish(&signal("order", Some("1")));
+        w.hub.publish(&signal("contact", Some("2")));
+        let resume = Resume {
+            epoch: w.hub.epoch().to_string(),
+            seq: Position::counter(0),
+        };
+        assert!(s.subscribe_resuming(&[topic("order")], &resume, Vec::new()));
+        assert_eq!(w.frames()[&s.id].len(), 1);
+        assert!(s.subscribe_resuming(
+            &[topic("order"), topic("contact")],
+            &resume,
+            Vec::new()
+        ));
+        let again = &w.frames()[&s.id];
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0]["channel"], "contact");
+    }
+
     #[tokio::test]
     async fn a_subscriptions_first_frames_come_before_its_signals() {
         let mut w = Watched::new();
