@@ -1060,11 +1060,7 @@ pub(crate) mod tests {
         };
         assert!(s.subscribe_resuming(&[topic("order")], &resume, Vec::new()));
         assert_eq!(w.frames()[&s.id].len(), 1);
-        assert!(s.subscribe_resuming(
-            &[topic("order"), topic("contact")],
-            &resume,
-            Vec::new()
-        ));
+        assert!(s.subscribe_resuming(&[topic("order"), topic("contact")], &resume, Vec::new()));
         let again = &w.frames()[&s.id];
         assert_eq!(again.len(), 1, "{again:?}");
         assert_eq!(again[0]["channel"], "contact");
