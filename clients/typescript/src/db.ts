@@ -7,7 +7,6 @@
  */
 import { useEffect, useLayoutEffect, useMemo, useRef, useSyncExternalStore } from 'react';
 import type { QueryCollectionUtils } from '@tanstack/query-db-collection';
-import type { AwaitTxIdFn } from '@tanstack/electric-db-collection';
 import {
   BroadcastClient,
   createBroadcastClient,
@@ -16,7 +15,14 @@ import {
   type BroadcastSignal,
 } from './client.js';
 import { useBroadcastClient } from './react.js';
-import { gapTracker } from './gap.js';
+import { gapTracker, refetchCoalescer } from './gap.js';
+
+/**
+ * An electric collection's `utils.awaitTxId` (`AwaitTxIdFn` of
+ * `@tanstack/electric-db-collection`), stated here so that this entry's types
+ * do not need that package installed (nor its pinned `@tanstack/db`).
+ */
+type AwaitTxIdFn = (txId: number, timeout?: number) => Promise<boolean>;
 
 // ------------------------------------------------ TanStack DB query collection
 
@@ -26,10 +32,13 @@ export interface RefetchableCollection {
 }
 
 /**
- * Refetches a query collection on every signal of `channel`. Signals arriving
- * while a refetch runs are coalesced into one more refetch after it. When the
- * topic becomes `live` (first, and after every reconnect) it refetches once
- * too: writes between the collection's load and the subscription going live
+ * Refetches a query collection on signals of `channel`, coalesced like
+ * `bindQueryInvalidation`'s: at the next frame (`requestAnimationFrame`, else
+ * a 16 ms timer), once per burst; not again for a txid a refetch started
+ * after already covers (the several signals of one transaction); signals with
+ * a new txid arriving while a refetch runs make one more refetch after it.
+ * When the topic becomes `live` (first, and after every reconnect) it
+ * refetches at once too: writes between the collection's load and the subscription going live
  * were not signalled (a `resync` in the same tick shares that refetch).
  */
 export function bindQueryCollection(
@@ -37,40 +46,23 @@ export function bindQueryCollection(
   collection: RefetchableCollection,
   options: { channel: string; entityId?: string | number | null; onError?: (error: unknown) => void },
 ): () => void {
-  let running = false;
-  let again = false;
-  let active = true;
-  const run = async (): Promise<void> => {
-    if (running) {
-      again = true;
-      return;
-    }
-    running = true;
-    try {
-      do {
-        again = false;
-        try {
-          await collection.utils.refetch();
-        } catch (error) {
-          options.onError?.(error);
-        }
-      } while (again && active);
-    } finally {
-      running = false;
-    }
-  };
+  const rounds = refetchCoalescer<true>(
+    // Called synchronously; a throw becomes the round's rejection (reported to onError).
+    () => ({ joined: false, done: (async () => collection.utils.refetch())() }),
+    (error) => options.onError?.(error),
+  );
   const gaps = gapTracker<true>();
   const topic = topicOf(options.channel, options.entityId);
   const off = client.subscribe(topic, (signal) => {
-    if (signal.resync && !gaps.claim(true)) return;
-    void run();
+    if (!signal.resync) rounds.signal(true, signal.txid, undefined);
+    else if (gaps.claim(true)) rounds.now(true, undefined);
   });
   const offStatus = client.onTopicStatus((t, status) => {
-    if (t !== topic || status !== 'live' || !active || !gaps.claim(true)) return;
-    void run();
+    if (t !== topic || status !== 'live' || !gaps.claim(true)) return;
+    rounds.now(true, undefined);
   });
   return () => {
-    active = false;
+    rounds.stop();
     offStatus();
     off();
   };
@@ -111,7 +103,9 @@ export interface CollectionLike<T, K extends string | number = string | number> 
   get(key: K): T | undefined;
   readonly toArray: T[];
   subscribeChanges(callback: (changes: Array<{ key: string | number }>) => void, options?: object): { unsubscribe(): void };
-  utils?: { awaitTxId?: AwaitTxIdFn } | Record<string, unknown>;
+  // `object`: TanStack DB's utils types (e.g. `QueryCollectionUtils` since
+  // @tanstack/db 0.10) are interfaces without an index signature.
+  utils?: { awaitTxId?: AwaitTxIdFn } | object;
 }
 
 function isCollectionLike(x: unknown): x is CollectionLike<unknown> {

@@ -8,7 +8,7 @@ import { QueryClientContext, hashKey } from '@tanstack/react-query';
 import type { InvalidateQueryFilters, QueryClient, QueryKey } from '@tanstack/query-core';
 import { topicOf, type BroadcastClient, type BroadcastSignal } from './client.js';
 import { useBroadcastClient } from './react.js';
-import { gapTracker } from './gap.js';
+import { gapTracker, refetchCoalescer } from './gap.js';
 
 // ------------------------------------------------------------ TanStack Query
 
@@ -75,20 +75,28 @@ function filtersId(filters: InvalidateQueryFilters): string {
  * On every signal of `channel`, invalidates each key (or filters) of
  * `queryKey(entityId)`. Returns the unsubscribe function.
  *
+ * Signals are coalesced, per key: the invalidations run at the next frame
+ * (`requestAnimationFrame`, else a 16 ms timer), so a burst of signals within
+ * a frame invalidates once; signals with a txid an invalidation already
+ * covers (it started after the first signal of that transaction, which is
+ * sent at commit) invalidate nothing more, so the several signals of one
+ * transaction (`updated` + `status_changed`) cost one refetch.
+ *
  * Bursts must not starve the UI: TanStack's default `cancelRefetch: true`
  * would cancel the fetch in flight on every signal, so with signals faster
  * than the fetch no fetch ever finished. Here the invalidation passes
  * `cancelRefetch: false`, and per key at most one invalidation runs: signals
- * arriving while it runs (the same tick included) are coalesced into one
- * more invalidation after it, because the running fetch may have read the
- * data before their writes.
+ * with a new txid (or none) arriving while it runs are coalesced into one
+ * more invalidation right after it, because the running fetch may have read
+ * the data before their writes.
  *
  * When the topic becomes `live` (the server's `subscribed`: first, and again
  * after every reconnect), the keys of `queryKey(entityId)` are invalidated
  * once the same way: a query that fetched before the subscription was live
  * would otherwise miss writes committed in between until the next signal.
- * A `resync` and a `live` in the same tick (a reconnect's resume answered
- * with a resync) invalidate a key once, not twice.
+ * These (and a `resync`) invalidate at once, not at the next frame, whatever
+ * the txids. A `resync` and a `live` in the same tick (a reconnect's resume
+ * answered with a resync) invalidate a key once, not twice.
  */
 export function bindQueryInvalidation(
   client: BroadcastClient,
@@ -96,56 +104,40 @@ export function bindQueryInvalidation(
   options: QueryInvalidationOptions,
 ): () => void {
   const { channel, entityId, queryKey, onSignal } = options;
-  let active = true;
-  const running = new Map<string, { filters: InvalidateQueryFilters; again: boolean }>();
-  const run = async (id: string, entry: { filters: InvalidateQueryFilters; again: boolean }): Promise<void> => {
-    try {
-      do {
-        entry.again = false;
-        // With cancelRefetch: false the invalidation joins a fetch already in
-        // flight (someone else's) instead of restarting it; that fetch may
-        // predate this write, so one more round follows it.
-        const joined = (queryClient.isFetching?.(entry.filters) ?? 0) > 0;
-        await queryClient.invalidateQueries(entry.filters, { cancelRefetch: false });
-        if (joined) entry.again = true;
-      } while (entry.again && active);
-    } catch {
-      // invalidateQueries does not throw by default (throwOnError: false); a
-      // custom client that does must not leave this key blocked.
-    } finally {
-      running.delete(id);
-    }
-  };
+  const rounds = refetchCoalescer<string, InvalidateQueryFilters>((_id, filters) => {
+    // With cancelRefetch: false the invalidation joins a fetch already in
+    // flight (someone else's) instead of restarting it; that fetch may
+    // predate the signals, so one more round follows it.
+    const joined = (queryClient.isFetching?.(filters) ?? 0) > 0;
+    // invalidateQueries does not throw by default (throwOnError: false); a
+    // custom client that does must not leave this key blocked (the coalescer
+    // catches it).
+    return { joined, done: queryClient.invalidateQueries(filters, { cancelRefetch: false }) };
+  });
   const gaps = gapTracker<string>();
-  /** `gap`: a `live` or a `resync`, which a same-tick other one already covers. */
-  const invalidate = (targets: InvalidationTarget[], gap: boolean): void => {
+  /** `gap`: a `live` or a `resync` (at once, whatever the txids), which a same-tick other one already covers. */
+  const invalidate = (targets: InvalidationTarget[], gap: boolean, txid?: number): void => {
     for (const target of targets) {
       const filters = toInvalidateFilters(target);
       const id = filtersId(filters);
-      if (gap && !gaps.claim(id)) continue;
-      const entry = running.get(id);
-      if (entry) {
-        entry.filters = filters;
-        entry.again = true;
-        continue;
+      if (gap) {
+        if (gaps.claim(id)) rounds.now(id, filters);
+      } else {
+        rounds.signal(id, txid, filters);
       }
-      const fresh = { filters, again: false };
-      running.set(id, fresh);
-      // The first invalidation is issued synchronously (run's body up to its first await).
-      void run(id, fresh);
     }
   };
   const topic = topicOf(channel, entityId);
   const off = client.subscribe(topic, (signal) => {
-    invalidate(keysForSignal(signal, queryKey), signal.resync);
+    invalidate(keysForSignal(signal, queryKey), signal.resync, signal.txid);
     onSignal?.(signal);
   });
   const offStatus = client.onTopicStatus((t, status) => {
-    if (t !== topic || status !== 'live' || !active) return;
+    if (t !== topic || status !== 'live') return;
     invalidate(queryKey(entityId === undefined || entityId === null ? undefined : String(entityId)), true);
   });
   return () => {
-    active = false;
+    rounds.stop();
     offStatus();
     off();
   };

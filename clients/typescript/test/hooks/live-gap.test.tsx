@@ -212,9 +212,9 @@ describe('bindQueryCollection when the topic goes live', () => {
     await tick();
     expect(refetch).toHaveBeenCalledTimes(2);
 
-    // Ordinary signals still refetch.
+    // Ordinary signals still refetch (at the next frame: coalesced).
     ws.signal('order', 'updated', { entity_id: 3 });
-    await tick();
+    await vi.advanceTimersByTimeAsync(16);
     expect(refetch).toHaveBeenCalledTimes(3);
   });
 });

@@ -37,6 +37,9 @@ function resync(channel: string) {
   act(() => FakeWebSocket.last.signal(channel, 'resync', { reason: 'listener_reconnected' }));
 }
 
+/** Ordinary signals invalidate / refetch at the next frame (coalesced); live and resync at once. */
+const frame = () => new Promise<void>((r) => requestAnimationFrame(() => r()));
+
 beforeEach(() => FakeWebSocket.reset());
 afterEach(() => cleanup());
 
@@ -136,6 +139,7 @@ describe('TanStack Query', () => {
       wrapper: withProvider(client, queryClient),
     });
     signal('order', 'item_added', { entity_id: '5', txid: 1 });
+    await frame();
     expect(spy.mock.calls.map((c) => c[0])).toEqual([{ queryKey: ['orders', '5'] }, { queryKey: ['orders', 'list'] }]);
     spy.mockClear();
     resync('order');
@@ -147,13 +151,14 @@ describe('TanStack Query', () => {
     expect(spy.mock.calls.every((c) => c[1]?.cancelRefetch === false)).toBe(true);
   });
 
-  it('invalidation really marks cached queries stale', () => {
+  it('invalidation really marks cached queries stale', async () => {
     const client = openClient();
     const queryClient = new QueryClient();
     queryClient.setQueryData(['orders', '5'], { id: 5 });
     queryClient.setQueryData(['orders', '6'], { id: 6 });
     const off = bindQueryInvalidation(client, queryClient, { channel: 'order', queryKey });
     signal('order', 'status_changed', { entity_id: '5' });
+    await frame();
     expect(queryClient.getQueryState(['orders', '5'])?.isInvalidated).toBe(true);
     expect(queryClient.getQueryState(['orders', '6'])?.isInvalidated).toBe(false);
     off();
@@ -168,10 +173,17 @@ describe('TanStack Query', () => {
     signal('order', 'created', { entity_id: '1' });
     signal('order', 'created', { entity_id: '2' });
     signal('order', 'created', { entity_id: '3' });
+    // One refetch for the burst, at the next frame (it started after all three).
+    expect(refetch).toHaveBeenCalledTimes(0);
+    await frame();
     expect(refetch).toHaveBeenCalledTimes(1);
+    // Signals while it runs: one more refetch after it.
+    signal('order', 'created', { entity_id: '4' });
+    signal('order', 'created', { entity_id: '5' });
     await act(async () => release());
     await vi.waitFor(() => expect(refetch).toHaveBeenCalledTimes(2));
     await act(async () => release());
+    await frame();
     expect(refetch).toHaveBeenCalledTimes(2);
   });
 });
