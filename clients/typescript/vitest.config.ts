@@ -15,6 +15,10 @@ export default defineConfig({
         },
       },
       {
+        // pgbroadcast-codegen: unit tests, regeneration of demo/src/sync, strict tsc of generated code.
+        test: { name: 'codegen', include: ['test/codegen/**/*.test.ts'], environment: 'node', testTimeout: 120_000 },
+      },
+      {
         // Packs the package (`npm pack` runs `prepack` = build) and checks the
         // tarball from throwaway consumer projects: CJS/ESM entries, types.
         test: {
@@ -23,6 +27,18 @@ export default defineConfig({
           environment: 'node',
           testTimeout: 90_000,
           hookTimeout: 180_000,
+        },
+      },
+      {
+        // The demo's browser app (`pgbroadcast demo`) in Chromium via
+        // playwright-core (/usr/bin/chromium or $CHROMIUM_PATH; no browser
+        // download), and the committed bundle being what a build gives.
+        test: {
+          name: 'browser',
+          include: ['test/browser/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
         },
       },
     ],

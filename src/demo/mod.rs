@@ -4,6 +4,7 @@
 //! `broadcast.routes`. `migrate` never installs any of this.
 
 pub mod orders;
+pub mod web;
 
 use axum::Router;
 use axum::extract::State;

@@ -77,10 +77,14 @@ pub fn router(state: AppState) -> Router {
             };
             // CORS outermost: it answers preflights itself (they carry no
             // token), and a 405 or 401 still reaches the page that asked.
-            router.merge(
-                api.method_not_allowed_fallback(method_not_allowed)
-                    .layer(cors),
-            )
+            // The browser app holds no data of its own: it is served without
+            // a token, and sends the user's with its API calls.
+            router
+                .merge(
+                    api.method_not_allowed_fallback(method_not_allowed)
+                        .layer(cors),
+                )
+                .merge(crate::demo::web::routes())
         }
         None => router,
     };
