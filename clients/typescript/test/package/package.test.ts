@@ -2,7 +2,7 @@
  * Packaging: what a consumer gets from `npm pack` (and so from the registry).
  *
  * One sequential file: it packs a copy of the package once (running
- * `prepack`, which builds dist/ in that copy), unpacks the tarball into throwaway consumer projects under
+ * `prepare`, which builds dist/ in that copy), unpacks the tarball into throwaway consumer projects under
  * the OS temp dir, and checks there, never against this repository's own
  * node_modules:
  * - the tarball holds the ESM build, the CJS build and the types of both;
@@ -77,7 +77,7 @@ function node(cwd: string, args: string[]) {
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), 'pgbroadcast-client-pack-'));
   // Pack a copy of the package (sources, configs, this node_modules linked),
-  // so the build `prepack` runs never touches this working tree's dist/ (nor
+  // so the build `prepare` runs never touches this working tree's dist/ (nor
   // races another test run building it).
   const staging = join(work, 'package-src');
   mkdirSync(staging);
@@ -85,7 +85,7 @@ beforeAll(() => {
     cpSync(join(pkgDir, f), join(staging, f), { recursive: true });
   }
   symlinkSync(join(pkgDir, 'node_modules'), join(staging, 'node_modules'), 'dir');
-  // Runs `prepack` (the build), as `npm publish` would.
+  // Runs `prepare` (the build), as `npm publish` would.
   const out = execFileSync('npm', ['pack', '--json', '--pack-destination', work], {
     cwd: staging,
     encoding: 'utf8',

@@ -187,7 +187,7 @@ beforeAll(() => {
     return;
   }
   work = mkdtempSync(join(tmpdir(), 'pgbroadcast-client-peers-'));
-  // Pack a copy (prepack builds there), as test/package/package.test.ts does.
+  // Pack a copy (prepare builds there), as test/package/package.test.ts does.
   const staging = join(work, 'package-src');
   mkdirSync(staging);
   for (const f of ['package.json', 'README.md', 'tsconfig.json', 'tsconfig.build.json', 'tsconfig.cjs.json', 'src']) {
