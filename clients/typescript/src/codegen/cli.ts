@@ -5,20 +5,29 @@
  */
 import { CodegenError, generateToDir } from './generate.js';
 
-const USAGE = `usage: pgbroadcast-codegen <openapi-url-or-file> -o <out-dir>
+const USAGE = `usage: pgbroadcast-codegen <openapi-url-or-file> -o <out-dir> [--no-electric]
 
 Reads an OpenAPI 3.1 document whose path items carry "x-sync" and writes
 <out-dir>/index.ts (typed API, collections, hooks), schema.ts (openapi-typescript)
 and sync.ts (configureSync, SyncProvider). Example:
-  npx pgbroadcast-codegen http://localhost:8080/openapi.json -o src/sync`;
+  npx pgbroadcast-codegen http://localhost:8080/openapi.json -o src/sync
 
-export function parseArgs(argv: string[]): { source: string; out: string } | { help: true } | { error: string } {
+Options:
+  -o, --out <dir>   where to write the files
+  --no-electric     query collections only: no import of @tanstack/electric-db-collection
+                    and no electricUrl option (for TanStack DB newer than the 0.9 line:
+                    electric-db-collection 0.4.10 pins @tanstack/db 0.9.2)`;
+
+export function parseArgs(argv: string[]): { source: string; out: string; electric: boolean } | { help: true } | { error: string } {
   let source: string | undefined;
   let out: string | undefined;
+  let electric = true;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '-h' || arg === '--help') return { help: true };
-    if (arg === '-o' || arg === '--out') {
+    if (arg === '--no-electric') {
+      electric = false;
+    } else if (arg === '-o' || arg === '--out') {
       out = argv[++i];
       if (out === undefined) return { error: `${arg} needs a directory` };
     } else if (arg.startsWith('--out=')) {
@@ -33,7 +42,7 @@ export function parseArgs(argv: string[]): { source: string; out: string } | { h
   }
   if (source === undefined) return { error: 'missing <openapi-url-or-file>' };
   if (out === undefined) return { error: 'missing -o <out-dir>' };
-  return { source, out };
+  return { source, out, electric };
 }
 
 async function main(): Promise<number> {
@@ -47,7 +56,7 @@ async function main(): Promise<number> {
     return 2;
   }
   try {
-    const written = await generateToDir(args.source, args.out);
+    const written = await generateToDir(args.source, args.out, { electric: args.electric });
     for (const path of written) console.log(`wrote ${path}`);
     return 0;
   } catch (error) {

@@ -15,11 +15,22 @@ export function header(model: SyncModel, what: string): string {
   ].join('\n');
 }
 
+/** What the generated code uses besides query collections. */
+export interface EmitOptions {
+  /**
+   * Default true: collections are Electric collections when `electricUrl` is
+   * configured (imports `@tanstack/electric-db-collection`). false
+   * (`--no-electric`): query collections only, no Electric import, no `electricUrl`.
+   */
+  electric?: boolean;
+}
+
 const q = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 
 // ------------------------------------------------------------------ sync.ts
 
-export function emitSync(model: SyncModel): string {
+export function emitSync(model: SyncModel, options: EmitOptions = {}): string {
+  const electric = options.electric ?? true;
   return `${header(model, 'Runtime of the generated sync API: configuration, SyncProvider, HTTP helper.')}
 import { createElement, type ReactElement, type ReactNode } from 'react';
 import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
@@ -32,9 +43,13 @@ export interface ConfigureSyncOptions {
   broadcastUrl: string;
   /** Prefix of the API's paths (default \`''\`: same origin). */
   apiUrl?: string;
-  /** Electric's shape endpoint: when set, collections are Electric collections; else query collections. */
+${
+    electric
+      ? `  /** Electric's shape endpoint: when set, collections are Electric collections; else query collections. */
   electricUrl?: string;
-  /** A JWT for the WebSocket, also sent as \`Authorization: Bearer\` on API requests. */
+`
+      : ''
+  }  /** A JWT for the WebSocket, also sent as \`Authorization: Bearer\` on API requests. */
   getToken?: BroadcastSyncOptions['getToken'];
   WebSocket?: BroadcastSyncOptions['WebSocket'];
   /** When the WebSocket connects (default \`'lazy'\`: on the first subscription in a browser). */
@@ -49,19 +64,34 @@ export interface SyncRuntime {
   readonly broadcast: BroadcastClient;
   readonly queryClient: QueryClient;
   readonly apiUrl: string;
-  readonly electricUrl: string | undefined;
+${
+    electric
+      ? `  readonly electricUrl: string | undefined;
   readonly electricShapeOptions: (table: string) => { url: string; params: { table: string } };
-  readonly getToken: BroadcastSyncOptions['getToken'];
+`
+      : ''
+  }  readonly getToken: BroadcastSyncOptions['getToken'];
   readonly fetch: typeof fetch | undefined;
 }
 
 let runtime: SyncRuntime | null = null;
 
-/** Wires the broadcast client (\`@pgbroadcast/client/db\` configureSync), Electric and a QueryClient. Call once, e.g. at module scope. */
+${
+    electric
+      ? `/** Wires the broadcast client (\`@pgbroadcast/client/db\` configureSync), Electric and a QueryClient. Call once, e.g. at module scope. */
+export function configureSync(options: ConfigureSyncOptions): void {`
+      : `/**
+ * Wires the broadcast client (\`@pgbroadcast/client/db\` configureSync) and a QueryClient. Call once, e.g. at module scope.
+ * Generated with \`--no-electric\`: collections are query collections; an \`electricUrl\` throws.
+ */
 export function configureSync(options: ConfigureSyncOptions): void {
+  if ('electricUrl' in options) {
+    throw new Error('${GENERATOR}: this sync layer was generated with --no-electric (query collections only): remove electricUrl, or regenerate without --no-electric to use Electric');
+  }`
+  }
   const base = configureBroadcastSync({
     broadcastUrl: options.broadcastUrl,
-    electricUrl: options.electricUrl ?? '',
+    electricUrl: ${electric ? "options.electricUrl ?? ''" : "''"},
     ...(options.getToken ? { getToken: options.getToken } : {}),
     ...(options.WebSocket ? { WebSocket: options.WebSocket } : {}),
     ...(options.connect !== undefined ? { connect: options.connect } : {}),
@@ -71,9 +101,13 @@ export function configureSync(options: ConfigureSyncOptions): void {
     broadcast: base.broadcast,
     queryClient: options.queryClient ?? new QueryClient(),
     apiUrl: (options.apiUrl ?? '').replace(/\\/+$/, ''),
-    electricUrl: options.electricUrl,
+${
+    electric
+      ? `    electricUrl: options.electricUrl,
     electricShapeOptions: base.electricShapeOptions,
-    getToken: options.getToken,
+`
+      : ''
+  }    getToken: options.getToken,
     fetch: options.fetch,
   };
 }
@@ -223,17 +257,19 @@ function bodyArg(op: Operation, from: string): string {
     : `${from} as unknown as ${op.body.tsType}`;
 }
 
-function handlerCall(op: Operation, entity: Entity, from: string): string {
-  const args: string[] = op.pathParams.map(() => 'm.key');
+function handlerCall(op: Operation, entity: Entity, from: string, castKey: boolean): string {
+  // TanStack DB after the 0.9 line types \`m.key\` as the collection's key type
+  // (\`string | number\` here), no longer \`any\`: cast it to the path parameter's type.
+  const args: string[] = op.pathParams.map((p) => (castKey && p.tsType !== 'string | number' ? `m.key as ${p.tsType}` : 'm.key'));
   if (op.body) args.push(bodyArg(op, from));
   return `${entity.camelName}Api.${op.name}(${args.join(', ')})`;
 }
 
-function emitHandlers(entity: Entity, electric: boolean): string[] {
+function emitHandlers(entity: Entity, electric: boolean, castKey = false): string[] {
   const out: string[] = [];
   const handler = (name: string, op: Operation | undefined, from: string) => {
     if (!op) return;
-    const body = `Promise.all(transaction.mutations.map((m) => ${handlerCall(op, entity, from)}))`;
+    const body = `Promise.all(transaction.mutations.map((m) => ${handlerCall(op, entity, from, castKey)}))`;
     out.push(
       electric
         ? `      ${name}: async ({ transaction }) => txidsOf(await ${body}),`
@@ -246,7 +282,7 @@ function emitHandlers(entity: Entity, electric: boolean): string[] {
   return out;
 }
 
-function emitEntity(entity: Entity): string {
+function emitEntity(entity: Entity, electric: boolean): string {
   const T = entity.typeName;
   const c = entity.camelName;
   const ch = q(entity.channel);
@@ -255,13 +291,13 @@ function emitEntity(entity: Entity): string {
   const idCast = entity.idParam.tsType === 'string | number' ? 'id' : `id as ${entity.idParam.tsType}`;
   return `// ${'-'.repeat(66)} ${entity.channel}
 // channel ${ch}, events: ${entity.events.join(', ') || '(none)'}
-// list ${entity.listPath}, entity ${entity.entityPath}, Electric table ${q(entity.table)}
+// list ${entity.listPath}, entity ${entity.entityPath}${electric ? `, Electric table ${q(entity.table)}` : ''}
 
 /** An item of GET ${entity.listPath}. */
 export type ${T} = ${entity.itemType};
 /** What GET ${entity.entityPath} answers${entity.detailEnvelope ? ' (its \`data\`)' : ''}. */
 export type ${T}Detail = ${entity.detailType};
-${entity.refProperties.map((k) => `/** The type of \`${T}.${k}\`. */\nexport type ${T}${pascalCase(k)} = ${T}[${q(k)}];\n`).join('')}/** The ${T} collection (Electric or query collection), keyed by \`${key}\`. */
+${entity.refProperties.map((k) => `/** The type of \`${T}.${k}\`. */\nexport type ${T}${pascalCase(k)} = ${T}[${q(k)}];\n`).join('')}/** The ${T} collection (${electric ? 'Electric or query collection' : 'a query collection'}), keyed by \`${key}\`. */
 export type ${T}Collection = Collection<${T}, string | number, UtilsRecord>;
 
 ${emitApi(entity)}
@@ -276,22 +312,29 @@ export const ${c}Keys = {
 const ${c}Collections = new WeakMap<SyncRuntime, ${T}Collection>();
 
 /**
- * The TanStack DB collection of ${T} keyed by \`${key}\`: an Electric collection
+${
+    electric
+      ? ` * The TanStack DB collection of ${T} keyed by \`${key}\`: an Electric collection
  * (shape table ${q(entity.table)}) when \`electricUrl\` is configured, else a query
- * collection (GET ${entity.listPath}) refetched on broadcast signals of ${ch}.
+ * collection (GET ${entity.listPath}) refetched on broadcast signals of ${ch}.`
+      : ` * The TanStack DB collection of ${T} keyed by \`${key}\`: a query collection
+ * (GET ${entity.listPath}) refetched on broadcast signals of ${ch}.`
+  }
  * Created once per \`configureSync\`.
  */
 export function get${T}Collection(): ${T}Collection {
   const sync = getSync();
   let collection = ${c}Collections.get(sync);
   if (!collection) {
-    collection = sync.electricUrl !== undefined ? create${T}ElectricCollection(sync) : create${T}QueryCollection(sync);
+    collection = ${electric ? `sync.electricUrl !== undefined ? create${T}ElectricCollection(sync) : ` : ''}create${T}QueryCollection(sync);
     ${c}Collections.set(sync, collection);
   }
   return collection;
 }
 
-function create${T}ElectricCollection(sync: SyncRuntime): ${T}Collection {
+${
+    electric
+      ? `function create${T}ElectricCollection(sync: SyncRuntime): ${T}Collection {
   return createCollection(
     electricCollectionOptions<${T}>({
       id: ${q(`${entity.channel}-electric`)},
@@ -302,7 +345,9 @@ ${emitHandlers(entity, true).join('\n')}
   );
 }
 
-function create${T}QueryCollection(sync: SyncRuntime): ${T}Collection {
+`
+      : ''
+  }function create${T}QueryCollection(sync: SyncRuntime): ${T}Collection {
   const collection = createCollection(
     queryCollectionOptions({
       id: ${q(`${entity.channel}-query`)},
@@ -310,7 +355,7 @@ function create${T}QueryCollection(sync: SyncRuntime): ${T}Collection {
       queryFn: (): Promise<${T}[]> => ${c}Api.${entity.list.name}(),
       queryClient: sync.queryClient,
       getKey: (item: ${T}): string | number => item${keyAccess},
-${emitHandlers(entity, false).join('\n')}
+${emitHandlers(entity, false, !electric).join('\n')}
     }),
   );
   bindQueryCollection(sync.broadcast, collection, { channel: ${ch} });
@@ -394,7 +439,8 @@ export function use${T}(id: string | number, options: { live?: boolean } = {}): 
 `;
 }
 
-export function emitIndex(model: SyncModel): string {
+export function emitIndex(model: SyncModel, options: EmitOptions = {}): string {
+  const electric = options.electric ?? true;
   const names = model.entities.flatMap((e) => [
     `${e.typeName}, ${e.typeName}Detail, ${e.typeName}Collection, get${e.typeName}Collection, use${e.pluralTypeName}, use${e.typeName}, ${e.camelName}Api, ${e.camelName}Keys`,
   ]);
@@ -412,14 +458,14 @@ export function emitIndex(model: SyncModel): string {
   );
   const schemaImports = [usesComponents ? 'components' : '', usesPaths ? 'paths' : ''].filter((x) => x !== '');
   const syncImports = ['getSync', 'pathParam', 'request', 'type SyncRuntime'];
-  if (model.entities.some((e) => e.create || e.update || e.remove)) syncImports.push('txidsOf');
+  if (electric && model.entities.some((e) => e.create || e.update || e.remove)) syncImports.push('txidsOf');
   if (usesPick) syncImports.push('pick');
   if (needsQueryString) syncImports.push('queryString');
   syncImports.sort((a, b) => a.replace('type ', '').localeCompare(b.replace('type ', '')));
   return `${header(model, 'The typed sync API of this document.')}//
 // Public API, per broadcast channel (names from the channel, e.g. "order"):
 //   type Order, OrderDetail, OrderCollection
-//   getOrderCollection()       TanStack DB collection (Electric when electricUrl is configured, else query collection)
+//   getOrderCollection()       TanStack DB collection (${electric ? 'Electric when electricUrl is configured, else query collection' : 'query collection; generated with --no-electric'})
 //   useOrders()                live list via the collection
 //   useOrder(id, { live })     one entity via TanStack Query; live: false = frozen snapshot + isStale/refresh
 //   orderApi.<operation>()     one typed function per operation (camelCase operationId, else method + path)
@@ -432,13 +478,12 @@ import { createCollection, type Collection, type UtilsRecord } from '@tanstack/d
 import { useLiveQuery } from '@tanstack/react-db';
 import { hashKey, useQuery } from '@tanstack/react-query';
 import { queryCollectionOptions } from '@tanstack/query-db-collection';
-import { electricCollectionOptions } from '@tanstack/electric-db-collection';
-import { bindQueryCollection, useLiveOrFrozen, type LiveDataSource } from '@pgbroadcast/client/db';
+${electric ? `import { electricCollectionOptions } from '@tanstack/electric-db-collection';\n` : ''}import { bindQueryCollection, useLiveOrFrozen, type LiveDataSource } from '@pgbroadcast/client/db';
 import { useBroadcastQueryInvalidation } from '@pgbroadcast/client/query';
 ${schemaImports.length ? `import type { ${schemaImports.join(', ')} } from './schema.js';\n` : ''}import { ${syncImports.join(', ')} } from './sync.js';
 
 export { ApiError, configureSync, getSync, SyncProvider, type ConfigureSyncOptions, type SyncRuntime } from './sync.js';
 export type { components, paths } from './schema.js';
 
-${model.entities.map(emitEntity).join('\n')}`;
+${model.entities.map((e) => emitEntity(e, electric)).join('\n')}`;
 }

@@ -6,10 +6,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import openapiTS, { astToString } from 'openapi-typescript';
 import { buildModel, CodegenError, type SyncModel } from './model.js';
-import { emitIndex, emitSync, header } from './emit.js';
+import { emitIndex, emitSync, header, type EmitOptions } from './emit.js';
 
 export { buildModel, CodegenError, camelCase, pascalCase, plural } from './model.js';
 export type { Entity, Operation, SyncModel } from './model.js';
+export type { EmitOptions } from './emit.js';
 
 export interface GeneratedFile {
   name: string;
@@ -43,20 +44,24 @@ async function emitSchema(document: unknown, model: SyncModel): Promise<string> 
   return `${header(model, 'Types of the document, written by openapi-typescript.')}\n${astToString(nodes)}`;
 }
 
-/** The files for `document`, sorted by name; the same document gives the same bytes. */
-export async function generate(document: unknown): Promise<GeneratedFile[]> {
+/**
+ * The files for `document`, sorted by name; the same document and options give
+ * the same bytes. `{ electric: false }` (`--no-electric`): query collections
+ * only, no `@tanstack/electric-db-collection` import, no `electricUrl` option.
+ */
+export async function generate(document: unknown, options: EmitOptions = {}): Promise<GeneratedFile[]> {
   const model = buildModel(document);
   const files: GeneratedFile[] = [
-    { name: 'index.ts', content: emitIndex(model) },
+    { name: 'index.ts', content: emitIndex(model, options) },
     { name: 'schema.ts', content: await emitSchema(document, model) },
-    { name: 'sync.ts', content: emitSync(model) },
+    { name: 'sync.ts', content: emitSync(model, options) },
   ];
   return files.sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
 /** Loads `source`, generates and writes the files into `outDir`; returns the written paths. */
-export async function generateToDir(source: string, outDir: string): Promise<string[]> {
-  const files = await generate(await loadDocument(source));
+export async function generateToDir(source: string, outDir: string, options: EmitOptions = {}): Promise<string[]> {
+  const files = await generate(await loadDocument(source), options);
   await mkdir(outDir, { recursive: true });
   const written: string[] = [];
   for (const file of files) {

@@ -119,6 +119,28 @@ describe('output', () => {
     }
   });
 
+  it('--no-electric ({ electric: false }) has no Electric import nor electricUrl, deterministically', async () => {
+    for (const doc of [demo, contacts]) {
+      const a = await generate(doc(), { electric: false });
+      const b = await generate(doc(), { electric: false });
+      expect(a.map((f) => f.name)).toEqual(['index.ts', 'schema.ts', 'sync.ts']);
+      expect(JSON.stringify(b)).toBe(JSON.stringify(a));
+      for (const file of a) {
+        expect(file.content, file.name).not.toContain('electric-db-collection');
+        expect(file.content, file.name).not.toMatch(/electricCollectionOptions|electricShapeOptions|ElectricCollection/);
+      }
+      const sync = a.find((f) => f.name === 'sync.ts')!.content;
+      expect(sync).not.toMatch(/^\s*electricUrl\?: string;/m);
+      expect(sync).toContain("if ('electricUrl' in options)");
+      // Same types, same public names as the default output.
+      const full = await generate(doc());
+      expect(a.find((f) => f.name === 'schema.ts')!.content).toBe(full.find((f) => f.name === 'schema.ts')!.content);
+      for (const name of ['getOrderCollection', 'useOrders', 'useOrder', 'orderApi', 'orderKeys', 'configureSync', 'SyncProvider']) {
+        if (doc === demo) expect(a.find((f) => f.name === 'index.ts')!.content).toContain(name);
+      }
+    }
+  });
+
   it('regenerating demo-openapi.json reproduces demo/src/sync byte for byte', async () => {
     for (const file of await generate(demo())) {
       expect(file.content, file.name).toBe(readFileSync(join(root, 'demo/src/sync', file.name), 'utf8'));
@@ -127,11 +149,26 @@ describe('output', () => {
 });
 
 describe('compile', () => {
-  it.each(['demo-openapi.json', 'contacts-openapi.json'])('generated code for %s typechecks with tsc --strict (skipLibCheck: false)', async (name) => {
+  it.each([
+    ['demo-openapi.json', true],
+    ['contacts-openapi.json', true],
+    ['demo-openapi.json', false],
+    ['contacts-openapi.json', false],
+  ] as const)('generated code for %s (electric: %s) typechecks with tsc --strict (skipLibCheck: false)', async (name, electric) => {
     const dir = mkdtempSync(join(tmpdir(), 'pgbroadcast-codegen-'));
     try {
       mkdirSync(join(dir, 'src/sync'), { recursive: true });
-      for (const file of await generate(fixture(name))) writeFileSync(join(dir, 'src/sync', file.name), file.content);
+      for (const file of await generate(fixture(name), { electric })) writeFileSync(join(dir, 'src/sync', file.name), file.content);
+      // The options of configureSync: electricUrl only without --no-electric.
+      writeFileSync(
+        join(dir, 'src/app.ts'),
+        [
+          `import { configureSync } from './sync/index.js';`,
+          electric ? '' : '// @ts-expect-error electricUrl is not an option of a --no-electric sync layer',
+          `configureSync({ broadcastUrl: 'ws://localhost/ws/broadcast', electricUrl: 'http://localhost/v1/shape' });`,
+          '',
+        ].join('\n'),
+      );
       symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir');
       writeFileSync(
         join(dir, 'tsconfig.json'),
@@ -175,6 +212,21 @@ describe('cli', () => {
       const out = execFileSync(process.execPath, [cli, join(here, 'fixtures/demo-openapi.json'), '-o', join(dir, 'sync')], { encoding: 'utf8' });
       expect(out).toContain('index.ts');
       expect(readFileSync(join(dir, 'sync/index.ts'), 'utf8')).toBe(readFileSync(join(root, 'demo/src/sync/index.ts'), 'utf8'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(!existsSync(cli))('--no-electric writes query collections only (built bin)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgbroadcast-codegen-cli-'));
+    try {
+      execFileSync(process.execPath, [cli, join(here, 'fixtures/demo-openapi.json'), '--no-electric', '-o', join(dir, 'sync')], { encoding: 'utf8' });
+      const index = readFileSync(join(dir, 'sync/index.ts'), 'utf8');
+      expect(index).toContain('export function getOrderCollection(');
+      expect(index).not.toContain('@tanstack/electric-db-collection');
+      expect(readFileSync(join(dir, 'sync/sync.ts'), 'utf8')).not.toMatch(/^\s*electricUrl\?: string;/m);
+      const help = execFileSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
+      expect(help).toContain('--no-electric');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -15,7 +15,8 @@
  * - every ```ts / ```tsx example in the repository's README.md and this
  *   package's README.md type-checks (strict, `skipLibCheck: false`,
  *   `jsx: react-jsx`, bundler resolution) as its own module against the
- *   tarball plus React and the TanStack packages.
+ *   tarball plus React and the TanStack packages (blocks, preambles and
+ *   skips: ./readme-examples.ts, shared with peer-sets.test.ts).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -23,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { README_FILES, README_PREAMBLES, README_SKIPS, readmeBlocks, writeReadmeExamples } from './readme-examples.js';
 
 const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as {
@@ -228,78 +230,6 @@ client.disconnect();
 
 // ------------------------------------------------------------ README examples
 
-/**
- * The ```ts / ```tsx blocks of these READMEs are type-checked against the
- * packed package, each as its own module, so an example that imports a name
- * an entry point does not export, from the wrong entry (a React hook from the
- * root entry), or passes options the API does not take, fails here.
- */
-const README_FILES = ['../../README.md', 'README.md'] as const;
-
-/**
- * Per-block preambles for fragments: names the example takes from the app
- * around it (never names the package exports: those the block imports
- * itself). Keyed by the README and a marker, a string only that block
- * contains; a marker matching no block or several fails the test, so a
- * changed example cannot silently lose (or borrow) its preamble.
- */
-const README_PREAMBLES: { readme: (typeof README_FILES)[number]; marker: string; preamble: string }[] = [
-  {
-    readme: '../../README.md',
-    marker: 'function KitchenDisplay()',
-    preamble: [
-      `type Order = { id: number; customer: string; status: string };`,
-      `declare function fetchOrders(): Promise<Order[]>;`,
-      `declare function OrderList(props: { orders: Order[] | undefined }): React.JSX.Element;`,
-    ].join('\n'),
-  },
-  {
-    readme: 'README.md',
-    marker: 'const client = new BroadcastClient({',
-    preamble: [
-      `declare const session: { jwt?: string };`,
-      `declare const jwt: string;`,
-      `declare function refetchAllOrders(): void;`,
-      `declare function refetchOrder(id: string): void;`,
-    ].join('\n'),
-  },
-  {
-    readme: 'README.md',
-    marker: 'initBroadcast({ url: "wss://app.example/ws/broadcast", getToken })',
-    preamble: `declare const getToken: () => Promise<string | null>;`,
-  },
-  {
-    readme: 'README.md',
-    marker: 'function ConnectionBadge()',
-    preamble: [`declare const getToken: () => Promise<string | null>;`, `declare function App(): React.JSX.Element;`].join('\n'),
-  },
-  {
-    readme: 'README.md',
-    marker: 'onInvalidate: (id) =>',
-    preamble: [`import type { QueryClient } from "@tanstack/react-query";`, `declare const queryClient: QueryClient;`].join('\n'),
-  },
-  {
-    readme: 'README.md',
-    marker: 'function SettingsPage()',
-    preamble: [
-      `type Settings = Record<string, unknown>;`,
-      `declare function SettingsView(props: { settings: Settings | undefined; onEdit: () => void }): React.JSX.Element;`,
-      `declare function SettingsForm(props: { initial: Settings | undefined; onDone: () => void }): React.JSX.Element;`,
-    ].join('\n'),
-  },
-  {
-    readme: 'README.md',
-    marker: 'const { broadcast, electricShapeOptions } = configureSync({',
-    preamble: `declare const getToken: () => Promise<string | null>;`,
-  },
-];
-
-/**
- * Blocks that are not TypeScript meant to compile, by README and marker, with
- * the reason. None at present: every ts/tsx block is a compiling example.
- */
-const README_SKIPS: { readme: (typeof README_FILES)[number]; marker: string; reason: string }[] = [];
-
 /** Packages a README example may import (linked from this node_modules), with the types they need. */
 const README_DEPS = [
   'react',
@@ -315,31 +245,6 @@ const README_DEPS = [
   '@types/node',
 ];
 
-interface ReadmeBlock {
-  readme: (typeof README_FILES)[number];
-  /** 1-based line of the block's first code line in the README. */
-  line: number;
-  lang: 'ts' | 'tsx';
-  code: string;
-}
-
-function readmeBlocks(): ReadmeBlock[] {
-  const blocks: ReadmeBlock[] = [];
-  for (const readme of README_FILES) {
-    const lines = readFileSync(join(pkgDir, readme), 'utf8').split('\n');
-    for (let i = 0; i < lines.length; i++) {
-      const open = /^```(\w*)\s*$/.exec(lines[i]!);
-      if (!open) continue;
-      const end = lines.findIndex((l, j) => j > i && /^```\s*$/.test(l));
-      if (end < 0) throw new Error(`${readme}:${i + 1}: unclosed code block`);
-      const lang = open[1]!;
-      if (lang === 'ts' || lang === 'tsx') blocks.push({ readme, line: i + 2, lang, code: lines.slice(i + 1, end).join('\n') });
-      i = end;
-    }
-  }
-  return blocks;
-}
-
 describe('README examples type-check against the packed package (strict, skipLibCheck: false)', () => {
   const blocks = readmeBlocks();
 
@@ -354,19 +259,7 @@ describe('README examples type-check against the packed package (strict, skipLib
 
   it('every ts/tsx block compiles as its own module', () => {
     const dir = consumer('readme', README_DEPS);
-    const files: string[] = [];
-    /** Generated file → where its block starts in the README, and the preamble's length. */
-    const origin = new Map<string, { block: ReadmeBlock; offset: number }>();
-    blocks.forEach((block, n) => {
-      if (README_SKIPS.some((s) => s.readme === block.readme && block.code.includes(s.marker))) return;
-      const preamble = README_PREAMBLES.find((p) => p.readme === block.readme && block.code.includes(p.marker))?.preamble ?? '';
-      const head = preamble ? `${preamble}\n` : '';
-      // `export {}`: a module even when the fragment has no import, so blocks never share globals.
-      const name = `${block.readme === 'README.md' ? 'client-readme' : 'root-readme'}-${String(n).padStart(2, '0')}-L${block.line}.${block.lang}`;
-      writeFileSync(join(dir, name), `${head}${block.code}\nexport {};\n`);
-      files.push(name);
-      origin.set(name, { block, offset: head ? head.split('\n').length - 1 : 0 });
-    });
+    const { files, report } = writeReadmeExamples(dir, blocks);
     writeFileSync(
       join(dir, 'tsconfig.json'),
       JSON.stringify(
@@ -389,15 +282,8 @@ describe('README examples type-check against the packed package (strict, skipLib
       ),
     );
     const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json', '--pretty', 'false'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
-    // Point each error at the README line it comes from.
-    const report = (r.stdout + r.stderr).replace(/^([\w.-]+)\((\d+),(\d+)\)/gm, (all, file: string, line: string, col: string) => {
-      const o = origin.get(file);
-      if (!o) return all;
-      const l = Number(line) - o.offset;
-      const where = o.block.readme === 'README.md' ? 'clients/typescript/README.md' : 'README.md';
-      return l >= 1 ? `${where}:${o.block.line + l - 1}:${col}` : `${all} (preamble of ${where}:${o.block.line})`;
-    });
-    expect(report).not.toContain('error TS');
+    // Each error points at the README line it comes from.
+    expect(report(r.stdout + r.stderr)).not.toContain('error TS');
     expect(r.status).toBe(0);
   }, 90_000);
 });

@@ -23,31 +23,52 @@
  * declarations and every installed package's included) code using the
  * `/query` and `/db` entries with real TanStack types, and a Node script
  * imports (ESM) and requires (CJS) every entry and runs `bindQueryInvalidation`
- * with a real QueryClient and a fake client.
+ * with a real QueryClient and a fake client. Then, in the same app (no second
+ * install), strict with `skipLibCheck: false` again:
+ * - README examples (newest set): every ```ts / ```tsx block of README.md and
+ *   clients/typescript/README.md (./readme-examples.ts, as package.test.ts
+ *   does with the dev set) whose imports the app has, i.e. all but those
+ *   importing `@tanstack/electric-db-collection` (and `ws`, not a TanStack
+ *   concern);
+ * - generated code (both sets): the app's own `node_modules/.bin/pgbroadcast-codegen`
+ *   (with `openapi-typescript` installed as the package's dependency) writes
+ *   the sync layer of test/codegen/fixtures/demo-openapi.json with
+ *   `--no-electric`, and it type-checks with a small app using it.
  *
  * Skipped, saying why, only when the registry is unreachable.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { importedPackages, readmeBlocks, writeReadmeExamples } from './readme-examples.js';
 
 const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { name: string; peerDependencies: Record<string, string> };
+const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as {
+  name: string;
+  peerDependencies: Record<string, string>;
+  dependencies: Record<string, string>;
+};
 
 interface PeerSet {
   name: string;
   deps: Record<string, string>;
   /** The one @tanstack/db every package of the set must resolve to. */
   db: string;
+  /** Type-check the README examples (those whose imports the set has) in this set's app. */
+  readme: boolean;
+  /** Generate the demo document's sync layer with --no-electric and type-check it in this set's app. */
+  codegen: boolean;
 }
 
 const SETS: PeerSet[] = [
   {
     name: 'oldest',
     db: '0.5.0',
+    readme: false,
+    codegen: true,
     deps: {
       '@tanstack/query-core': '5.0.0',
       '@tanstack/react-query': '5.0.0',
@@ -64,6 +85,8 @@ const SETS: PeerSet[] = [
   {
     name: 'newest',
     db: '0.15.1',
+    readme: true,
+    codegen: true,
     deps: {
       '@tanstack/query-core': '5.108.4',
       '@tanstack/react-query': '5.108.4',
@@ -170,6 +193,54 @@ queryClient.clear();
 console.log('ok');
 `;
 
+/**
+ * Packages some README examples import that no set installs, with why; a
+ * block importing one is left to package.test.ts (the dev set).
+ */
+const NOT_IN_SETS: Record<string, string> = {
+  '@tanstack/electric-db-collection': 'its only release, 0.4.10, pins @tanstack/db 0.9.2',
+  ws: "Node's WebSocket for BroadcastClient: no TanStack types involved",
+};
+
+/** A small app using the generated (--no-electric) sync layer of demo-openapi.json. */
+const CODEGEN_APP = `
+import { configureSync, getOrderCollection, orderApi, orderKeys, SyncProvider, useOrder, useOrders, type Order } from './sync/index.js';
+
+configureSync({ broadcastUrl: 'ws://localhost:8080/ws/broadcast', apiUrl: 'http://localhost:8080' });
+
+export const statusOf = (o: Order): string => o.status;
+export const keys = orderKeys.detail(1);
+export const create = (): Promise<unknown> => orderApi.create({ customer: 'x', items: [] });
+export const size = (): number => getOrderCollection().size;
+
+function OrderRow({ id }: { id: number }) {
+  const { data, isStale, refresh } = useOrder(id, { live: false });
+  return <li onClick={refresh}>{data?.customer}{isStale ? '*' : ''}</li>;
+}
+
+function Orders() {
+  const { data, isLoading } = useOrders();
+  return isLoading ? <p>…</p> : <ul>{data.map((o) => <OrderRow key={o.id} id={o.id} />)}</ul>;
+}
+
+export function App() {
+  return <SyncProvider><Orders /></SyncProvider>;
+}
+`;
+
+/** strict, skipLibCheck: false, bundler resolution, as an app would. */
+const STRICT = {
+  target: 'ES2022',
+  lib: ['ES2022', 'DOM', 'DOM.Iterable'],
+  module: 'ESNext',
+  moduleResolution: 'Bundler',
+  jsx: 'react-jsx',
+  strict: true,
+  skipLibCheck: false,
+  noEmit: true,
+  types: [],
+};
+
 let work: string | undefined;
 let tarball = '';
 let skipReason: string | null = null;
@@ -254,20 +325,7 @@ describe('peer sets', () => {
       writeFileSync(join(dir, 'app.tsx'), APP);
       writeFileSync(
         join(dir, 'tsconfig.json'),
-        JSON.stringify({
-          compilerOptions: {
-            target: 'ES2022',
-            lib: ['ES2022', 'DOM', 'DOM.Iterable'],
-            module: 'ESNext',
-            moduleResolution: 'Bundler',
-            jsx: 'react-jsx',
-            strict: true,
-            skipLibCheck: false,
-            noEmit: true,
-            types: [],
-          },
-          files: ['app.tsx'],
-        }),
+        JSON.stringify({ compilerOptions: STRICT, files: ['app.tsx'] }),
       );
       const tsc = spawnSync(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--pretty', 'false', '--listFiles'], {
         cwd: dir,
@@ -285,6 +343,71 @@ describe('peer sets', () => {
       expect(run.stderr).toBe('');
       expect(run.stdout.trim()).toBe('ok');
       expect(run.status).toBe(0);
+
+      const tscIn = (project: string) =>
+        spawnSync(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '-p', project, '--pretty', 'false', '--listFiles'], {
+          cwd: dir,
+          encoding: 'utf8',
+          timeout: 90_000,
+        });
+
+      if (set.readme) {
+        // The README examples whose imports this app has (all but Electric's and ws's).
+        const all = readmeBlocks();
+        const blocks = all.filter((b) => !importedPackages(b).some((name) => name in NOT_IN_SETS));
+        const left = all.filter((b) => !blocks.includes(b));
+        console.log(
+          `peer-sets ${set.name}: README examples: ${blocks.length} type-checked, ${left.length} left to the dev set (${left.map((b) => `${b.readme}:${b.line} imports ${importedPackages(b).filter((n) => n in NOT_IN_SETS).join(', ')}`).join('; ')})`,
+        );
+        // At the time of writing: 10 blocks, 7 checked here (2 import Electric, 1 ws).
+        expect(blocks.length).toBeGreaterThanOrEqual(7);
+        for (const block of blocks) {
+          for (const name of importedPackages(block)) {
+            expect(existsSync(join(dir, 'node_modules', name, 'package.json')), `${block.readme}:${block.line} imports ${name}, not installed`).toBe(true);
+          }
+        }
+        mkdirSync(join(dir, 'readme'));
+        const { files, report } = writeReadmeExamples(join(dir, 'readme'), blocks);
+        writeFileSync(join(dir, 'readme/tsconfig.json'), JSON.stringify({ compilerOptions: STRICT, files }));
+        const r = tscIn('readme/tsconfig.json');
+        expect(report((r.stdout + r.stderr).replace(/^readme\//gm, ''))).not.toContain('error TS');
+        expect(r.status).toBe(0);
+        expect(r.stdout).toContain('@pgbroadcast/client/dist/db.d.ts');
+        expect(r.stdout).not.toContain('electric-db-collection');
+      }
+
+      if (set.codegen) {
+        // openapi-typescript came with the package, as its dependency (hoisted or nested).
+        const ot = ['node_modules/openapi-typescript', `node_modules/${pkg.name}/node_modules/openapi-typescript`]
+          .map((p) => join(dir, p, 'package.json'))
+          .find((p) => existsSync(p));
+        expect(ot, 'openapi-typescript installed').toBeDefined();
+        expect(JSON.parse(readFileSync(ot!, 'utf8')).version).toBe(pkg.dependencies['openapi-typescript']);
+        // The package's own bin, as `npx pgbroadcast-codegen` runs it in the app.
+        const gen = spawnSync(
+          join(dir, 'node_modules/.bin/pgbroadcast-codegen'),
+          [join(pkgDir, 'test/codegen/fixtures/demo-openapi.json'), '--no-electric', '-o', 'codegen/sync'],
+          { cwd: dir, encoding: 'utf8', timeout: 60_000 },
+        );
+        expect(gen.stderr).toBe('');
+        expect(gen.status).toBe(0);
+        expect(gen.stdout).toContain('index.ts');
+        expect(readFileSync(join(dir, 'codegen/sync/index.ts'), 'utf8')).not.toContain('electric-db-collection');
+        writeFileSync(join(dir, 'codegen/app.tsx'), CODEGEN_APP);
+        writeFileSync(
+          join(dir, 'codegen/tsconfig.json'),
+          JSON.stringify({
+            compilerOptions: { ...STRICT, noUnusedLocals: true, noUnusedParameters: true, isolatedModules: true, verbatimModuleSyntax: true },
+            include: ['.'],
+          }),
+        );
+        const r = tscIn('codegen/tsconfig.json');
+        expect(r.stdout + r.stderr).not.toContain('error TS');
+        expect(r.status).toBe(0);
+        for (const f of ['codegen/sync/index.ts', 'codegen/sync/sync.ts', 'codegen/sync/schema.ts', '@tanstack/db/', '@tanstack/react-db/', '@tanstack/query-db-collection/']) {
+          expect(r.stdout, f).toContain(f);
+        }
+      }
       console.log(`peer-sets ${set.name}: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     }, 240_000);
   }
