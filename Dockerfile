@@ -6,9 +6,13 @@ FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
+# The workspace's other member (the benchmark): its manifest and sources are
+# read, not built.
+COPY bench/Cargo.toml bench/Cargo.toml
+COPY bench/src bench/src
 COPY migrations migrations
 COPY sql sql
-RUN cargo build --release --locked --bin pgbroadcast
+RUN cargo build --release --locked -p pgbroadcast --bin pgbroadcast
 
 FROM debian:bookworm-20260518-slim
 RUN apt-get update \

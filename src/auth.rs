@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use crate::config::AuthArgs;
-use crate::hub::Topic;
+use crate::wire::Topic;
 
 /// Why security settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,7 @@ impl Authenticator {
         }
         let remote = match &args.jwks_url {
             Some(url) => {
-                let uri = jwks::check_url(url).map_err(|message| ConfigError::JwksUrl {
+                let uri = crate::config::jwks_uri(url).map_err(|message| ConfigError::JwksUrl {
                     url: url.clone(),
                     message,
                 })?;

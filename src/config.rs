@@ -49,7 +49,18 @@ pub enum Command {
     Slots(SlotsArgs),
     /// Measure a server: WebSocket clients, writes through routed tables,
     /// commit → client latency, deliveries/s, losses, server CPU and memory.
-    Bench(crate::bench::BenchCli),
+    /// Runs `pgbroadcast-bench` (built beside this executable) with the
+    /// arguments that follow; `pgbroadcast bench --help` lists them.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// The bench's own options and subcommands (`pgbroadcast bench --help`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "BENCH ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -137,22 +148,9 @@ pub struct AuthArgs {
 }
 
 impl Default for AuthArgs {
+    /// What the flags' own defaults give, the environment aside.
     fn default() -> Self {
-        AuthArgs {
-            jwt_secret: None,
-            jwt_public_keys: None,
-            jwt_audience: None,
-            jwt_issuer: None,
-            jwt_leeway: Duration::from_secs(5),
-            jwks_url: None,
-            jwks_ca_file: None,
-            jwks_refresh: Duration::from_secs(600),
-            auth_timeout: Duration::from_secs(10),
-            auth_expiry_notice: Duration::from_secs(30),
-            authz_recheck: Duration::from_secs(60),
-            allowed_origins: Vec::new(),
-            insecure: false,
-        }
+        defaults()
     }
 }
 
@@ -210,8 +208,8 @@ pub struct PgArgs {
     /// logical decoding messages instead (needs `wal_level=logical` and a
     /// role with REPLICATION; nothing LISTENs); `auto` LISTENs and starts
     /// the stream too once the database's `pgbroadcast.transport` is `wal`.
-    #[arg(long, env = "PGBROADCAST_TRANSPORT", value_enum, default_value_t = crate::wal::Transport::Auto)]
-    pub transport: crate::wal::Transport,
+    #[arg(long, env = "PGBROADCAST_TRANSPORT", value_enum, default_value_t = Transport::Auto)]
+    pub transport: Transport,
 
     /// `logical_decoding_work_mem` for the WAL stream's session (e.g.
     /// `256MB`): a transaction whose changes exceed it is spilled to disk
@@ -246,18 +244,25 @@ pub(crate) fn parse_node_id(text: &str) -> Result<String, String> {
 }
 
 impl Default for PgArgs {
+    /// What the flags' own defaults give, the environment aside.
     fn default() -> Self {
-        PgArgs {
-            pg_channel: "pgbroadcast".into(),
-            reconnect_max: Duration::from_secs(5),
-            pg_ca_file: None,
-            queue_check: Duration::from_secs(10),
-            queue_warn_percent: 50,
-            transport: crate::wal::Transport::Auto,
-            wal_decoding_work_mem: None,
-            node_id: None,
-        }
+        defaults()
     }
+}
+
+/// Which transport(s) the service reads (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// LISTEN always; the WAL stream too once the database's
+    /// `pgbroadcast.transport` setting is `wal` (checked at start and then
+    /// every `--queue-check`).
+    Auto,
+    /// LISTEN only.
+    Notify,
+    /// The WAL stream only, from the start: nothing LISTENs, so signals a
+    /// session still sends with NOTIFY are not read (a warning says so at
+    /// start when the database's setting is not `wal`).
+    Wal,
 }
 
 /// Limits of the WebSocket endpoint and the node's memory.
@@ -339,51 +344,36 @@ pub struct Limits {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 impl Default for Limits {
+    /// What the flags' own defaults give, the environment aside.
     fn default() -> Self {
-        Limits {
-            max_connections: 50_000,
-            max_pending_connections: 1024,
-            handshake_timeout: Duration::from_secs(10),
-            max_messages_per_second: 50,
-            max_subscriptions: 1000,
-            max_channels_per_message: 100,
-            max_message_bytes: 64 * 1024,
-            outbound_queue: 1024,
-            outbound_bytes: 1024 * 1024,
-            max_lag: Duration::from_secs(30),
-            history_size: 10_000,
-            history_age: Duration::from_secs(120),
-            shards: 0,
-            heartbeat: Duration::from_secs(30),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
+        defaults()
     }
 }
 
 impl Limits {
-    /// The hub's share of these limits.
-    pub fn hub_config(&self) -> crate::hub::HubConfig {
-        crate::hub::HubConfig {
-            mailbox_frames: self.outbound_queue,
-            mailbox_bytes: self.outbound_bytes,
-            history_len: self.history_size,
-            history_age: self.history_age,
-            heartbeat: self.heartbeat,
-            max_lag: self.max_lag,
-            shards: self.shards,
-        }
-    }
-
     /// Messages larger than this are not even read: the connection is closed (1009).
     pub fn hard_message_limit(&self) -> usize {
         self.max_message_bytes.saturating_mul(4)
     }
 }
 
-/// Longest channel name, shared with the SQL kit's check.
-pub const MAX_CHANNEL_LEN: usize = 64;
-/// Longest entity id a client may filter on.
-pub const MAX_ENTITY_LEN: usize = 256;
+/// `T` as its flags' defaults make it, with no flags given and the
+/// environment not read: each default is written once, in its `#[arg]`
+/// attribute, and `Default` (tests, embedders) gets the same values.
+fn defaults<T: clap::FromArgMatches + Args>() -> T {
+    let mut command = T::augment_args(clap::Command::new("defaults"));
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id, |arg| arg.env(None::<&str>));
+    }
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .expect("every flag has a default");
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
 
 /// A Postgres channel name: an identifier of 1 to 63 bytes (longer ones are
 /// silently truncated by Postgres, so LISTEN and NOTIFY would disagree).
@@ -413,8 +403,38 @@ pub fn parse_memory(s: &str) -> Result<String, String> {
 
 /// A JWKS URL: https, or http to a loopback address.
 pub fn parse_jwks_url(s: &str) -> Result<String, String> {
-    crate::auth::jwks::check_url(s)?;
+    jwks_uri(s)?;
     Ok(s.to_owned())
+}
+
+/// Whether `url` may serve keys: https, or plain http to this machine only
+/// (a loopback address or `localhost`, for development), without credentials.
+pub fn jwks_uri(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let Some(host) = uri.host() else {
+        return Err("not an absolute URL with a host".into());
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("credentials in the URL are not supported".into());
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if is_loopback(host) => Ok(uri),
+        Some("http") => Err(
+            "must be https (plain http is allowed only to a loopback address such as 127.0.0.1 or localhost)"
+                .into(),
+        ),
+        _ => Err("must be an https:// URL".into()),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses a duration: `250ms`, `1.5s`, `2m`, `1h`, `1h 30m` (humantime's
@@ -458,6 +478,59 @@ pub fn count_in<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Default` is what the flags' defaults give: one source for each.
+    #[test]
+    fn defaults_are_the_flags_defaults() {
+        let Command::Serve(serve) = Cli::try_parse_from(["pgbroadcast", "serve"])
+            .unwrap()
+            .command
+        else {
+            panic!("serve")
+        };
+        assert_eq!(
+            format!("{:?}", serve.limits),
+            format!("{:?}", Limits::default())
+        );
+        assert_eq!(
+            format!("{:?}", serve.pg),
+            format!("{:?}", PgArgs::default())
+        );
+        assert_eq!(
+            format!("{:?}", serve.auth),
+            format!("{:?}", AuthArgs::default())
+        );
+        // Spot checks against the documented values.
+        let limits = Limits::default();
+        assert_eq!(limits.outbound_bytes, 1024 * 1024);
+        assert_eq!(limits.heartbeat, Duration::from_secs(30));
+        assert_eq!(PgArgs::default().pg_channel, "pgbroadcast");
+    }
+
+    #[test]
+    fn urls_must_be_https_or_loopback() {
+        for ok in [
+            "https://idp.example/.well-known/jwks.json",
+            "https://127.0.0.1:8443/keys",
+            "http://127.0.0.1:8080/keys",
+            "http://127.1.2.3/keys",
+            "http://localhost:8080/realms/app/protocol/openid-connect/certs",
+            "http://[::1]:8080/keys",
+        ] {
+            assert!(jwks_uri(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://idp.example/keys", "must be https"),
+            ("http://10.0.0.1/keys", "must be https"),
+            ("ftp://idp.example/keys", "must be an https"),
+            ("/keys", "host"),
+            ("https://user:pw@idp.example/keys", "credentials"),
+            ("https://idp example/keys", "not a URL"),
+        ] {
+            let err = jwks_uri(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn durations() {
@@ -504,8 +577,6 @@ mod tests {
             ["pgbroadcast", "serve", "--heartbeat=1h"],
             ["pgbroadcast", "serve", "--max-lag=1.5s"],
             ["pgbroadcast", "serve", "--history-age=1h 30m"],
-            ["pgbroadcast", "bench", "--duration=5s"],
-            ["pgbroadcast", "bench", "--duration=7"],
         ] {
             if let Err(err) = Cli::try_parse_from(args) {
                 panic!("{args:?}: {err}");
@@ -573,6 +644,30 @@ mod tests {
         }
         let err = Cli::try_parse_from(["pgbroadcast", "serve", "--log-format", "xml"]).unwrap_err();
         assert!(err.to_string().contains("text, json"), "{err}");
+    }
+
+    #[test]
+    fn bench_takes_every_argument_after_it_as_it_is() {
+        use clap::Parser;
+        let parse = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Bench { args },
+                ..
+            }) => args,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let args = [
+            "--scenario",
+            "smoke",
+            "--target",
+            "ws://h:1/ws",
+            "--help",
+            "-x",
+        ];
+        let after = parse(&[&["pgbroadcast", "bench"][..], &args].concat());
+        assert_eq!(after, args.map(std::ffi::OsString::from));
+        assert!(parse(&["pgbroadcast", "bench"]).is_empty());
+        assert_eq!(parse(&["pgbroadcast", "bench", "compare"]), ["compare"]);
     }
 
     #[test]

@@ -15,12 +15,12 @@
 //! [`mutation`] gives REST handlers the txid Electric confirms, [`openapi`] the
 //! `x-sync` extension, [`demo`] the order example; [`cluster`] starts a
 //! private Postgres when no `DATABASE_URL` is given; [`tls`] secures the
-//! connections to Postgres and to a JWKS URL; [`bench`](mod@bench) measures a
-//! server; [`config`] holds the CLI; [`logging`] is how text from outside
-//! and errors reach the log.
+//! connections to Postgres and to a JWKS URL; [`config`] holds the CLI;
+//! [`logging`] is how text from outside and errors reach the log; [`banner`]
+//! is what `serve` prints on stdout. The benchmark is its own crate
+//! (`bench/`, binary `pgbroadcast-bench`), which `pgbroadcast bench` runs.
 
 pub mod auth;
-pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod demo;
@@ -35,6 +35,7 @@ pub mod openapi;
 pub mod server;
 pub mod tls;
 pub mod wal;
+pub mod wire;
 pub mod ws;
 
 /// Everything that can stop the service from starting.
@@ -48,8 +49,6 @@ pub enum Error {
     Postgres(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("bench: {0}")]
-    Bench(#[from] bench::Error),
     #[error(transparent)]
     AuthConfig(#[from] auth::ConfigError),
     #[error(transparent)]
@@ -63,3 +62,13 @@ pub enum Error {
 }
 
 pub use logging::error_chain;
+
+/// What `serve` and `demo` print on stdout once they are up, one line each;
+/// `pgbroadcast-bench` reads these lines to find the server it started.
+pub mod banner {
+    /// Followed by the private cluster's URL (when no `DATABASE_URL` is given).
+    pub const PRIVATE_POSTGRES: &str = "private Postgres (removed on exit): ";
+    /// Followed by `ADDR (WebSocket: ws://ADDR/ws/broadcast)`, once the
+    /// server LISTENs.
+    pub const LISTENING: &str = "listening on http://";
+}

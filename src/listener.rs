@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, Notification};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, ResyncReason, Signal};
+use crate::hub::Hub;
 use crate::logging::untrusted;
-use crate::ws::protocol::valid_channel;
+use crate::wire::{ResyncReason, Signal, valid_channel};
 
 /// `application_name` of the LISTEN connection, so a DBA can find it in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "pgbroadcast-listener";
@@ -209,7 +209,7 @@ pub(crate) fn forward(hub: &Hub, payload: &str) {
 }
 
 /// [`forward`] at a WAL position (see [`Hub::publish_at`]).
-pub(crate) fn forward_at(hub: &Hub, payload: &str, at: Option<crate::hub::Position>) {
+pub(crate) fn forward_at(hub: &Hub, payload: &str, at: Option<crate::wire::Position>) {
     match parse(payload) {
         Ok(signal) => hub.publish_at(&signal, at),
         Err(invalid) => {

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => serve(args, true).await,
         Command::Migrate(args) => run_migrate(args).await,
         Command::Slots(args) => run_slots(args).await,
-        Command::Bench(args) => run_bench(args).await,
+        Command::Bench { args } => return run_bench(args, cli.log_format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -103,7 +103,7 @@ async fn serve(args: ServeArgs, demo: bool) -> Result<(), Error> {
                 return Ok(());
             };
             let url = cluster.url("postgres");
-            println!("private Postgres (removed on exit): {url}");
+            println!("{}{url}", pgbroadcast::banner::PRIVATE_POSTGRES);
             println!("  psql \"{url}\"");
             println!("  data: {}", cluster.dir().display());
             (cluster.config("postgres"), Some(cluster))
@@ -168,7 +168,10 @@ async fn serve_on(
         }
     };
     let addr = running.addr;
-    println!("listening on http://{addr} (WebSocket: ws://{addr}/ws/broadcast)");
+    println!(
+        "{}{addr} (WebSocket: ws://{addr}/ws/broadcast)",
+        pgbroadcast::banner::LISTENING
+    );
     if demo {
         println!("  REST API: http://{addr}/api/orders");
         println!("  OpenAPI:  http://{addr}/openapi.json");
@@ -179,8 +182,46 @@ async fn serve_on(
     Ok(())
 }
 
-async fn run_bench(cli: pgbroadcast::bench::BenchCli) -> Result<(), Error> {
-    Ok(pgbroadcast::bench::main(cli).await?)
+/// The executable `pgbroadcast bench` hands over to: `pgbroadcast-bench`,
+/// built beside this one by `cargo build` in the workspace.
+const BENCH_BIN: &str = "pgbroadcast-bench";
+
+/// `pgbroadcast bench ARGS`: runs `pgbroadcast-bench ARGS` from the
+/// directory of this executable, in its place (exec, so its exit code is
+/// this command's); `--log-format json` given before the arguments reaches
+/// it as PGBROADCAST_LOG_FORMAT.
+fn run_bench(args: Vec<std::ffi::OsString>, log_format: LogFormat) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let bin = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(BENCH_BIN),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot locate this executable");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !bin.is_file() {
+        eprintln!(
+            "pgbroadcast bench: {} not found: the benchmark is its own executable, built \
+             beside pgbroadcast by `cargo build --release` (or `cargo build --release -p \
+             {BENCH_BIN}`) at the repository root",
+            bin.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    // argv[0] is what was typed, so `ps` and the command line a comparison
+    // records read `pgbroadcast bench …`.
+    let mut arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "pgbroadcast".into());
+    arg0.push(" bench");
+    let mut command = std::process::Command::new(&bin);
+    command.arg0(arg0);
+    if log_format == LogFormat::Json {
+        command.env("PGBROADCAST_LOG_FORMAT", "json");
+    }
+    let err = command.args(args).exec();
+    eprintln!("pgbroadcast bench: cannot run {}: {err}", bin.display());
+    ExitCode::FAILURE
 }
 
 async fn run_slots(args: SlotsArgs) -> Result<(), Error> {

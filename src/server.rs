@@ -20,8 +20,8 @@ use crate::config::{AuthArgs, Limits, PgArgs};
 use crate::demo::Demo;
 use crate::http::serve::{self, Edge};
 use crate::http::{AppState, router};
-use crate::hub::Hub;
 use crate::hub::shard::CLOSE_WAIT;
+use crate::hub::{Hub, HubConfig};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 
@@ -120,7 +120,7 @@ pub async fn start_with(
     let mut limits = settings.limits;
     fit_open_files(&mut limits);
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(limits.hub_config(), Arc::clone(&metrics));
+    let hub = Hub::new(HubConfig::from(&limits), Arc::clone(&metrics));
     let (ready_tx, ready) = watch::channel(false);
     let (listen_tx, listen_ready) = watch::channel(false);
     let (wal_tx, wal_ready) = watch::channel(false);
@@ -162,7 +162,10 @@ pub async fn start_with(
         connections: Arc::new(AtomicUsize::new(0)),
         metrics,
         security: Arc::new(security),
-        demo,
+        // The HTTP edge is assembled here: the demo's API behind the
+        // bearer check, its page in front of it.
+        api: demo.map(crate::demo::router),
+        pages: settings.demo.then(crate::demo::web::routes),
     };
     let task = tokio::spawn(run(listener, state, shutdown.clone().cancelled_owned()));
     tracing::info!(%addr, "serving; WebSocket at /ws/broadcast");

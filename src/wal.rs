@@ -7,7 +7,7 @@
 //! Only messages whose prefix is the node's channel (`--pg-channel`, the
 //! kit's `pgbroadcast.channel`) are signals; the rest of the WAL is decoded
 //! by Postgres and skipped. A signal's position is its transaction's commit
-//! LSN and its place in the transaction ([`crate::hub::position`]): the same
+//! LSN and its place in the transaction ([`crate::wire::position`]): the same
 //! on every node, so a client resumes on any node whose window holds it.
 //!
 //! **Slots.** With `--node-id`, the node's slot `pgbroadcast_<id>` outlives
@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use pgwire_replication::Lsn;
 
-use crate::hub::{Epoch, Hub, Position, ResyncReason};
+use crate::hub::Hub;
 use crate::listener::{Backoff, forward_at};
+use crate::wire::{Epoch, Position, ResyncReason};
 
 /// Every slot of the service is named so (see [`watch_slots`] and `pgbroadcast slots`).
 pub const SLOT_PREFIX: &str = "pgbroadcast_";
@@ -42,20 +43,7 @@ pub const APPLICATION_NAME: &str = "pgbroadcast-wal";
 /// table, so no row crosses the wire, only the kit's messages.
 pub const PUBLICATION: &str = "pgbroadcast";
 
-/// Which transport(s) the service reads (`--transport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
-    /// LISTEN always; the WAL stream too once the database's
-    /// `pgbroadcast.transport` setting is `wal` (checked at start and then
-    /// every `--queue-check`).
-    Auto,
-    /// LISTEN only.
-    Notify,
-    /// The WAL stream only, from the start: nothing LISTENs, so signals a
-    /// session still sends with NOTIFY are not read (a warning says so at
-    /// start when the database's setting is not `wal`).
-    Wal,
-}
+pub use crate::config::Transport;
 
 /// Why the WAL stream could not start or ended.
 #[derive(Debug, thiserror::Error)]

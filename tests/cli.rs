@@ -294,3 +294,32 @@ async fn serve_logs_json_from_start_to_shutdown() {
         assert!(messages.iter().any(|m| m == expected), "{expected}: {log}");
     }
 }
+
+/// `pgbroadcast bench` runs `pgbroadcast-bench` from its own directory;
+/// without it there, it fails and says how to build it.
+#[test]
+fn bench_without_its_binary_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lonely = dir.path().join("pgbroadcast");
+    std::fs::copy(BIN, &lonely).unwrap();
+    let out = std::process::Command::new(&lonely)
+        .args([
+            "bench",
+            "--scenario",
+            "smoke",
+            "--target",
+            "ws://127.0.0.1:1/ws/broadcast",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} not found",
+            dir.path().join("pgbroadcast-bench").display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cargo build --release"), "{stderr}");
+}

@@ -1,5 +1,6 @@
 //! HTTP surface: health, readiness and the WebSocket upgrade at `/ws/broadcast`;
-//! with `demo`, the example REST API. [`error`] is the API's error shape.
+//! an application's REST API and pages when the server is given them (the
+//! demo's, see [`crate::server`]). [`error`] is the API's error shape.
 
 pub mod error;
 pub mod json;
@@ -22,7 +23,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Security;
 use crate::config::Limits;
-use crate::demo::Demo;
 use crate::http::error::ApiError;
 use crate::http::json::BodyLimit;
 use crate::hub::Hub;
@@ -47,12 +47,17 @@ pub struct AppState {
     pub connections: Arc<AtomicUsize>,
     pub metrics: Arc<Metrics>,
     pub security: Arc<Security>,
-    /// The order example's API, when running `demo`.
-    pub demo: Option<Demo>,
+    /// An application's REST API (the order example's, when running
+    /// `demo`): served behind the bearer check, with CORS.
+    pub api: Option<Router>,
+    /// Pages a browser loads without a token (they hold no data of their
+    /// own and send the user's token with their API calls).
+    pub pages: Option<Router>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let demo = state.demo.clone();
+    let api = state.api.clone();
+    let pages = state.pages.clone();
     let security = Arc::clone(&state.security);
     let body_limit = BodyLimit(state.limits.max_body_bytes);
     let router = Router::new()
@@ -61,9 +66,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/broadcast", get(ws_upgrade))
         .route("/metrics", get(metrics))
         .with_state(state);
-    let router = match demo {
-        Some(demo) => {
-            let api = crate::demo::router(demo)
+    let router = match api {
+        Some(api) => {
+            let api = api
                 .layer(Extension(body_limit))
                 .layer(axum::middleware::from_fn(in_request_span));
             let cors = cors(&security);
@@ -77,15 +82,15 @@ pub fn router(state: AppState) -> Router {
             };
             // CORS outermost: it answers preflights itself (they carry no
             // token), and a 405 or 401 still reaches the page that asked.
-            // The browser app holds no data of its own: it is served without
-            // a token, and sends the user's with its API calls.
-            router
-                .merge(
-                    api.method_not_allowed_fallback(method_not_allowed)
-                        .layer(cors),
-                )
-                .merge(crate::demo::web::routes())
+            router.merge(
+                api.method_not_allowed_fallback(method_not_allowed)
+                    .layer(cors),
+            )
         }
+        None => router,
+    };
+    let router = match pages {
+        Some(pages) => router.merge(pages),
         None => router,
     };
     // Last, so that they apply to every route above.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Frame, Position, Topic};
+use crate::wire::{Frame, Position, Topic};
 
 #[derive(Debug)]
 enum Entry {

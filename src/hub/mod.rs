@@ -6,7 +6,6 @@
 //! owed a `resync` for that channel instead of a silent gap.
 
 pub mod history;
-pub mod position;
 pub mod shard;
 pub mod stream;
 
@@ -15,83 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::ws::protocol::{self, Resume};
+use crate::wire::{self, Epoch, Frame, Position, Resume, ResyncReason, Signal, Topic, Written};
 use history::History;
-pub use position::{Epoch, Position, Written};
 use shard::{Cmd, End, Publish, ShardConfig, ShardHandle, Socket};
-
-/// One server → client WebSocket frame, complete (header and payload) and
-/// shared by every recipient.
-pub type Frame = bytes::Bytes;
-
-/// A change signal as it came from Postgres.
-#[derive(Debug)]
-pub struct Signal {
-    pub channel: String,
-    pub event: String,
-    /// `None` means "something (possibly many things) in this channel changed".
-    pub entity_id: Option<String>,
-    /// The client-facing payload object (`entity_id`, `txid`, `table`, `op`, ...).
-    pub payload: Box<RawValue>,
-}
-
-/// What a client subscribes to: a whole channel, or one entity in it (`order:123`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Topic {
-    pub channel: String,
-    pub entity: Option<String>,
-}
-
-impl Topic {
-    /// Does a signal on `channel` about `entity` concern this topic? A
-    /// channel-wide signal (no entity) concerns every entity topic too.
-    pub fn wants(&self, channel: &str, entity: Option<&str>) -> bool {
-        self.channel == channel
-            && (self.entity.is_none() || entity.is_none() || self.entity.as_deref() == entity)
-    }
-}
-
-impl std::fmt::Display for Topic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.entity {
-            Some(entity) => write!(f, "{}:{entity}", self.channel),
-            None => f.write_str(&self.channel),
-        }
-    }
-}
-
-/// Why a client is told to resync a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ResyncReason {
-    /// The LISTEN connection was re-established; signals may have been missed meanwhile.
-    ListenerReconnected,
-    /// The client's outbound queue was full.
-    SlowConsumer,
-    /// The client asked to resume, and this node cannot replay what it missed.
-    ResumeUnavailable,
-    /// A notification for this channel could not be read as a signal.
-    InvalidSignal,
-    /// The node's replication slot was gone (dropped, or lost to
-    /// `max_slot_wal_keep_size`) and was made anew: what committed in
-    /// between cannot be read.
-    SlotLost,
-}
-
-impl ResyncReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResyncReason::ListenerReconnected => "listener_reconnected",
-            ResyncReason::SlowConsumer => "slow_consumer",
-            ResyncReason::ResumeUnavailable => "resume_unavailable",
-            ResyncReason::InvalidSignal => "invalid_signal",
-            ResyncReason::SlotLost => "slot_lost",
-        }
-    }
-}
 
 type SessionId = u64;
 
@@ -119,6 +48,21 @@ pub struct HubConfig {
     pub max_lag: Duration,
     /// Shards writing to sockets; 0: one per core.
     pub shards: usize,
+}
+
+impl From<&Limits> for HubConfig {
+    /// The hub's share of the endpoint's limits.
+    fn from(limits: &Limits) -> HubConfig {
+        HubConfig {
+            mailbox_frames: limits.outbound_queue,
+            mailbox_bytes: limits.outbound_bytes,
+            history_len: limits.history_size,
+            history_age: limits.history_age,
+            heartbeat: limits.heartbeat,
+            max_lag: limits.max_lag,
+            shards: limits.shards,
+        }
+    }
 }
 
 impl HubConfig {
@@ -375,7 +319,7 @@ impl Hub {
         if wal && self.progress.receiver_count() > 0 {
             self.progress.send_replace(());
         }
-        let frame = protocol::signal_frame(signal, &seq.written(wal), &registry.epoch.name);
+        let frame = wire::signal_frame(signal, &seq.written(wal), &registry.epoch.name);
         let entity = signal.entity_id.as_deref();
         registry
             .history
@@ -442,8 +386,7 @@ impl Hub {
         if registry.marked.as_ref() == Some(&now) {
             return;
         }
-        let heartbeat =
-            protocol::heartbeat_frame(Some((&now.0, &now.1.written(registry.epoch.wal))));
+        let heartbeat = wire::heartbeat_frame(Some((&now.0, &now.1.written(registry.epoch.wal))));
         for shard in &self.shards {
             shard.send(Cmd::Mark {
                 heartbeat: heartbeat.clone(),
@@ -596,7 +539,7 @@ impl Session {
                 for channel in channels {
                     let reason = ResyncReason::ResumeUnavailable;
                     hub.metrics.resync(reason.as_str());
-                    frames.push(protocol::resync_frame(channel, reason));
+                    frames.push(wire::resync_frame(channel, reason));
                 }
             }
         }
@@ -729,7 +672,7 @@ pub(crate) mod tests {
             channel: channel.into(),
             event: "updated".into(),
             entity_id: entity.map(str::to_owned),
-            payload: RawValue::from_string(payload).unwrap(),
+            payload: serde_json::value::RawValue::from_string(payload).unwrap(),
         }
     }
 
@@ -774,7 +717,7 @@ pub(crate) mod tests {
         /// Every frame the shards were asked to write, per session, as JSON.
         fn frames(&mut self) -> HashMap<SessionId, Vec<serde_json::Value>> {
             let mut out: HashMap<SessionId, Vec<serde_json::Value>> = HashMap::new();
-            let json = |f: &Frame| serde_json::from_slice(crate::ws::frame::payload(f)).unwrap();
+            let json = |f: &Frame| serde_json::from_slice(crate::wire::frame::payload(f)).unwrap();
             for inbox in &mut self.inboxes {
                 while let Ok(cmd) = inbox.try_recv() {
                     match cmd {
@@ -791,7 +734,7 @@ pub(crate) mod tests {
                             for id in to {
                                 out.entry(id)
                                     .or_default()
-                                    .push(json(&protocol::resync_frame(&channel, reason)));
+                                    .push(json(&wire::resync_frame(&channel, reason)));
                             }
                         }
                         Cmd::Send { id, frames } => {
@@ -1071,10 +1014,8 @@ pub(crate) mod tests {
         let mut w = Watched::new();
         let mut s = w.connect().await;
         w.hub.publish(&signal("order", Some("1")));
-        let ack = protocol::Control::Subscribed {
-            channels: vec!["order".into()],
-        }
-        .frame();
+        let ack =
+            wire::json_frame(&serde_json::json!({"type": "subscribed", "channels": ["order"]}));
         let resume = Resume {
             epoch: w.hub.epoch().to_string(),
             seq: Position::counter(0),

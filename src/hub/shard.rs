@@ -25,10 +25,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, Sleep};
 
 use super::stream::Stream;
-use super::{Frame, ResyncReason};
 use crate::metrics::Metrics;
-use crate::ws::frame::{self, close_code};
-use crate::ws::protocol;
+use crate::wire::frame::{self, close_code};
+use crate::wire::{self, Frame, ResyncReason};
 
 /// Most commands taken in one pass before the sockets are written.
 pub const BATCH: usize = 256;
@@ -224,7 +223,7 @@ pub fn spawn(config: ShardConfig, metrics: Arc<Metrics>) -> ShardHandle {
         metrics,
         shutdown: None,
         heartbeat_at: None,
-        heartbeat_plain: protocol::heartbeat_frame(None),
+        heartbeat_plain: wire::heartbeat_frame(None),
     };
     tokio::spawn(shard.run());
     ShardHandle { tx }
@@ -447,7 +446,7 @@ impl Shard {
                 reason,
                 to,
             } => {
-                let frame = pass.frame(protocol::resync_frame(&channel, reason), true);
+                let frame = pass.frame(wire::resync_frame(&channel, reason), true);
                 for id in to {
                     if let Some(conn) = self.conns.get_mut(&id) {
                         conn.push_resync(pass, id, frame, &channel, reason, &self.config, now);
@@ -897,7 +896,7 @@ impl Conn {
                 };
                 // Queued frames were older than the overflows: now the resyncs.
                 for (channel, reason) in owed {
-                    self.enqueue(protocol::resync_frame(&channel, reason), true, now);
+                    self.enqueue(wire::resync_frame(&channel, reason), true, now);
                 }
                 continue;
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, AuthorizeError, Identity, Security};
-use crate::hub::Topic;
+use crate::wire::Topic;
 
 /// Answers kept per connection before the cache starts over.
 const MAX_CACHED: usize = 4096;

@@ -5,12 +5,11 @@
 //! `{"unsubscribe": [...]}` in, `{"channel", "event", "payload"}` out. Control
 //! frames carry `"type"` and no `"channel"`, so such clients ignore them.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
-use crate::config::{Limits, MAX_CHANNEL_LEN, MAX_ENTITY_LEN};
-use crate::hub::{Frame, Position, ResyncReason, Signal, Topic, Written};
+use crate::config::Limits;
+use crate::wire::{Frame, MAX_ENTITY_LEN, Resume, Topic, Written, json_frame, valid_channel};
 
 /// Protocol version announced in `welcome`.
 pub const VERSION: u32 = 1;
@@ -26,31 +25,6 @@ pub enum Request {
     Unsubscribe(Vec<Topic>),
     /// `{"auth": "<jwt>"}`: the first message, or a refresh before expiry.
     Auth(String),
-}
-
-/// `{"epoch": "...", "seq": 42}`: the last signal a client saw (`seq` is
-/// text in a WAL epoch, see [`crate::hub::position`]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resume {
-    pub epoch: String,
-    #[serde(deserialize_with = "position")]
-    pub seq: Position,
-}
-
-fn position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Position, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Seq {
-        Number(u64),
-        Text(String),
-    }
-    match Seq::deserialize(d)? {
-        Seq::Number(n) => Ok(Position::counter(n)),
-        Seq::Text(text) => Position::parse_wal(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("{text:?} is not a position this server wrote"))
-        }),
-    }
 }
 
 /// Error codes of `error` frames.
@@ -224,23 +198,6 @@ pub fn parse_topic(s: &str) -> Result<Topic, Rejection> {
     })
 }
 
-/// The rule the SQL kit enforces too (`^[A-Za-z0-9_./-]{1,64}$`).
-pub fn valid_channel(channel: &str) -> Result<(), &'static str> {
-    if channel.is_empty() {
-        return Err("empty");
-    }
-    if channel.len() > MAX_CHANNEL_LEN {
-        return Err("longer than 64 bytes");
-    }
-    if !channel
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_./-".contains(&b))
-    {
-        return Err("allowed characters are A-Z a-z 0-9 _ . / -");
-    }
-    Ok(())
-}
-
 fn truncate(s: &str) -> String {
     match s.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -299,16 +256,6 @@ pub enum Control<'a> {
     AuthExpiring {
         expires_at: u64,
     },
-    /// Sent with every WebSocket ping, for clients that cannot see pings.
-    /// With a position: every signal up to it that concerns this connection
-    /// has been sent before this frame, so a quiet client can resume from
-    /// there (see [`heartbeat_frame`]).
-    Heartbeat {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        epoch: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        seq: Option<&'a Written>,
-    },
 }
 
 #[derive(Debug, Serialize)]
@@ -339,59 +286,14 @@ impl From<&Limits> for WelcomeLimits {
 
 impl Control<'_> {
     pub fn frame(&self) -> Frame {
-        to_frame(self)
+        json_frame(self)
     }
-}
-
-/// `{"channel","event","payload","seq","epoch"}`: the signal frame, serialized once per signal.
-pub fn signal_frame(signal: &Signal, seq: &Written, epoch: &str) -> Frame {
-    #[derive(Serialize)]
-    struct SignalFrame<'a> {
-        channel: &'a str,
-        event: &'a str,
-        payload: &'a RawValue,
-        seq: &'a Written,
-        epoch: &'a str,
-    }
-    to_frame(&SignalFrame {
-        channel: &signal.channel,
-        event: &signal.event,
-        payload: &signal.payload,
-        seq,
-        epoch,
-    })
-}
-
-/// `{"type":"heartbeat"}`, with the node's position (`"epoch"`, `"seq"`)
-/// when one is given: what a client whose subscriptions were quiet may
-/// resume from, so its position keeps up with the history window.
-pub fn heartbeat_frame(at: Option<(&str, &Written)>) -> Frame {
-    Control::Heartbeat {
-        epoch: at.map(|(epoch, _)| epoch),
-        seq: at.map(|(_, seq)| seq),
-    }
-    .frame()
-}
-
-/// `resync` carries no `entity_id`: an old client invalidates the whole channel.
-pub fn resync_frame(channel: &str, reason: ResyncReason) -> Frame {
-    to_frame(&serde_json::json!({
-        "channel": channel,
-        "event": "resync",
-        "payload": { "reason": reason.as_str() },
-    }))
-}
-
-/// `value` as JSON in a WebSocket text frame.
-fn to_frame<T: Serialize>(value: &T) -> Frame {
-    // Serializing these types (strings, numbers, raw JSON) cannot fail.
-    let json = serde_json::to_vec(value).expect("frame serializes");
-    crate::ws::frame::text(&json)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{Position, ResyncReason, Signal, Written, resync_frame, signal_frame};
 
     fn limits() -> Limits {
         Limits::default()
@@ -498,7 +400,7 @@ mod tests {
             channel: "order".into(),
             event: "item_added".into(),
             entity_id: Some("123".into()),
-            payload: RawValue::from_string(
+            payload: serde_json::value::RawValue::from_string(
                 r#"{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"}"#.into(),
             )
             .unwrap(),
@@ -506,11 +408,12 @@ mod tests {
         let frame = signal_frame(&signal, &Written::Number(43), "3f2a");
         assert_eq!(frame[0], 0x81, "a text frame");
         assert_eq!(
-            crate::ws::frame::payload(&frame),
+            crate::wire::frame::payload(&frame),
             br#"{"channel":"order","event":"item_added","payload":{"entity_id":"123","txid":7561,"table":"order_items","op":"INSERT"},"seq":43,"epoch":"3f2a"}"#
         );
-        let json =
-            |f: &Frame| -> Value { serde_json::from_slice(crate::ws::frame::payload(f)).unwrap() };
+        let json = |f: &Frame| -> Value {
+            serde_json::from_slice(crate::wire::frame::payload(f)).unwrap()
+        };
         let resync = json(&resync_frame("order", ResyncReason::SlowConsumer));
         assert_eq!(
             resync,

@@ -17,9 +17,10 @@ use crate::auth::{Identity, Security};
 use crate::config::Limits;
 use crate::hub::shard::{CLOSE_WAIT, Socket};
 use crate::hub::stream::Stream;
-use crate::hub::{Frame, Session, Start, Topic};
+use crate::hub::{Session, Start};
+use crate::wire::frame::{self, Incoming, close_code};
+use crate::wire::{Frame, Topic};
 use crate::ws::access::{Access, CLOSE_UNAUTHORIZED};
-use crate::ws::frame::{self, Incoming, close_code};
 use crate::ws::protocol::{self, Control, ErrorCode, Request};
 
 pub use crate::hub::shard::End;
@@ -701,7 +702,7 @@ mod tests {
     }
 
     fn hub_for(limits: &Limits, mailbox_frames: usize) -> Arc<Hub> {
-        let mut config = limits.hub_config();
+        let mut config = crate::hub::HubConfig::from(limits);
         config.mailbox_frames = mailbox_frames;
         Hub::new(config, Arc::new(crate::metrics::Metrics::new()))
     }

@@ -72,8 +72,7 @@ impl Handshake {
     where
         F: FnOnce(TcpStream, Bytes) + Send + 'static,
     {
-        let accept =
-            tokio_tungstenite::tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let accept = accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
@@ -108,5 +107,26 @@ impl Handshake {
             );
         }
         response
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455, 4.2.2):
+/// base64 of the SHA-1 of the key and the protocol's GUID.
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    let mut sha1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    sha1.update(key);
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha1.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_is_the_rfc_6455_example() {
+        assert_eq!(
+            super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }

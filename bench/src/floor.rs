@@ -27,7 +27,7 @@ pub struct FloorArgs {
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
     /// How long to write (`8s`; a bare number is seconds).
-    #[arg(long, default_value = "8s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "8s", value_parser = pgbroadcast::config::parse_duration)]
     pub duration: Duration,
 }
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::floor::{self, Floor, FloorArgs};
 use super::{BenchArgs, Error, Report, Scenario};
-use crate::cluster::Cluster;
+use pgbroadcast::cluster::Cluster;
 
 /// `pgbroadcast bench compare` options.
 #[derive(Debug, Clone, Args)]
@@ -39,7 +39,7 @@ pub struct CompareArgs {
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub floor: Vec<FloorSpec>,
     /// How long each floor probe writes.
-    #[arg(long, default_value = "8s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "8s", value_parser = pgbroadcast::config::parse_duration)]
     pub floor_duration: Duration,
     /// Where each run's JSON and plot go, and `compare.md` / `compare.json`.
     #[arg(long, default_value = "bench-results/compare")]
@@ -227,7 +227,7 @@ pub async fn run(args: CompareArgs) -> Result<Comparison, Error> {
     // The peers first: what is missing is said before anything is started.
     let server_bin = match &args.server_bin {
         Some(bin) => bin.clone(),
-        None => std::env::current_exe()?,
+        None => super::server_bin()?,
     };
     let mut launchers = vec![(Server::Pgbroadcast, Launch::pgbroadcast(&server_bin))];
     let mut versions = Vec::new();
@@ -242,7 +242,7 @@ pub async fn run(args: CompareArgs) -> Result<Comparison, Error> {
 
     let max_clients = specs.iter().map(|s| s.clients).max().unwrap_or(0);
     // Children inherit it: every server gets room for every client.
-    let _ = crate::server::raise_fd_limit(Some(2 * max_clients as u64 + 1024));
+    let _ = pgbroadcast::server::raise_fd_limit(Some(2 * max_clients as u64 + 1024));
     std::fs::create_dir_all(&args.out)?;
 
     eprintln!("starting a private Postgres");
@@ -287,7 +287,7 @@ async fn compare_on(
         .connect(tokio_postgres::NoTls)
         .await?;
     tokio::spawn(connection);
-    crate::migrate::run(&mut pg)
+    pgbroadcast::migrate::run(&mut pg)
         .await
         .map_err(|e| Error::Setup(e.to_string()))?;
     let version: String = pg
@@ -592,7 +592,7 @@ fn peers_dir(given: Option<&Path>) -> Result<PathBuf, Error> {
         Some(dir) => vec![dir.to_owned()],
         None => vec![
             PathBuf::from("bench/peers"),
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("peers"),
         ],
     };
     candidates
@@ -911,7 +911,7 @@ mod tests {
     /// pinned dependencies (no network: read from the files).
     #[test]
     fn peers_lockfiles_match_their_manifests() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
         for peer in ["bun", "node"] {
             let read = |f: &str| -> serde_json::Value {
                 serde_json::from_str(&std::fs::read_to_string(dir.join(peer).join(f)).unwrap())

@@ -289,7 +289,7 @@ pub async fn teardown(pg: &Client, tables: usize) -> Result<(), tokio_postgres::
 /// The session's database, quoted for SQL.
 async fn this_database(pg: &Client) -> Result<String, tokio_postgres::Error> {
     let name: String = pg.query_one("select current_database()", &[]).await?.get(0);
-    Ok(crate::listener::quote_ident(&name))
+    Ok(pgbroadcast::listener::quote_ident(&name))
 }
 
 /// The table of `--unrelated-update-rows` (no route on it), or none.
@@ -353,7 +353,7 @@ pub async fn transport(
                     "select 1 from pg_stat_replication r join pg_stat_activity a using (pid) \
                      where r.application_name = $1 and r.state = 'streaming' \
                        and a.datname = current_database()",
-                    &[&crate::wal::APPLICATION_NAME],
+                    &[&pgbroadcast::wal::APPLICATION_NAME],
                 )
                 .await?
                 .is_none()

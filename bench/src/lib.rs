@@ -1,4 +1,5 @@
-//! `pgbroadcast bench`: a real run against a real server. It opens WebSocket
+//! `pgbroadcast bench` (this crate's binary `pgbroadcast-bench`, which the
+//! server's `bench` subcommand runs from beside itself): a real run against a real server. It opens WebSocket
 //! clients ([`load`]), commits rows through routed tables at a target rate,
 //! matches what each client received to the commits by txid, watches the
 //! server process from `/proc` ([`probe`]), and reports a table, JSON and an
@@ -123,7 +124,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub writers: Option<usize>,
     /// How long to write (`20s`, `1.5m`; a bare number is seconds).
-    #[arg(long, value_parser = crate::config::parse_duration)]
+    #[arg(long, value_parser = pgbroadcast::config::parse_duration)]
     pub duration: Option<Duration>,
     /// Where to write `<scenario>.json` and `<scenario>.svg`.
     #[arg(long, default_value = "bench-results")]
@@ -131,7 +132,7 @@ pub struct BenchArgs {
     /// How long to wait, once a server has not acknowledged every subscribe,
     /// for every client to receive a barrier signal (proof that its
     /// subscription is live) before giving up.
-    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = pgbroadcast::config::parse_duration)]
     pub live_timeout: Duration,
     /// The pgbroadcast binary to start when there is no --target.
     #[arg(long, hide = true)]
@@ -147,7 +148,7 @@ pub struct BenchArgs {
     /// transactions a signal may wait behind (0: none).
     #[arg(long, default_value_t = 0)]
     pub unrelated_update_rows: u32,
-    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = pgbroadcast::config::parse_duration)]
     pub unrelated_update_every: Duration,
 }
 
@@ -343,6 +344,20 @@ struct Server {
     child: Option<tokio::process::Child>,
 }
 
+/// The server binary: `pgbroadcast` beside this executable (the two are
+/// built into one directory by `cargo build`).
+pub fn server_bin() -> Result<PathBuf, Error> {
+    let bin = std::env::current_exe()?.with_file_name("pgbroadcast");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(Error::Setup(format!(
+            "no pgbroadcast server at {} (build it with `cargo build --release` at the repository root, or pass --target)",
+            bin.display()
+        )))
+    }
+}
+
 async fn start_server(args: &BenchArgs, plan: &Plan) -> Result<Server, Error> {
     if let Some(target) = &args.target {
         let database = args
@@ -370,7 +385,7 @@ async fn start_server(args: &BenchArgs, plan: &Plan) -> Result<Server, Error> {
     }
     let bin = match &args.server_bin {
         Some(bin) => bin.clone(),
-        None => std::env::current_exe()?,
+        None => server_bin()?,
     };
     let mut child = tokio::process::Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -394,10 +409,10 @@ async fn start_server(args: &BenchArgs, plan: &Plan) -> Result<Server, Error> {
             .await
             .map_err(|_| Error::Setup("the server did not start within 60 s".into()))??
             .ok_or_else(|| Error::Setup("the server exited while starting".into()))?;
-        if let Some(rest) = line.strip_prefix("private Postgres (removed on exit): ") {
+        if let Some(rest) = line.strip_prefix(pgbroadcast::banner::PRIVATE_POSTGRES) {
             url = Some(rest.trim().to_owned());
         }
-        if let Some(rest) = line.strip_prefix("listening on http://") {
+        if let Some(rest) = line.strip_prefix(pgbroadcast::banner::LISTENING) {
             break rest
                 .split_whitespace()
                 .next()
@@ -442,7 +457,7 @@ const SLOTS: i32 = 16;
 pub async fn run(args: BenchArgs) -> Result<Report, Error> {
     let plan = Plan::from(&args);
     // Every client is a socket; a shortfall shows up as a connect error.
-    let _ = crate::server::raise_fd_limit(Some(2 * plan.clients as u64 + 1024));
+    let _ = pgbroadcast::server::raise_fd_limit(Some(2 * plan.clients as u64 + 1024));
     let mut server = start_server(&args, &plan).await?;
     let (pg, connection) = server.database.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use pgbroadcast::bench::{self, BenchArgs, Scenario};
+use pgbroadcast_bench::{self as bench, BenchArgs, Scenario};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
@@ -24,7 +24,7 @@ use common::TestDb;
 async fn smoke_run_loses_nothing() {
     let out = tempfile::tempdir().unwrap();
     let mut args = BenchArgs::new(Scenario::Smoke);
-    args.server_bin = Some(env!("CARGO_BIN_EXE_pgbroadcast").into());
+    args.server_bin = Some(common::server_bin());
     args.out = out.path().to_owned();
     args.entity_share = 0.25;
     let report = bench::run(args).await.expect("bench run");
