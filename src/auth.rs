@@ -22,34 +22,62 @@ use crate::wire::Topic;
 /// Why security settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read JWT public keys from {path}: {source}")]
+    /// The key file could not be read.
+    #[error("cannot read JWT public keys from {path}")]
     Read {
+        /// The file named by `--jwt-public-keys`.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file holds no key this server can use.
     #[error(
         "{path}: no usable public key (expected PEM \"PUBLIC KEY\" blocks of RSA or EC P-256 keys, or a JWKS document)"
     )]
-    NoKeys { path: PathBuf },
+    NoKeys {
+        /// The file named by `--jwt-public-keys`.
+        path: PathBuf,
+    },
+    /// A key in the file could not be parsed.
     #[error("{path}: {message}")]
-    BadKey { path: PathBuf, message: String },
+    BadKey {
+        /// The file named by `--jwt-public-keys`.
+        path: PathBuf,
+        /// What is wrong with the key.
+        message: String,
+    },
+    /// The secret is set but empty.
     #[error(
         "the JWT secret (--jwt-secret / PGBROADCAST_JWT_SECRET) is set but empty, which would turn authentication off: set a random secret of at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`), or unset it"
     )]
     EmptySecret,
+    /// The secret is too short for HS256.
     #[error(
         "the JWT secret (--jwt-secret / PGBROADCAST_JWT_SECRET) is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES} (RFC 7518 section 3.2): use a random secret such as `openssl rand -base64 48`"
     )]
-    ShortSecret { len: usize },
+    ShortSecret {
+        /// The secret's length in bytes.
+        len: usize,
+    },
+    /// `--jwks-url` is not a usable HTTPS URL.
     #[error("--jwks-url {url}: {message}")]
-    JwksUrl { url: String, message: String },
+    JwksUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The TLS client for the JWKS URL could not be set up.
     #[error("TLS for --jwks-url")]
     JwksTls(#[source] crate::tls::Error),
+    /// The first fetch of the JWKS document failed.
     #[error(
         "cannot fetch JWT keys from {url} (--jwks-url; the first fetch must succeed, later failures keep the last good keys)"
     )]
     JwksFetch {
+        /// The URL as given.
         url: String,
+        /// Why the fetch failed.
         #[source]
         source: jwks::FetchError,
     },
@@ -61,28 +89,40 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// Why a token was refused. The messages name the reason, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// The `exp` claim has passed.
     #[error("the token has expired")]
     Expired,
+    /// The `nbf` claim is in the future.
     #[error("the token is not valid yet (its nbf is in the future)")]
     NotYetValid,
+    /// The `iat` claim is in the future.
     #[error("the token's iat (issued at) is in the future")]
     IssuedInFuture,
+    /// A time claim (named here) is not a number of seconds.
     #[error("the token's {0} claim is not a NumericDate (a number of seconds since 1970)")]
     BadTimeClaim(&'static str),
+    /// The signature does not match any configured key.
     #[error("the token's signature does not verify")]
     BadSignature,
+    /// The `aud` claim does not name the configured audience.
     #[error("the token is not for this audience")]
     WrongAudience,
+    /// The `iss` claim does not name the configured issuer.
     #[error("the token is not from the expected issuer")]
     WrongIssuer,
+    /// The token has no `exp` claim.
     #[error("the token has no exp claim; exp is required")]
     NoExpiry,
+    /// A claim the server is configured to require (named here) is absent.
     #[error("the token has no {0} claim, which this server requires")]
     MissingClaim(&'static str),
+    /// The header's `alg` is not one the configured keys verify.
     #[error("the token's algorithm is not accepted here")]
     WrongAlgorithm,
+    /// The header's `kid` names no configured key.
     #[error("the token's signing key (kid) is not known here")]
     UnknownKey,
+    /// The token cannot be decoded as a JWT.
     #[error("the token is malformed")]
     Malformed,
 }
@@ -90,6 +130,7 @@ pub enum AuthError {
 /// A verified token's claims.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The payload, as passed to `broadcast.authorize`.
     pub claims: Value,
     /// `exp`, seconds since the Unix epoch (saturated at `u64::MAX`).
     pub expires_at: u64,
@@ -450,12 +491,16 @@ pub struct Authorizer {
     pool: deadpool_postgres::Pool,
 }
 
+/// Why `broadcast.authorize` could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorizeError {
-    #[error("no database connection for authorization: {0}")]
+    /// No pooled connection could be had.
+    #[error("no database connection for authorization")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("broadcast.authorize failed: {0}")]
+    /// The query failed.
+    #[error("broadcast.authorize failed")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The query did not answer within the given time.
     #[error("broadcast.authorize did not answer within {0:?}")]
     Timeout(Duration),
 }
@@ -464,6 +509,7 @@ pub enum AuthorizeError {
 const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Authorizer {
+    /// An authorizer that asks through connections of `pool`.
     pub fn new(pool: deadpool_postgres::Pool) -> Authorizer {
         Authorizer { pool }
     }
@@ -500,12 +546,17 @@ impl Authorizer {
 /// Everything the WebSocket and REST edges need to know about security.
 #[derive(Clone)]
 pub struct Security {
+    /// Verifies tokens; `None` when authentication is off.
     pub authenticator: Option<std::sync::Arc<Authenticator>>,
+    /// Asks `broadcast.authorize`; `None` when authentication is off.
     pub authorizer: Option<Authorizer>,
     /// Browser origins allowed to open a WebSocket; empty: any.
     pub allowed_origins: Vec<String>,
+    /// How long a connection may take to send its first token.
     pub auth_timeout: Duration,
+    /// How long before a token's expiry `auth_expiring` is sent.
     pub expiry_notice: Duration,
+    /// How often the authorization of held topics is asked again.
     pub recheck: Duration,
 }
 
@@ -524,6 +575,7 @@ impl Default for Security {
 }
 
 impl Security {
+    /// Whether clients must authenticate.
     pub fn enabled(&self) -> bool {
         self.authenticator.is_some()
     }

@@ -31,20 +31,31 @@ use nix::unistd::{Gid, Pid, Uid, User};
 /// Why a private cluster could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// No `initdb`/`postgres` executables were found.
     #[error(
         "no PostgreSQL server binaries found (looked in $PGBROADCAST_PG_BIN, /usr/lib/postgresql/*/bin, `pg_config --bindir`, $PATH); install the `postgresql` package or set PGBROADCAST_PG_BIN"
     )]
     BinariesNotFound,
+    /// Running as root with no user (named here) to run Postgres as.
     #[error(
         "running as root, and initdb refuses to run as root; no user {0:?} to run Postgres as (create one, or set PGBROADCAST_PG_USER)"
     )]
     NoUnprivilegedUser(String),
+    /// A step such as `initdb` failed.
     #[error("{step} failed: {detail}")]
-    Command { step: &'static str, detail: String },
+    Command {
+        /// The step that failed.
+        step: &'static str,
+        /// Its exit status and output.
+        detail: String,
+    },
+    /// Postgres did not accept connections in time; holds the wait and its log.
     #[error("postgres did not become ready within {0:?}; log:\n{1}")]
     NotReady(Duration, String),
+    /// The start was cancelled (shutdown came first).
     #[error("start of the private cluster cancelled")]
     Cancelled,
+    /// A file, directory or process could not be used.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -144,6 +155,7 @@ struct Guardian {
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cluster {
+    /// Settings for a cluster, to be adjusted and then started.
     pub fn builder() -> Builder {
         Builder::default()
     }

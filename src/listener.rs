@@ -28,26 +28,31 @@ pub const APPLICATION_NAME: &str = "pgbroadcast-listener";
 pub struct InvalidSignal {
     /// The channel it named, if that much could be read: it gets a resync.
     pub channel: Option<String>,
+    /// What is wrong with the payload.
     pub reason: String,
 }
 
+/// The LISTEN connection: turns notifications into signals for the hub and,
+/// after a reconnect, tells clients to resync.
 pub struct Listener {
-    pub config: tokio_postgres::Config,
+    config: tokio_postgres::Config,
     /// The Postgres channel to LISTEN on.
-    pub pg_channel: String,
-    pub hub: Arc<Hub>,
+    pg_channel: String,
+    hub: Arc<Hub>,
     /// `true` while the LISTEN is in effect.
-    pub ready: watch::Sender<bool>,
-    pub backoff: Backoff,
+    ready: watch::Sender<bool>,
+    backoff: Backoff,
     /// How often to read `pg_notification_queue_usage()`.
-    pub queue_check: Duration,
+    queue_check: Duration,
     /// Warn when the NOTIFY queue is fuller than this fraction.
-    pub queue_warn: f64,
+    queue_warn: f64,
     tls: crate::tls::Connector,
     listened_before: bool,
 }
 
 impl Listener {
+    /// A listener for `pg`'s channel that feeds `hub` and reports on `ready`; nothing
+    /// connects until [`Listener::run`].
     pub fn new(
         config: tokio_postgres::Config,
         pg: &crate::config::PgArgs,
@@ -327,6 +332,7 @@ impl Backoff {
         Backoff::new(Duration::from_millis(100), pg.reconnect_max)
     }
 
+    /// Delays from `base` doubling up to `max`.
     pub fn new(base: Duration, max: Duration) -> Backoff {
         Backoff {
             base,
@@ -335,6 +341,8 @@ impl Backoff {
         }
     }
 
+    /// How long to wait before the next attempt: none for the first, then a
+    /// random delay between half and all of the current ceiling.
     pub fn next_delay(&mut self) -> Duration {
         let attempt = self.attempt;
         self.attempt = self.attempt.saturating_add(1);
@@ -349,6 +357,7 @@ impl Backoff {
         half + half.mul_f64(rand::random::<f64>())
     }
 
+    /// Starts over after a success: the next attempt is immediate.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

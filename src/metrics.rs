@@ -10,26 +10,41 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The `reason` label of a metric family.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
+    /// Why it was counted.
     pub reason: &'static str,
 }
 
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
+    /// Open WebSocket connections.
     pub connections: Gauge,
+    /// Topics held by all connections.
     pub subscriptions: Gauge,
+    /// Signals received from Postgres.
     pub signals_received: Counter,
+    /// Notifications on the Postgres channel that were not valid signals.
     pub invalid_notifications: Counter,
+    /// Signal and resync frames written to clients.
     pub frames_delivered: Counter,
+    /// Resync frames owed to clients, by reason.
     pub resyncs: Family<Reason, Counter>,
+    /// Frames not queued because a client's queue was full (a resync covers them).
     pub slow_consumer_frames_dropped: Counter,
+    /// Connections closed with 1013 for staying behind too long.
     pub slow_consumer_disconnects: Counter,
+    /// WebSocket connections refused, by reason.
     pub connections_refused: Family<Reason, Counter>,
+    /// HTTP connections not (yet) upgraded to WebSocket.
     pub http_connections_pending: Gauge,
+    /// HTTP connections closed before a request completed, by reason.
     pub http_connections_closed: Family<Reason, Counter>,
+    /// Client messages dropped for exceeding the per-connection rate.
     pub messages_rate_limited: Counter,
+    /// 1 while the LISTEN is in effect.
     pub listener_up: Gauge,
     /// 1 while the WAL stream (`--transport wal`, or `auto` once the
     /// database asks for it) is in effect.
@@ -43,8 +58,11 @@ pub struct Metrics {
     pub wal_stale_slots: Gauge,
     /// WAL those inactive slots retain together, in bytes.
     pub wal_stale_slots_retained_bytes: Gauge,
+    /// Times the LISTEN connection was re-established after a loss.
     pub listener_reconnects: Counter,
+    /// `pg_notification_queue_usage()`: the fraction of the NOTIFY queue in use.
     pub notify_queue_usage: Gauge<f64, AtomicU64>,
+    /// Seconds from a notification reaching the service to its frame being written.
     pub send_lag: Histogram,
 }
 
@@ -55,6 +73,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `pgbroadcast` prefix.
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("pgbroadcast"),
@@ -190,10 +209,12 @@ impl Metrics {
         m
     }
 
+    /// Counts a resync owed for `reason`.
     pub fn resync(&self, reason: &'static str) {
         self.resyncs.get_or_create(&Reason { reason }).inc();
     }
 
+    /// Counts a connection refused for `reason`.
     pub fn refuse(&self, reason: &'static str) {
         self.connections_refused
             .get_or_create(&Reason { reason })

@@ -29,6 +29,7 @@ use tokio_postgres::GenericClient;
 /// A committed mutation's result: serializes as `{"data": ..., "txid": 1234 | null}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Mutation<T> {
+    /// What the mutation returns.
     pub data: T,
     /// The 32-bit xid of the transaction that wrote `data`, or `null` if it wrote nothing.
     #[schema(schema_with = txid_schema, required = true)]
@@ -52,9 +53,11 @@ fn txid_schema() -> utoipa::openapi::schema::Object {
 /// Why the transaction around a mutation could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no database connection available: {0}")]
+    /// No pooled connection could be had.
+    #[error("no database connection available")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database: {0}")]
+    /// A statement of the transaction failed.
+    #[error("database")]
     Postgres(#[from] tokio_postgres::Error),
 }
 

@@ -13,11 +13,19 @@ use rustls::pki_types::pem::PemObject;
 /// What every Postgres connection of the service is made with.
 pub type Connector = tokio_postgres_rustls::MakeRustlsConnect;
 
+/// Why TLS to Postgres could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The CA file could not be read or holds no usable certificate.
     #[error("cannot read CA certificates from {path}: {message}")]
-    Ca { path: PathBuf, message: String },
-    #[error("TLS setup: {0}")]
+    Ca {
+        /// The file named by `--pg-ca-file`.
+        path: PathBuf,
+        /// Why its certificates could not be used.
+        message: String,
+    },
+    /// The client configuration was refused.
+    #[error("TLS setup")]
     Rustls(#[from] rustls::Error),
 }
 

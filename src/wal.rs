@@ -48,10 +48,13 @@ pub use crate::config::Transport;
 /// Why the WAL stream could not start or ended.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
+    /// The replication connection failed.
     #[error("replication connection")]
     Replication(#[from] pgwire_replication::PgWireError),
+    /// A query on the ordinary connection failed.
     #[error("database")]
     Database(#[from] tokio_postgres::Error),
+    /// The database is not set up for the WAL stream; the text says why.
     #[error("{0}")]
     Config(String),
 }
@@ -553,8 +556,11 @@ fn replication_config(
 /// One of the service's replication slots, as `pg_replication_slots` has it.
 #[derive(Debug, Clone)]
 pub struct Slot {
+    /// The slot's name.
     pub name: String,
+    /// Whether a connection streams from it now.
     pub active: bool,
+    /// Whether it goes away with its connection.
     pub temporary: bool,
     /// WAL it keeps Postgres from removing (`None` once lost).
     pub retained_bytes: Option<i64>,
@@ -563,6 +569,7 @@ pub struct Slot {
     /// How much more it may retain before `max_slot_wal_keep_size`
     /// invalidates it (`None`: unlimited).
     pub safe_bytes: Option<i64>,
+    /// The position up to which its consumer confirmed receipt (`confirmed_flush_lsn`).
     pub confirmed: Option<String>,
 }
 

@@ -289,7 +289,7 @@ async fn compare_on(
     tokio::spawn(connection);
     pgbroadcast::migrate::run(&mut pg)
         .await
-        .map_err(|e| Error::Setup(e.to_string()))?;
+        .map_err(|e| Error::Setup(pgbroadcast::error_chain(&e)))?;
     let version: String = pg
         .query_one("select current_setting('server_version')", &[])
         .await?

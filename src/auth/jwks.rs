@@ -39,35 +39,51 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Why keys could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// No TCP connection to the server.
     #[error("cannot connect to {authority}")]
     Connect {
+        /// The `host:port` connected to.
         authority: String,
+        /// Why the connection failed.
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake failed.
     #[error("TLS with {host}")]
     Tls {
+        /// The host whose certificate was checked.
         host: String,
+        /// Why the handshake failed.
         #[source]
         source: std::io::Error,
     },
+    /// The HTTP exchange failed.
     #[error("HTTP")]
     Http(#[from] hyper::Error),
+    /// The GET request could not be built from the URL.
     #[error("cannot build the request")]
     Request(#[from] hyper::http::Error),
+    /// The server answered with a status other than 200.
     #[error("the server answered {status}{}", .location.as_ref().map(|l| format!(", pointing to {l} (configure that URL)")).unwrap_or_default())]
     Status {
+        /// The status received.
         status: StatusCode,
+        /// The `Location` header of a redirect, if any.
         location: Option<String>,
     },
+    /// The body could not be read.
     #[error("reading the document")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The body exceeds [`MAX_DOCUMENT_BYTES`].
     #[error("the document is larger than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge,
+    /// The body is not JSON of a JWKS document.
     #[error("not a JWKS document")]
     Json(#[from] serde_json::Error),
+    /// The document holds no key this server can use; the text says why.
     #[error("the document has no usable key: {0}")]
     NoKeys(String),
+    /// The fetch took longer than the given time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
 }

@@ -42,9 +42,11 @@ pub const SYNCED: &[SyncedPath] = &[
 /// State of the example API.
 #[derive(Clone)]
 pub struct Demo {
+    /// Connections for the handlers' queries.
     pub pool: Pool,
 }
 
+/// The OpenAPI document of the example API, served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -228,6 +230,7 @@ pub async fn install(client: &tokio_postgres::Client) -> Result<(), tokio_postgr
     client.batch_execute(SCHEMA).await
 }
 
+/// The example's REST routes under `/api`, with `/openapi.json`.
 pub fn router(demo: Demo) -> Router {
     Router::new()
         .route("/api/orders", get(orders::list).post(orders::create))

@@ -22,37 +22,52 @@ use crate::mutation::{Mutation, with_txid};
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
+/// An order as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Order {
+    /// Assigned by the database.
     pub id: i64,
+    /// Who placed it.
     pub customer: Option<String>,
+    /// Where the order is in its life.
     #[schema(value_type = Status)]
     pub status: String,
+    /// When it was placed.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
+/// A line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct OrderItem {
+    /// Assigned by the database.
     pub id: i64,
+    /// The order it belongs to.
     pub order_id: i64,
+    /// The product's stock-keeping unit.
     pub sku: String,
+    /// How many were ordered.
     pub quantity: i32,
 }
 
+/// An order with its lines, as reads of one order return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct OrderWithItems {
+    /// The order's own fields, inline.
     #[serde(flatten)]
     pub order: Order,
+    /// Its lines.
     pub items: Vec<OrderItem>,
 }
 
 /// A read's answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Data<T> {
+    /// What was read.
     pub data: T,
 }
 
+/// The body of a create request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
@@ -65,6 +80,7 @@ pub struct NewOrder {
     pub items: Vec<NewItem>,
 }
 
+/// A line of a create request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewItem {
@@ -108,17 +124,24 @@ fn quantity<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error>
     deserializer.deserialize_i64(Quantity)
 }
 
+/// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Just placed.
     New,
+    /// Being made.
     Preparing,
+    /// Waiting to be picked up.
     Ready,
+    /// Handed over.
     Delivered,
+    /// Called off.
     Cancelled,
 }
 
 impl Status {
+    /// Every status, in life order.
     pub const ALL: [Status; 5] = [
         Status::New,
         Status::Preparing,
@@ -127,6 +150,7 @@ impl Status {
         Status::Cancelled,
     ];
 
+    /// The name stored in the database and sent to clients.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::New => "new",
@@ -159,12 +183,15 @@ impl<'de> Deserialize<'de> for Status {
     }
 }
 
+/// The body of a status change request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
+    /// The status to move the order to.
     pub status: Status,
 }
 
+/// Query parameters of the order list.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {

@@ -14,17 +14,22 @@ use crate::logging;
 /// An error answer of the REST API.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status answered.
     pub status: StatusCode,
+    /// The `code` of the body; see [`ErrorDetail::code`].
     pub code: &'static str,
+    /// The `message` of the body.
     pub message: String,
 }
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// What went wrong.
     pub error: ErrorDetail,
 }
 
+/// The `error` object of an error answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `malformed_json`, `validation`, `not_found`, `conflict`, ...
@@ -34,6 +39,7 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
+    /// An answer with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -42,14 +48,17 @@ impl ApiError {
         }
     }
 
+    /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 422 `validation`: the request is well-formed but its values are refused.
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", message)
     }
 
+    /// 500 `internal`, with a message that points to the server log.
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -33,7 +33,9 @@ use crate::ws::upgrade::{self, NotAHandshake};
 /// Everything a request handler needs.
 #[derive(Clone)]
 pub struct AppState {
+    /// Routes signals to the WebSocket sessions.
     pub hub: Arc<Hub>,
+    /// Bounds on connections and client messages.
     pub limits: Arc<Limits>,
     /// `true` while the listener's LISTEN is in effect.
     pub ready: watch::Receiver<bool>,
@@ -45,7 +47,9 @@ pub struct AppState {
     /// Open WebSocket connections, counted before the upgrade so a burst
     /// cannot overshoot `max_connections`.
     pub connections: Arc<AtomicUsize>,
+    /// Where counters and gauges are kept.
     pub metrics: Arc<Metrics>,
+    /// How clients authenticate and what they may subscribe to.
     pub security: Arc<Security>,
     /// An application's REST API (the order example's, when running
     /// `demo`): served behind the bearer check, with CORS.
@@ -55,6 +59,7 @@ pub struct AppState {
     pub pages: Option<Router>,
 }
 
+/// The service's routes: WebSocket, health, metrics, and the optional API and pages.
 pub fn router(state: AppState) -> Router {
     let api = state.api.clone();
     let pages = state.pages.clone();

@@ -28,7 +28,9 @@ use crate::metrics::{Metrics, Reason};
 /// How connections are accepted; see the module documentation.
 #[derive(Debug, Clone, Copy)]
 pub struct Edge {
+    /// How long a connection may take to send its request head.
     pub handshake_timeout: Duration,
+    /// Most connections that may be waiting for their first request at once.
     pub max_pending: usize,
 }
 

@@ -1,6 +1,6 @@
 //! The node's recent signals, bounded by count and age, so a client that
 //! reconnects can resume from the last `seq` it saw. Every position the node
-//! assigns after [`History::complete_after`] is here — signals, and gaps
+//! assigns after `complete_after` is here — signals, and gaps
 //! (moments when signals may have been missed) — so a replay can prove it is
 //! complete.
 
@@ -42,6 +42,8 @@ impl Entry {
     }
 }
 
+/// The recent signals and gaps a resuming client can be replayed from,
+/// bounded in length and age.
 #[derive(Debug)]
 pub struct History {
     entries: VecDeque<Entry>,
@@ -53,6 +55,7 @@ pub struct History {
 }
 
 impl History {
+    /// An empty history keeping at most `max_len` entries, none older than `max_age`.
     pub fn new(max_len: usize, max_age: Duration) -> History {
         History {
             entries: VecDeque::new(),
@@ -75,6 +78,7 @@ impl History {
         self.complete_after = self.complete_after.max(from);
     }
 
+    /// Records the signal at `seq` with the frame that was sent for it.
     pub fn push_signal(
         &mut self,
         seq: Position,
@@ -91,6 +95,8 @@ impl History {
         });
     }
 
+    /// Records a gap at `seq`: signals on `channel` (or on every channel,
+    /// if `None`) may have been missed there.
     pub fn push_gap(&mut self, seq: Position, channel: Option<&str>) {
         self.push(Entry::Gap {
             seq,
@@ -164,10 +170,12 @@ impl History {
         Some(frames)
     }
 
+    /// How many entries are kept.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether nothing is kept.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -27,7 +27,9 @@ type SessionId = u64;
 /// Counts for health and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Open WebSocket sessions.
     pub sessions: usize,
+    /// Channels at least one session subscribes to.
     pub channels: usize,
 }
 
@@ -76,6 +78,8 @@ impl HubConfig {
     }
 }
 
+/// Who is subscribed to what: takes signals, numbers them and hands their
+/// frames to the shards of the subscribed connections.
 pub struct Hub {
     registry: Mutex<Registry>,
     /// Ticks when a WAL epoch's position moves (or the epoch changes), for
@@ -113,7 +117,9 @@ impl Registry {
 /// Where a new connection starts: the epoch and position its welcome names.
 #[derive(Debug, Clone)]
 pub struct Start {
+    /// The name of the order its positions are in.
     pub epoch: Arc<str>,
+    /// The latest position when it registered.
     pub seq: Written,
 }
 
@@ -244,6 +250,7 @@ impl Hub {
         self.window
     }
 
+    /// The counters it updates.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -428,6 +435,7 @@ impl Hub {
         }
     }
 
+    /// Current counts of sessions and channels.
     pub fn stats(&self) -> Stats {
         let registry = lock(&self.registry);
         Stats {
@@ -449,6 +457,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// The hub's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.hub.metrics
     }

@@ -41,8 +41,11 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Why the server let a connection go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
+    /// The client closed the connection.
     PeerClosed,
+    /// The server is stopping.
     Shutdown,
+    /// The peer sent nothing for two heartbeat intervals.
     HeartbeatTimeout,
     /// The peer stopped reading: no frame was taken for a heartbeat interval.
     WriteTimeout,
@@ -52,12 +55,14 @@ pub enum End {
     Unauthorized,
     /// The client broke the protocol (closed with 1002, 1007 or 1009).
     ProtocolError,
+    /// Reading or writing the socket failed; the text says how.
     SocketError(String),
 }
 
 /// A connection's socket and what its reader and its shard share.
 #[derive(Debug)]
 pub struct Socket {
+    /// The connection, read by the session and written by the shard.
     pub stream: Stream,
     /// When the peer last sent anything: milliseconds since the hub started.
     last_seen: AtomicU64,
@@ -70,6 +75,7 @@ pub struct Socket {
 }
 
 impl Socket {
+    /// A socket for `stream`; `started` is when the hub started, for `last_seen`.
     pub fn new(stream: impl Into<Stream>, started: Instant) -> Socket {
         let socket = Socket {
             stream: stream.into(),
@@ -104,6 +110,7 @@ impl Socket {
         }
     }
 
+    /// Whether the shard has let go of the connection.
     pub fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Acquire)
     }
@@ -140,7 +147,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One signal on its way to a shard's share of its recipients.
 #[derive(Debug)]
 pub struct Publish {
+    /// The signal's frame, written as is to each recipient.
     pub frame: Frame,
+    /// The channel it is on.
     pub channel: Arc<str>,
     /// When the hub had it.
     pub at: Instant,
@@ -150,44 +159,83 @@ pub struct Publish {
 #[derive(Debug)]
 pub enum Cmd {
     /// A new connection.
-    Add { id: u64, socket: Arc<Socket> },
+    Add {
+        /// The hub's id for it.
+        id: u64,
+        /// Its socket.
+        socket: Arc<Socket>,
+    },
     /// A signal for these connections.
-    Publish { publish: Arc<Publish>, to: Vec<u64> },
+    Publish {
+        /// The signal.
+        publish: Arc<Publish>,
+        /// The ids of the connections.
+        to: Vec<u64>,
+    },
     /// Signals may have been missed on `channel`: these connections are told.
     Resync {
+        /// The channel.
         channel: Arc<str>,
+        /// Why they may have missed signals.
         reason: ResyncReason,
+        /// The ids of the connections.
         to: Vec<u64>,
     },
     /// Frames for one connection (answers, welcome, replays), in order.
-    Send { id: u64, frames: Vec<Frame> },
+    Send {
+        /// The connection's id.
+        id: u64,
+        /// The frames, oldest first.
+        frames: Vec<Frame>,
+    },
     /// Write a close frame after what is queued, then let go.
     Close {
+        /// The connection's id.
         id: u64,
+        /// The close code.
         code: u16,
+        /// The close reason.
         reason: String,
+        /// What the reader is told.
         end: End,
+        /// How long writing the close may take.
         wait: Duration,
     },
     /// The reader is done: let go once anything being closed is written.
-    Remove { id: u64 },
+    Remove {
+        /// The connection's id.
+        id: u64,
+    },
     /// A socket that was full can take more.
-    Writable { id: u64 },
+    Writable {
+        /// The connection's id.
+        id: u64,
+    },
     /// The server is stopping: every connection, and any added from now on,
     /// is closed with 1001 and let go within `wait`.
-    Shutdown { wait: Duration },
+    Shutdown {
+        /// How long writing the close frames may take.
+        wait: Duration,
+    },
     /// Every signal up to the position named in `heartbeat` has been handed
     /// to the shards (this command is sent after them): heartbeats carry it
     /// from now on, to connections that owe no resync.
-    Mark { heartbeat: Frame },
+    Mark {
+        /// The heartbeat frame to send from now on.
+        heartbeat: Frame,
+    },
 }
 
 /// How a shard bounds its connections.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
+    /// Most frames queued for one connection; past it, frames are dropped and a resync is owed.
     pub mailbox_frames: usize,
+    /// Most bytes queued for one connection; past it, as for `mailbox_frames`.
     pub mailbox_bytes: usize,
+    /// How often a ping and a heartbeat are sent.
     pub heartbeat: Duration,
+    /// How long a connection may stay behind before it is let go.
     pub max_lag: Duration,
 }
 
@@ -198,6 +246,7 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Queues `cmd` for the shard.
     pub fn send(&self, cmd: Cmd) {
         // A shard only stops when the hub is gone.
         let _ = self.tx.send(cmd);

@@ -9,9 +9,12 @@ use std::io::{self, IoSlice};
 
 use tokio::net::TcpStream;
 
+/// A connection's byte stream, which a shard writes without awaiting.
 #[derive(Debug)]
 pub enum Stream {
+    /// A TCP connection.
     Tcp(TcpStream),
+    /// An in-memory pipe whose capacity tests set (tests only).
     #[cfg(test)]
     Pipe(pipe::End),
 }
@@ -23,6 +26,7 @@ impl From<TcpStream> for Stream {
 }
 
 impl Stream {
+    /// Writes what the socket takes now of `bufs`; `WouldBlock` when it takes nothing.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(tcp) => {
@@ -46,6 +50,7 @@ impl Stream {
         }
     }
 
+    /// Reads what is there now into `buf`; `WouldBlock` when nothing is.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(tcp) => tcp.try_read(buf),
@@ -67,6 +72,7 @@ impl Stream {
         }
     }
 
+    /// Waits until the socket can take more.
     pub async fn writable(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(tcp) => tcp.writable().await,
@@ -163,6 +169,7 @@ pub mod pipe {
     }
 
     impl End {
+        /// Buffers what fits of `bufs`; `WouldBlock` when nothing does.
         pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             let mut state = lock(&self.outgoing.bytes);
             if state.1 {
@@ -188,6 +195,7 @@ pub mod pipe {
             Ok(written)
         }
 
+        /// Reads what the other end wrote; `WouldBlock` when nothing is there.
         pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
             let mut state = lock(&self.incoming.bytes);
             if state.0.is_empty() {
@@ -206,10 +214,12 @@ pub mod pipe {
             Ok(n)
         }
 
+        /// Waits until there is something to read.
         pub async fn readable(&self) {
             std::future::poll_fn(|cx| self.poll_read_ready(cx)).await;
         }
 
+        /// Ready once there is something to read; `cx` is woken then.
         pub fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
             // The waker is in place before the check: data arriving in
             // between wakes it.
@@ -222,6 +232,7 @@ pub mod pipe {
             }
         }
 
+        /// Waits until the pipe can take more.
         pub async fn writable(&self) {
             loop {
                 let notified = self.outgoing.room.notified();

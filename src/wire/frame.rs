@@ -17,11 +17,17 @@ const OP_PONG: u8 = 0xA;
 
 /// Close codes this server sends (RFC 6455 §7.4.1).
 pub mod close_code {
+    /// Normal closure, as when answering a client's close frame.
     pub const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown, heartbeat timeout).
     pub const AWAY: u16 = 1001;
+    /// The client broke the protocol.
     pub const PROTOCOL: u16 = 1002;
+    /// A text message was not valid UTF-8.
     pub const INVALID: u16 = 1007;
+    /// A message was larger than allowed.
     pub const SIZE: u16 = 1009;
+    /// Try again later: the client stayed behind for too long.
     pub const AGAIN: u16 = 1013;
 }
 
@@ -30,10 +36,12 @@ pub fn text(payload: &[u8]) -> Bytes {
     encode(OP_TEXT, payload)
 }
 
+/// A ping frame carrying `payload`.
 pub fn ping(payload: &[u8]) -> Bytes {
     encode(OP_PING, payload)
 }
 
+/// A pong frame echoing `payload`.
 pub fn pong(payload: &[u8]) -> Bytes {
     encode(OP_PONG, payload)
 }
@@ -91,9 +99,13 @@ pub fn payload(frame: &[u8]) -> &[u8] {
 /// A message from the client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
+    /// A text message (reassembled from its fragments).
     Text(String),
+    /// A binary message, which this server does not take.
     Binary,
+    /// A ping with its payload, to be answered with a pong.
     Ping(Bytes),
+    /// A pong.
     Pong,
     /// The client's close frame: its code and reason, if it gave one.
     Close(Option<(u16, String)>),
@@ -102,7 +114,9 @@ pub enum Incoming {
 /// Why the connection must be failed: the close code and a reason for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
+    /// The close code to send (see [`close_code`]).
     pub code: u16,
+    /// The close reason to send.
     pub reason: String,
 }
 

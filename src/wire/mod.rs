@@ -26,7 +26,9 @@ pub type Frame = bytes::Bytes;
 /// A change signal as it came from Postgres.
 #[derive(Debug)]
 pub struct Signal {
+    /// The channel it was published on.
     pub channel: String,
+    /// What happened, as the trigger named it (`insert`, `update`, ...).
     pub event: String,
     /// `None` means "something (possibly many things) in this channel changed".
     pub entity_id: Option<String>,
@@ -37,7 +39,9 @@ pub struct Signal {
 /// What a client subscribes to: a whole channel, or one entity in it (`order:123`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Topic {
+    /// The channel.
     pub channel: String,
+    /// One entity of it, or `None` for the whole channel.
     pub entity: Option<String>,
 }
 
@@ -77,6 +81,7 @@ pub enum ResyncReason {
 }
 
 impl ResyncReason {
+    /// The name clients see in `resync` frames.
     pub fn as_str(self) -> &'static str {
         match self {
             ResyncReason::ListenerReconnected => "listener_reconnected",
@@ -93,7 +98,9 @@ impl ResyncReason {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resume {
+    /// The epoch of the client's last connection.
     pub epoch: String,
+    /// The last position the client saw in it.
     #[serde(deserialize_with = "deserialize_seq")]
     pub seq: Position,
 }

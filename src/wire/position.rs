@@ -70,7 +70,9 @@ impl Position {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(untagged)]
 pub enum Written {
+    /// A counted position.
     Number(u64),
+    /// A WAL position, as text.
     Text(String),
 }
 
@@ -88,7 +90,9 @@ impl fmt::Display for Written {
 /// [`crate::wal`]) or a counted one (this node's run only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Epoch {
+    /// What clients see as `epoch`.
     pub name: std::sync::Arc<str>,
+    /// Whether it is a WAL epoch.
     pub wal: bool,
 }
 

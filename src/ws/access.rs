@@ -18,6 +18,8 @@ const MAX_CACHED: usize = 4096;
 /// WebSocket close code for a missing, invalid or expired token.
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 
+/// What one connection may do: its token's identity and the answers of
+/// `broadcast.authorize` for it.
 pub struct Access {
     security: Arc<Security>,
     /// Boxed: 8 bytes in every connection, most of which have no token.
@@ -31,6 +33,7 @@ pub struct Access {
 }
 
 impl Access {
+    /// Access for a connection that authenticated with `identity` (if any) at the upgrade.
     pub fn new(security: Arc<Security>, identity: Option<Identity>) -> Access {
         Access {
             security,
@@ -45,10 +48,12 @@ impl Access {
         self.security.enabled()
     }
 
+    /// Whether the connection may subscribe: it has a token, or none is required.
     pub fn authenticated(&self) -> bool {
         !self.required() || self.identity.is_some()
     }
 
+    /// The current token's identity, if any.
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.as_deref()
     }
@@ -119,10 +124,12 @@ impl Access {
         Ok(denied)
     }
 
+    /// How often held topics are authorized again (at least every 100 ms apart).
     pub fn recheck_every(&self) -> Duration {
         self.security.recheck.max(Duration::from_millis(100))
     }
 
+    /// How long the connection may take to send its first token.
     pub fn auth_timeout(&self) -> Duration {
         self.security.auth_timeout
     }

@@ -17,11 +17,14 @@ pub const VERSION: u32 = 1;
 /// A valid client request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
+    /// `{"subscribe": [...]}`: start receiving signals for these topics.
     Subscribe {
+        /// The topics asked for.
         topics: Vec<Topic>,
         /// Where the client left off on a previous connection.
         resume: Option<Resume>,
     },
+    /// `{"unsubscribe": [...]}`: stop receiving signals for these topics.
     Unsubscribe(Vec<Topic>),
     /// `{"auth": "<jwt>"}`: the first message, or a refresh before expiry.
     Auth(String),
@@ -31,13 +34,21 @@ pub enum Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// The message is not JSON.
     InvalidJson,
+    /// The message is JSON but not a request.
     InvalidMessage,
+    /// A channel name is empty, too long or has characters not allowed.
     InvalidChannel,
+    /// One message names more channels than allowed.
     TooManyChannels,
+    /// The subscription would exceed the connection's limit.
     SubscriptionLimit,
+    /// The message is larger than allowed.
     MessageTooLarge,
+    /// Binary messages are not taken.
     BinaryNotSupported,
+    /// The client sent more messages per second than allowed.
     RateLimited,
     /// Nothing but `{"auth": ...}` is accepted before authenticating.
     AuthRequired,
@@ -52,7 +63,9 @@ pub enum ErrorCode {
 /// Why a client message was refused; becomes an `error` frame.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rejection {
+    /// What kind of refusal it is.
     pub code: ErrorCode,
+    /// What was wrong, for people.
     pub message: String,
 }
 
@@ -220,26 +233,37 @@ fn json_type(v: &Value) -> &'static str {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control<'a> {
+    /// The first frame of every connection.
     Welcome {
+        /// The protocol version.
         protocol: u32,
         /// `"required"`: send `{"auth": "<jwt>"}` first; `"none"`: no authentication.
         auth: &'static str,
+        /// The node's epoch, for `resume`.
         epoch: &'a str,
         /// The node's latest seq: resume from here if nothing arrives before a reconnect.
         seq: Written,
+        /// The limits of this connection.
         limits: WelcomeLimits,
     },
+    /// The topics are now subscribed.
     Subscribed {
+        /// The topics, as `channel` or `channel:entity`.
         channels: Vec<String>,
     },
+    /// The topics are no longer subscribed.
     Unsubscribed {
+        /// The topics, as `channel` or `channel:entity`.
         channels: Vec<String>,
         /// Set when the server ended the subscription (`"revoked"`).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'static str>,
     },
+    /// A request was refused or failed.
     Error {
+        /// What kind of error it is.
         code: ErrorCode,
+        /// What went wrong, for people.
         message: &'a str,
         /// The topics the error is about, if any.
         #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -250,23 +274,32 @@ pub enum Control<'a> {
     },
     /// A token was accepted; it holds until `expires_at` (Unix seconds).
     Authenticated {
+        /// When the token expires, in Unix seconds.
         expires_at: u64,
     },
     /// The token runs out soon: send `{"auth": "<new jwt>"}` before `expires_at`.
     AuthExpiring {
+        /// When the token expires, in Unix seconds.
         expires_at: u64,
     },
 }
 
+/// The limits a `welcome` frame announces; see [`Limits`].
 #[derive(Debug, Serialize)]
 pub struct WelcomeLimits {
+    /// Most topics one connection may hold.
     pub max_subscriptions: usize,
+    /// Most channels one message may name.
     pub max_channels_per_message: usize,
+    /// Largest message a client may send, in bytes.
     pub max_message_bytes: usize,
+    /// Most messages a client may send per second.
     pub max_messages_per_second: usize,
+    /// How often a heartbeat is sent, in milliseconds.
     pub heartbeat_ms: u128,
     /// How far back (in signals and in time) a resume can reach.
     pub history_size: usize,
+    /// How far back in time a resume can reach, in milliseconds.
     pub history_age_ms: u128,
 }
 
@@ -285,6 +318,7 @@ impl From<&Limits> for WelcomeLimits {
 }
 
 impl Control<'_> {
+    /// The frame that carries it.
     pub fn frame(&self) -> Frame {
         json_frame(self)
     }
