@@ -2,6 +2,9 @@ create schema if not exists broadcast;
 
 -- pgbroadcast SQL kit: table changes and explicit emits -> pg_notify -> WebSocket clients.
 -- See sql/README.md. Plain SQL, transaction-safe (no CONCURRENTLY, no VACUUM).
+-- Every step of the kit is idempotent: run again on a database that has it,
+-- it succeeds and changes nothing (create or replace, if not exists, grants),
+-- so any migration tool may apply it, and `pgbroadcast migrate` after it.
 
 grant usage on schema broadcast to public;
 

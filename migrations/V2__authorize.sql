@@ -7,7 +7,7 @@
 -------------------------------------------------------------------------------
 -- broadcast.grants: claim = value  ->  may subscribe to topics matching pattern
 -------------------------------------------------------------------------------
-create table broadcast.grants (
+create table if not exists broadcast.grants (
     id         bigserial   primary key,
     claim      text        not null,
     value      text        not null,
@@ -22,8 +22,8 @@ create table broadcast.grants (
 );
 
 -- authorize() looks grants up by exact pattern, and scans the (few) "{claim}" grants.
-create index grants_pattern_idx on broadcast.grants (pattern);
-create index grants_placeholder_idx on broadcast.grants (pattern) where pattern like '%}';
+create index if not exists grants_pattern_idx on broadcast.grants (pattern);
+create index if not exists grants_placeholder_idx on broadcast.grants (pattern) where pattern like '%}';
 
 comment on table broadcast.grants is
 'pgbroadcast grants: clients whose JWT claim "claim" equals "value" (''*'': any value; array claims: contains value) may subscribe to topics matching "pattern": ''*'', ''<channel>'', ''<channel>:*'', ''<channel>:<entity>'' or ''<channel>:{<claim>}''. Maintain with broadcast.grant()/broadcast.revoke(). Readable by everyone (the bridge reads it through broadcast.authorize): grants are not secret, they list claim values and channel patterns.';

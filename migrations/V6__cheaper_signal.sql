@@ -20,7 +20,7 @@
 --   or a superuser included, and calls functions by name that a function of
 --   an exact argument type elsewhere on that writer's path would stand in for.
 
-create function broadcast._send(
+create or replace function broadcast._send(
     channel    text,
     event      text,
     entity_id  text,

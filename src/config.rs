@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The command line of `pgbroadcast`.
 #[derive(Debug, Parser)]
 #[command(
     name = "pgbroadcast",
@@ -12,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Postgres announces its own changes over WebSocket"
 )]
 pub struct Cli {
+    /// What to run.
     #[command(subcommand)]
     pub command: Command,
 
@@ -27,13 +29,17 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-/// How log lines are written.
+/// How log lines are written: `Text`, human-readable lines, or `Json`, one
+/// JSON object per line. The variants have no doc comments of their own:
+/// clap would print them in `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(missing_docs)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the bridge: migrate, LISTEN, serve WebSocket clients.
@@ -44,6 +50,11 @@ pub enum Command {
     /// `serve` plus the order example: tables and routes in SQL, a REST API
     /// under /api whose mutations return txids, and /openapi.json with x-sync.
     Demo(ServeArgs),
+    /// Print the SQL kit as one idempotent, transaction-safe file for your own
+    /// migration tool (dbmate, Flyway, Alembic…): `pgbroadcast sql >
+    /// 0001_pgbroadcast_kit.sql`; with `--from N`, only the steps after
+    /// version N (`select broadcast.kit_version()`), to upgrade.
+    Sql(SqlArgs),
     /// List the replication slots of pgbroadcast nodes (`--node-id`) in
     /// DATABASE_URL, with the WAL each retains; drop those of nodes gone for good.
     Slots(SlotsArgs),
@@ -63,6 +74,7 @@ pub enum Command {
     },
 }
 
+/// Options of `serve` and `demo`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to serve HTTP and WebSocket on.
@@ -77,12 +89,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PGBROADCAST_NO_MIGRATE")]
     pub no_migrate: bool,
 
+    /// How to reach Postgres and what to LISTEN on.
     #[command(flatten)]
     pub pg: PgArgs,
 
+    /// Bounds on clients and connections.
     #[command(flatten)]
     pub limits: Limits,
 
+    /// Authentication and authorization.
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -154,6 +169,7 @@ impl Default for AuthArgs {
     }
 }
 
+/// Options of `migrate`: where the database is.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The Postgres database.
@@ -165,8 +181,18 @@ pub struct MigrateArgs {
     pub pg_ca_file: Option<std::path::PathBuf>,
 }
 
+/// `pgbroadcast sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Print only the steps after this kit version (0: the whole kit).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub from: u32,
+}
+
+/// Options of `slots`.
 #[derive(Debug, Args)]
 pub struct SlotsArgs {
+    /// Where the database is.
     #[command(flatten)]
     pub db: MigrateArgs,
 

@@ -20,12 +20,15 @@
 //! is what `serve` prints on stdout. The benchmark is its own crate
 //! (`bench/`, binary `pgbroadcast-bench`), which `pgbroadcast bench` runs.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub mod kit;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -41,20 +44,31 @@ pub mod ws;
 /// Everything that can stop the service from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The private cluster could not be started.
     #[error(transparent)]
     Cluster(#[from] cluster::Error),
+    /// The SQL kit could not be applied.
     #[error(transparent)]
     Migrate(#[from] migrate::Error),
-    #[error("database: {0}")]
+    /// The SQL kit installed does not fit this binary (`serve --no-migrate`).
+    #[error(transparent)]
+    Kit(#[from] kit::Error),
+    /// A query or connection to Postgres failed.
+    #[error("database")]
     Postgres(#[from] tokio_postgres::Error),
+    /// A socket or file could not be used.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The authentication settings could not be loaded.
     #[error(transparent)]
     AuthConfig(#[from] auth::ConfigError),
+    /// The TLS settings for Postgres could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::Error),
+    /// The WAL replication slots could not be read or set up.
     #[error("replication slots")]
     Wal(#[from] wal::WalError),
+    /// A non-loopback address was asked for without any authentication configured.
     #[error(
         "refusing to serve {0} without authentication: clients from other machines could subscribe to everything. Configure --jwt-secret, --jwt-public-keys or --jwks-url, or pass --insecure if something in front of this service authenticates them"
     )]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use pgbroadcast::auth::Authenticator;
 use pgbroadcast::cluster::{self, Cluster};
-use pgbroadcast::config::{Cli, Command, LogFormat, MigrateArgs, ServeArgs, SlotsArgs};
+use pgbroadcast::config::{Cli, Command, LogFormat, MigrateArgs, ServeArgs, SlotsArgs, SqlArgs};
 use pgbroadcast::{Error, migrate, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => serve(args, true).await,
         Command::Migrate(args) => run_migrate(args).await,
         Command::Slots(args) => run_slots(args).await,
+        Command::Sql(args) => print_sql(args),
         Command::Bench { args } => return run_bench(args, cli.log_format),
     };
     match result {
@@ -270,6 +271,13 @@ async fn run_slots(args: SlotsArgs) -> Result<(), Error> {
             s.confirmed.as_deref().unwrap_or("-"),
         );
     }
+    Ok(())
+}
+
+/// `pgbroadcast sql [--from N]`: the kit's steps after N, on stdout.
+fn print_sql(args: SqlArgs) -> Result<(), Error> {
+    let sql = pgbroadcast::kit::sql_from(args.from)?;
+    print!("{sql}");
     Ok(())
 }
 

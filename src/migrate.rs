@@ -4,7 +4,7 @@
 
 use tokio_postgres::Client;
 
-mod embedded {
+pub(crate) mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
@@ -14,12 +14,18 @@ pub const HISTORY_TABLE: &str = "broadcast.schema_history";
 /// Serializes concurrent `migrate` runs (two nodes starting at once).
 const LOCK_KEY: i64 = 0x7067_6272_6f61_6463; // "pgbroadc"
 
+/// Why the SQL kit could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("migration failed: {0}")]
+    /// A migration failed.
+    #[error("migration failed")]
     Refinery(#[from] refinery::Error),
-    #[error("database error while migrating: {0}")]
+    /// Taking or releasing the migration lock failed.
+    #[error("database error while migrating")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The kit installed is newer than this binary's, or could not be read.
+    #[error(transparent)]
+    Kit(#[from] crate::kit::Error),
 }
 
 /// Applies every embedded migration not yet applied; returns the names applied now.
@@ -42,6 +48,9 @@ async fn apply(client: &mut Client) -> Result<Vec<String>, Error> {
     client
         .batch_execute("set client_min_messages = warning; create schema if not exists broadcast")
         .await?;
+    // A kit installed by another tool (a team's own migrations) is recorded
+    // as applied first, so refinery applies only the steps after it.
+    crate::kit::adopt(client).await?;
     let report = embedded::migrations::runner()
         .set_migration_table_name(HISTORY_TABLE)
         .run_async(client)

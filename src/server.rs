@@ -44,22 +44,28 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// What [`start`] needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Where Postgres is.
     pub pg: tokio_postgres::Config,
+    /// How to use it: channel, transport, reconnects.
     pub pg_args: PgArgs,
+    /// Bounds on clients and connections.
     pub limits: Limits,
     /// Apply the SQL kit before serving.
     pub migrate: bool,
     /// Install and serve the order example (`pgbroadcast demo`).
     pub demo: bool,
+    /// Authentication and authorization.
     pub auth: AuthArgs,
 }
 
 /// A started bridge; see [`Running::shutdown`].
 pub struct Running {
+    /// The address it serves on.
     pub addr: SocketAddr,
     /// `true` while the LISTEN is in effect and, when the database sends
     /// through the WAL, the WAL stream too (what `/readyz` reports).
     pub ready: watch::Receiver<bool>,
+    /// The hub that routes its signals.
     pub hub: Arc<Hub>,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
@@ -98,6 +104,15 @@ pub async fn start_with(
         let driver = tokio::spawn(connection);
         let applied = crate::migrate::run(&mut client).await?;
         tracing::info!(?applied, "SQL kit up to date");
+        drop(client);
+        let _ = driver.await;
+    } else {
+        // Installed by someone else (a team's own migrations): it must be
+        // this binary's version.
+        let (client, connection) = settings.pg.connect(tls.clone()).await?;
+        let driver = tokio::spawn(connection);
+        let version = crate::kit::check(&client).await?;
+        tracing::info!(version, "SQL kit installed at this pgbroadcast's version");
         drop(client);
         let _ = driver.await;
     }
