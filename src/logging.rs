@@ -139,6 +139,26 @@ fn one_line(text: &str) -> String {
         .join(" / ")
 }
 
+/// Logs to stderr, filtered by RUST_LOG (default `info`). Text is coloured
+/// only on a terminal, and not when NO_COLOR is set (to anything but "").
+pub fn init(format: crate::config::LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        );
+    match format {
+        crate::config::LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
+        }
+        crate::config::LogFormat::Json => logs.with_ansi(false).json().init(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

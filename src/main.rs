@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,12 +7,11 @@ use pgbroadcast::config::{Cli, Command, LogFormat, MigrateArgs, ServeArgs, Slots
 use pgbroadcast::{Error, migrate, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    pgbroadcast::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args, false).await,
         Command::Demo(args) => serve(args, true).await,
@@ -28,24 +26,6 @@ async fn main() -> ExitCode {
             tracing::error!(error = %pgbroadcast::error_chain(&err), "pgbroadcast failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs to stderr, filtered by RUST_LOG (default `info`). Text is coloured
-/// only on a terminal, and not when NO_COLOR is set (to anything but "").
-fn init_logging(format: LogFormat) {
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        );
-    match format {
-        LogFormat::Text => {
-            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
-                .init()
-        }
-        LogFormat::Json => logs.with_ansi(false).json().init(),
     }
 }
 

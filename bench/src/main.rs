@@ -1,13 +1,11 @@
 //! `pgbroadcast-bench`, which `pgbroadcast bench ARGS` runs with ARGS: see
 //! the library ([`pgbroadcast_bench`]).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use pgbroadcast::config::LogFormat;
 use pgbroadcast_bench::BenchCli;
-use tracing_subscriber::EnvFilter;
 
 /// Measure a server: WebSocket clients, writes through routed tables,
 /// commit → client latency, deliveries/s, losses, server CPU and memory.
@@ -32,30 +30,13 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    pgbroadcast::logging::init(cli.log_format);
     match pgbroadcast_bench::main(cli.bench).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %pgbroadcast::error_chain(&err), "pgbroadcast bench failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// As `pgbroadcast` logs: to stderr, filtered by RUST_LOG (default `info`).
-fn init_logging(format: LogFormat) {
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        );
-    match format {
-        LogFormat::Text => {
-            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-            logs.with_ansi(std::io::stderr().is_terminal() && !no_color)
-                .init()
-        }
-        LogFormat::Json => logs.with_ansi(false).json().init(),
     }
 }
 
