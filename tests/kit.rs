@@ -419,3 +419,471 @@ async fn sql_from_a_version_this_binary_does_not_have_is_an_error() {
         exit.log
     );
 }
+
+// ---------------------------------------------------------------------------
+// Upgrades keep every kind of route, and the grants, exactly as they were.
+// ---------------------------------------------------------------------------
+
+/// Every kind of route the kit has had since version 1 (`broadcast.enable`
+/// has not changed its options since V1): a default route; a child table
+/// routed to its parent's channel with the parent's id; `when_changed` with
+/// its own event; custom event names per operation (TRUNCATE mapped too); a
+/// bulk cap; and odd identifiers (a quoted mixed-case table name with a
+/// space, mixed-case columns, in a schema other than public).
+const EVERY_KIND_OF_ROUTE: &str = r#"
+create table orders (id int primary key, customer text, status text not null default 'new');
+create table order_items (id int primary key, order_id int not null, sku text not null);
+create table tickets (id int primary key, note text);
+create table readings (id int primary key, value int);
+create schema ops;
+create table ops."Shift Log" ("Id" int primary key, "Note" text, "Seen" boolean default false);
+
+select broadcast.enable('orders', 'order');
+select broadcast.enable('order_items', 'order',
+       id_column => 'order_id',
+       events    => '{"INSERT": "item_added", "DELETE": "item_removed"}');
+select broadcast.enable('orders', 'order', name => 'order_status',
+       events => '{"UPDATE": "status_changed"}', when_changed => '{status}');
+select broadcast.enable('tickets', 'support/tickets', name => 'tickets',
+       events => '{"insert": "opened", "Update": "edited", "DELETE": "closed", "truncate": "wiped"}');
+select broadcast.enable('readings', 'sensor.readings', max_rows => 2);
+select broadcast.enable('ops."Shift Log"', 'ops/shift-log');
+select broadcast.enable('ops."Shift Log"', 'ops/shift-log', name => 'shift-log.note',
+       events => '{"UPDATE": "note_edited"}', when_changed => '{Note}', max_rows => 1);
+"#;
+
+/// The scripted writes, one transaction each. They leave every table empty,
+/// as they found it, so the same script runs again after the upgrade.
+const SCRIPTED_WRITES: &[&str] = &[
+    "insert into orders values (1, 'ann', 'new'), (2, 'bob', 'new')",
+    "update orders set status = 'paid' where id = 1",
+    "update orders set customer = 'bo' where id = 2",
+    "update orders set status = status",
+    "update orders set id = 3 where id = 2",
+    "insert into order_items values (10, 1, 'tea'), (11, 1, 'cake'), (12, 3, 'jam')",
+    "update order_items set sku = 'TEA' where id = 10",
+    "delete from order_items where order_id = 1",
+    "delete from orders where id = 1",
+    "truncate order_items",
+    "truncate orders",
+    "insert into tickets values (1, 'printer on fire')",
+    "update tickets set note = 'printer out' where id = 1",
+    "update tickets set note = note where id = 99",
+    "delete from tickets where id = 1",
+    "insert into tickets values (2, 'again')",
+    "truncate tickets",
+    "insert into readings values (1, 10)",
+    "insert into readings values (2, 20), (3, 30)",
+    "insert into readings select g, g from generate_series(4, 8) g",
+    "update readings set value = value + 1 where id in (1, 2)",
+    "update readings set value = value + 1",
+    "delete from readings where id = 8",
+    "delete from readings",
+    r#"insert into ops."Shift Log" ("Id", "Note") values (1, 'a'), (2, 'b')"#,
+    r#"update ops."Shift Log" set "Note" = 'c' where "Id" = 1"#,
+    r#"update ops."Shift Log" set "Seen" = true"#,
+    r#"update ops."Shift Log" set "Note" = "Note" || '!'"#,
+    r#"update ops."Shift Log" set "Id" = "Id" + 10 where "Id" = 2"#,
+    r#"delete from ops."Shift Log" where "Id" = 1"#,
+    r#"truncate ops."Shift Log""#,
+];
+
+/// The grants made before the upgrade (kit version 2 on).
+const GRANTS: &str = r#"
+select broadcast.grant('role', 'kitchen', 'order');
+select broadcast.grant('sub', '*', 'user:{sub}');
+select broadcast.grant('tenant', 'acme', 'ops/shift-log:*');
+select broadcast.grant('team', 'a', 'order:42');
+select broadcast.grant('roles', 'admin', '*');
+select broadcast.grant('role', 'support', 'support/tickets');
+select broadcast.revoke('role', 'support', 'support/tickets');
+"#;
+
+/// (claims, channel, entity_id) asked of `broadcast.authorize`.
+fn authorize_questions() -> Vec<(Option<Value>, &'static str, Option<&'static str>)> {
+    use serde_json::json;
+    vec![
+        (Some(json!({"role": "kitchen"})), "order", None),
+        (Some(json!({"role": "kitchen"})), "order", Some("1")),
+        (Some(json!({"role": "kitchen"})), "sensor.readings", None),
+        (Some(json!({"sub": "u1"})), "user", Some("u1")),
+        (Some(json!({"sub": "u1"})), "user", Some("u2")),
+        (Some(json!({"sub": "u1"})), "user", None),
+        (Some(json!({"tenant": "acme"})), "ops/shift-log", None),
+        (Some(json!({"tenant": "acme"})), "ops/shift-log", Some("7")),
+        (Some(json!({"tenant": "other"})), "ops/shift-log", Some("7")),
+        (Some(json!({"team": "a"})), "order", Some("42")),
+        (Some(json!({"team": "a"})), "order", Some("43")),
+        (Some(json!({"team": "a"})), "order", None),
+        (
+            Some(json!({"roles": ["staff", "admin"]})),
+            "anything",
+            Some("x"),
+        ),
+        (Some(json!({"roles": "admin"})), "anything", None),
+        (Some(json!({"role": "support"})), "support/tickets", None),
+        (Some(json!({})), "order", None),
+        (Some(json!(["role", "kitchen"])), "order", None),
+        (None, "order", None),
+        (Some(json!({"role": "kitchen"})), "bad:channel", None),
+    ]
+}
+
+/// Each question with its answer, e.g. `{"team":"a"} order:42 -> Some(true)`.
+async fn authorize_answers(pg: &Client) -> Vec<String> {
+    let mut answers = Vec::new();
+    for (claims, channel, entity) in authorize_questions() {
+        let row = pg
+            .query_one(
+                "select broadcast.authorize($1, $2, $3)",
+                &[&claims, &channel, &entity],
+            )
+            .await
+            .unwrap();
+        let answer: Option<bool> = row.get(0);
+        let claims = claims.map_or("NULL".into(), |c| c.to_string());
+        answers.push(format!("{claims} {channel}:{entity:?} -> {answer:?}"));
+    }
+    answers
+}
+
+/// `select * from broadcast.routes order by 1,2` (operation breaking ties),
+/// one text row per route and operation.
+async fn routes_table(pg: &Client) -> Vec<String> {
+    pg.query(
+        "select r::text from (select * from broadcast.routes order by 1, 2, 4) r",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn grants_table(pg: &Client) -> Vec<String> {
+    pg.query(
+        "select format('%s=%s -> %s', claim, value, pattern) from broadcast.grants order by 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// A session LISTENing on the kit's channel, and the payloads it receives
+/// as sent (key order included).
+struct RawSignals {
+    _session: Client,
+    rx: mpsc::UnboundedReceiver<String>,
+}
+
+async fn listen_raw(db: &TestDb) -> RawSignals {
+    let (session, mut connection) = db.config.connect(NoTls).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    session.batch_execute("listen pgbroadcast").await.unwrap();
+    RawSignals {
+        _session: session,
+        rx,
+    }
+}
+
+/// Runs [`SCRIPTED_WRITES`] and returns, per write, the payloads it sent
+/// as text (sorted: a statement's signals are a set), with the write's
+/// txid checked and replaced by `"w<index>"`.
+async fn payloads_of_the_script(db: &TestDb) -> Vec<Vec<String>> {
+    let mut signals = listen_raw(db).await;
+    let mut pg = db.client().await;
+    let mut txids = Vec::new();
+    for sql in SCRIPTED_WRITES {
+        txids.push(write(&mut pg, sql).await);
+    }
+    let end = write(&mut pg, "select broadcast.emit('script', 'end', null)").await;
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(); SCRIPTED_WRITES.len()];
+    loop {
+        let raw = tokio::time::timeout(common::PATIENCE, signals.rx.recv())
+            .await
+            .expect("the script's end signal did not arrive")
+            .unwrap();
+        let signal: Value = serde_json::from_str(&raw).unwrap();
+        let txid = signal["payload"]["txid"].as_i64().expect("a txid");
+        if txid == end {
+            assert_eq!(signal["event"], "end", "{raw}");
+            break;
+        }
+        let index = txids
+            .iter()
+            .position(|t| *t == txid)
+            .unwrap_or_else(|| panic!("a signal from no scripted write: {raw}"));
+        let txid_field = format!("\"txid\":{txid}");
+        assert_eq!(raw.matches(&txid_field).count(), 1, "{raw}");
+        sent[index].push(raw.replace(&txid_field, &format!("\"txid\":\"w{index}\"")));
+    }
+    for payloads in &mut sent {
+        payloads.sort();
+    }
+    sent
+}
+
+/// What a database shows of its routes and grants, and what its routes send.
+#[derive(Debug, PartialEq)]
+struct Behaviour {
+    routes: Vec<String>,
+    grants: Vec<String>,
+    answers: Vec<String>,
+    payloads: Vec<Vec<String>>,
+}
+
+async fn behaviour(db: &TestDb, k: u32) -> Behaviour {
+    let pg = db.client().await;
+    let (grants, answers) = if k >= 2 {
+        (grants_table(&pg).await, authorize_answers(&pg).await)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Behaviour {
+        routes: routes_table(&pg).await,
+        grants,
+        answers,
+        payloads: payloads_of_the_script(db).await,
+    }
+}
+
+/// Kit version `k` with every kind of route (and grants, from 2), upgraded
+/// by `migrate` or by the printed `sql --from k`: the routes, the grants'
+/// answers and every payload (txid aside) are what they were.
+async fn upgrade_keeps_behaviour(k: u32, by_migrate: bool) {
+    let how = if by_migrate { "migrate" } else { "sql --from" };
+    let db = common::fresh_db().await;
+    let pg = db.client().await;
+    pg.batch_execute(&kit::steps(0, k)).await.unwrap();
+    assert_eq!(kit::installed(&pg).await.unwrap(), Some(k));
+    pg.batch_execute(EVERY_KIND_OF_ROUTE)
+        .await
+        .unwrap_or_else(|e| panic!("routes on kit {k}: {e:?}"));
+    if k >= 2 {
+        pg.batch_execute(GRANTS)
+            .await
+            .unwrap_or_else(|e| panic!("grants on kit {k}: {e:?}"));
+    }
+    let before = behaviour(&db, k).await;
+    // The script exercised every route: each table signalled something.
+    let all = before.payloads.concat().join("\n");
+    for needle in [
+        r#""event":"status_changed""#,
+        r#""event":"item_removed""#,
+        r#""event":"wiped""#,
+        r#""rows":7"#,
+        r#""table":"Shift Log","schema":"ops""#,
+        r#""event":"note_edited""#,
+    ] {
+        assert!(all.contains(needle), "kit {k}: no {needle} in\n{all}");
+    }
+    assert_eq!(before.routes.len(), 21, "kit {k}: {:#?}", before.routes);
+    if k >= 2 {
+        let all = before.answers.join("\n");
+        assert!(
+            all.contains("Some(true)") && all.contains("Some(false)"),
+            "{all}"
+        );
+    }
+
+    if by_migrate {
+        let printed = migrate(&db).await;
+        assert_eq!(
+            printed.len(),
+            (*kit::CURRENT - k) as usize,
+            "{how} from {k}: {printed:?}"
+        );
+    } else {
+        let upgrade = printed_sql(&["--from", &k.to_string()]).await;
+        pg.batch_execute(&upgrade).await.unwrap();
+    }
+    assert_eq!(
+        kit_version(&pg).await,
+        *kit::CURRENT as i32,
+        "{how} from {k}"
+    );
+
+    let after = behaviour(&db, k).await;
+    assert_eq!(
+        after.routes, before.routes,
+        "{how} from {k}: broadcast.routes"
+    );
+    assert_eq!(
+        after.grants, before.grants,
+        "{how} from {k}: broadcast.grants"
+    );
+    assert_eq!(
+        after.answers, before.answers,
+        "{how} from {k}: broadcast.authorize"
+    );
+    for (i, (a, b)) in after.payloads.iter().zip(&before.payloads).enumerate() {
+        assert_eq!(
+            a, b,
+            "{how} from {k}: write {i} ({}) sends other payloads",
+            SCRIPTED_WRITES[i]
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_earlier_version_keeps_every_kind_of_route_through_migrate() {
+    for k in 1..*kit::CURRENT {
+        upgrade_keeps_behaviour(k, true).await;
+    }
+}
+
+#[tokio::test]
+async fn every_earlier_version_keeps_every_kind_of_route_through_the_printed_sql() {
+    for k in 1..*kit::CURRENT {
+        upgrade_keeps_behaviour(k, false).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Recipe: the kit vendored into dbmate (sql/README.md, "Recipes"), run by
+// the real tool from npm.
+// ---------------------------------------------------------------------------
+
+/// The dbmate release the recipe is tested with.
+const DBMATE_VERSION: &str = "2.36.0";
+
+/// dbmate installed from npm into `dir`, or why it could not be.
+async fn install_dbmate(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let npm = tokio::process::Command::new("npm")
+        .arg("--version")
+        .output()
+        .await;
+    if !npm.is_ok_and(|o| o.status.success()) {
+        return Err("npm is not installed".into());
+    }
+    std::fs::write(dir.join("package.json"), r#"{"private": true}"#).unwrap();
+    let install = tokio::process::Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            &format!("dbmate@{DBMATE_VERSION}"),
+        ])
+        .current_dir(dir)
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(std::time::Duration::from_secs(180), install).await {
+        Err(_) => return Err("npm install dbmate took over 180 s".into()),
+        Ok(Err(e)) => return Err(format!("npm install dbmate: {e}")),
+        Ok(Ok(out)) => out,
+    };
+    if !out.status.success() {
+        return Err(format!(
+            "npm install dbmate@{DBMATE_VERSION} failed (registry unreachable?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let dbmate = dir.join("node_modules/.bin/dbmate");
+    let version = tokio::process::Command::new(&dbmate)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| format!("{}: {e}", dbmate.display()))?;
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    if !version.contains(DBMATE_VERSION) {
+        return Err(format!("dbmate has no usable binary here: {version:?}"));
+    }
+    Ok(dbmate)
+}
+
+#[tokio::test]
+async fn the_dbmate_recipe_installs_the_kit_for_serve_without_migrating() {
+    let dir = tempfile::tempdir().unwrap();
+    let dbmate = match install_dbmate(dir.path()).await {
+        Ok(dbmate) => dbmate,
+        Err(why) => {
+            println!("skipped: the dbmate recipe is not exercised: {why}");
+            return;
+        }
+    };
+    let migrations = dir.path().join("db/migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    // As sql/README.md, "Recipes", has it.
+    let kit_sql = printed_sql(&[]).await;
+    std::fs::write(
+        migrations.join("20260101000000_pgbroadcast_kit_v7.sql"),
+        format!("-- migrate:up\n{kit_sql}\n\n-- migrate:down\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        migrations.join("20260101000100_orders_broadcast.sql"),
+        "-- migrate:up\n\
+         create table orders (id bigint primary key, status text not null default 'new');\n\
+         select broadcast.enable('orders', 'order');\n\
+         \n\
+         -- migrate:down\n\
+         drop table orders;\n",
+    )
+    .unwrap();
+
+    let db = common::fresh_db().await;
+    let url = format!("{}?sslmode=disable", common::cluster().url(&db.name));
+    let dbmate_up = || {
+        tokio::process::Command::new(&dbmate)
+            .args(["--url", &url, "--no-dump-schema", "up"])
+            .current_dir(dir.path())
+            .output()
+    };
+    let up = dbmate_up().await.unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(up.status.success(), "dbmate up:\n{log}");
+    assert!(
+        log.contains("Applied: 20260101000000_pgbroadcast_kit_v7.sql")
+            && log.contains("Applied: 20260101000100_orders_broadcast.sql"),
+        "{log}"
+    );
+    let pg = db.client().await;
+    assert_eq!(kit_version(&pg).await, *kit::CURRENT as i32);
+    let applied: Vec<String> = pg
+        .query("select version from schema_migrations order by 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(applied, ["20260101000000", "20260101000100"]);
+    // Up to date: dbmate has nothing more to do.
+    let again = dbmate_up().await.unwrap();
+    assert!(again.status.success());
+
+    let served = Launch::new(&["serve", "--no-migrate", "--listen", "127.0.0.1:0"])
+        .database(&common::cluster().url(&db.name))
+        .serve()
+        .await;
+    let mut client = WsClient::connect(&served.ws_url()).await;
+    client.subscribe(&["order"]).await;
+    let mut writer = db.client().await;
+    let txid = write(&mut writer, "insert into orders values (42)").await;
+    assert_eq!(
+        brief(&client.next().await),
+        ("created".into(), Some("42".into()), txid)
+    );
+    served.kill().await;
+
+    // `pgbroadcast migrate` adopts the kit dbmate installed: nothing to apply.
+    let printed = migrate(&db).await;
+    assert_eq!(printed, ["SQL kit already up to date"]);
+    assert_eq!(history(&pg).await, whole_history());
+    assert_eq!(kit_version(&pg).await, *kit::CURRENT as i32);
+}
