@@ -887,3 +887,454 @@ async fn the_dbmate_recipe_installs_the_kit_for_serve_without_migrating() {
     assert_eq!(history(&pg).await, whole_history());
     assert_eq!(kit_version(&pg).await, *kit::CURRENT as i32);
 }
+
+// ---------------------------------------------------------------------------
+// Recipes: the kit vendored into node-pg-migrate and Alembic (sql/README.md,
+// "Recipes"), run by the real tools from npm and PyPI.
+// ---------------------------------------------------------------------------
+
+/// The node-pg-migrate release (and its peer `pg`) the recipe is tested with.
+const NODE_PG_MIGRATE_VERSION: &str = "9.0.0";
+const NODE_PG_VERSION: &str = "8.23.1";
+/// The Alembic release (and its driver) the recipe is tested with.
+const ALEMBIC_VERSION: &str = "1.20.1";
+const PSYCOPG_VERSION: &str = "3.3.9";
+
+/// A tool's combined output.
+fn output_log(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `program args` in `dir`, up to 180 s: an installer; Err says why it failed.
+async fn install_with(dir: &std::path::Path, program: &str, args: &[&str]) -> Result<(), String> {
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(180), run).await {
+        Err(_) => Err(format!("{program} {args:?} took over 180 s")),
+        Ok(Err(e)) => Err(format!("{program} is not usable: {e}")),
+        Ok(Ok(out)) if !out.status.success() => {
+            let log = output_log(&out);
+            // Only an unreachable registry is a reason to skip: a pin the
+            // registry does not have, or a broken install, is a failure.
+            assert!(
+                UNREACHABLE.iter().any(|sign| log.contains(sign)),
+                "{program} {args:?} failed with the registry reachable:\n{log}"
+            );
+            Err(format!(
+                "{program} {args:?}: registry unreachable: {}",
+                log.trim()
+            ))
+        }
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// What npm and pip print when they cannot reach their registry.
+const UNREACHABLE: &[&str] = &[
+    "ENOTFOUND",
+    "EAI_AGAIN",
+    "ECONNREFUSED",
+    "ECONNRESET",
+    "ETIMEDOUT",
+    "ENETUNREACH",
+    "EHOSTUNREACH",
+    "NewConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ProxyError",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "Connection refused",
+];
+
+/// node-pg-migrate and pg installed from npm into `dir`, or why they could not be.
+async fn install_node_pg_migrate(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    std::fs::write(dir.join("package.json"), r#"{"private": true}"#).unwrap();
+    install_with(
+        dir,
+        "npm",
+        &[
+            "install",
+            "--no-audit",
+            "--no-fund",
+            &format!("node-pg-migrate@{NODE_PG_MIGRATE_VERSION}"),
+            &format!("pg@{NODE_PG_VERSION}"),
+        ],
+    )
+    .await?;
+    Ok(dir.join("node_modules/.bin/node-pg-migrate"))
+}
+
+/// Serves `db` with `--no-migrate`: a WebSocket client subscribed to `order`
+/// gets the signal of an insert into `orders`; then `pgbroadcast migrate`
+/// adopts the kit the tool installed and applies nothing.
+async fn orders_signal_without_migrating_and_migrate_applies_nothing(db: &TestDb) {
+    let pg = db.client().await;
+    assert_eq!(kit_version(&pg).await, *kit::CURRENT as i32);
+    let served = Launch::new(&["serve", "--no-migrate", "--listen", "127.0.0.1:0"])
+        .database(&common::cluster().url(&db.name))
+        .serve()
+        .await;
+    let mut client = WsClient::connect(&served.ws_url()).await;
+    client.subscribe(&["order"]).await;
+    let mut writer = db.client().await;
+    let txid = write(&mut writer, "insert into orders values (42)").await;
+    assert_eq!(
+        brief(&client.next().await),
+        ("created".into(), Some("42".into()), txid)
+    );
+    served.kill().await;
+
+    let printed = migrate(db).await;
+    assert_eq!(printed, ["SQL kit already up to date"]);
+    assert_eq!(history(&pg).await, whole_history());
+    assert_eq!(kit_version(&pg).await, *kit::CURRENT as i32);
+}
+
+#[tokio::test]
+async fn the_node_pg_migrate_recipe_installs_the_kit_for_serve_without_migrating() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = match install_node_pg_migrate(dir.path()).await {
+        Ok(tool) => tool,
+        Err(why) => {
+            println!("skipped: the node-pg-migrate recipe is not exercised: {why}");
+            return;
+        }
+    };
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    // As sql/README.md, "Recipes", has it.
+    let kit_sql = printed_sql(&[]).await;
+    std::fs::write(
+        migrations.join("1767225600000_pgbroadcast-kit-v7.sql"),
+        format!("-- Up Migration\n{kit_sql}\n\n-- Down Migration\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        migrations.join("1767225600100_orders-broadcast.sql"),
+        "-- Up Migration\n\
+         create table orders (id bigint primary key, status text not null default 'new');\n\
+         select broadcast.enable('orders', 'order');\n\
+         \n\
+         -- Down Migration\n\
+         drop table orders;\n",
+    )
+    .unwrap();
+
+    let db = common::fresh_db().await;
+    let url = common::cluster().url(&db.name);
+    let up = || {
+        tokio::process::Command::new(&tool)
+            .arg("up")
+            .env("DATABASE_URL", &url)
+            .current_dir(dir.path())
+            .output()
+    };
+    let first = up().await.unwrap();
+    let log = output_log(&first);
+    assert!(first.status.success(), "node-pg-migrate up:\n{log}");
+    assert!(
+        log.contains("MIGRATION 1767225600000_pgbroadcast-kit-v7 (UP)")
+            && log.contains("MIGRATION 1767225600100_orders-broadcast (UP)"),
+        "{log}"
+    );
+    let pg = db.client().await;
+    let applied: Vec<String> = pg
+        .query("select name from pgmigrations order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            "1767225600000_pgbroadcast-kit-v7",
+            "1767225600100_orders-broadcast"
+        ]
+    );
+    // Up to date: node-pg-migrate has nothing more to do.
+    let again = up().await.unwrap();
+    let log = output_log(&again);
+    assert!(again.status.success(), "{log}");
+    assert!(log.contains("No migrations to run!"), "{log}");
+
+    orders_signal_without_migrating_and_migrate_applies_nothing(&db).await;
+}
+
+/// Alembic and psycopg installed from PyPI into `dir` (for PYTHONPATH), or why
+/// they could not be.
+async fn install_alembic(dir: &std::path::Path) -> Result<(), String> {
+    install_with(
+        dir,
+        "python3",
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--target",
+            &dir.to_string_lossy(),
+            &format!("alembic=={ALEMBIC_VERSION}"),
+            &format!("psycopg[binary]=={PSYCOPG_VERSION}"),
+        ],
+    )
+    .await
+}
+
+/// The kit's revision, as sql/README.md, "Recipes", has it: the vendored
+/// file's text run on the raw driver cursor.
+const ALEMBIC_KIT_REVISION: &str = r#""""pgbroadcast SQL kit, version 7."""
+from pathlib import Path
+
+from alembic import op
+
+revision = "0001_pgbroadcast_kit_v7"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+KIT_SQL = (Path(__file__).parent / "pgbroadcast_kit_v7.sql").read_text()
+
+
+def upgrade():
+    op.get_bind().connection.driver_connection.cursor().execute(KIT_SQL)
+
+
+def downgrade():
+    pass
+"#;
+
+const ALEMBIC_ORDERS_REVISION: &str = r#""""orders, broadcast on channel order."""
+from alembic import op
+
+revision = "0002_orders_broadcast"
+down_revision = "0001_pgbroadcast_kit_v7"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("create table orders (id bigint primary key, status text not null default 'new')")
+    op.execute("select broadcast.enable('orders', 'order')")
+
+
+def downgrade():
+    op.execute("drop table orders")
+"#;
+
+#[tokio::test]
+async fn the_alembic_recipe_installs_the_kit_for_serve_without_migrating() {
+    let site = tempfile::tempdir().unwrap();
+    if let Err(why) = install_alembic(site.path()).await {
+        println!("skipped: the Alembic recipe is not exercised: {why}");
+        return;
+    }
+    let project = tempfile::tempdir().unwrap();
+    let alembic = |args: &[&str]| {
+        tokio::process::Command::new("python3")
+            .args([&["-m", "alembic"][..], args].concat())
+            .env("PYTHONPATH", site.path())
+            .current_dir(project.path())
+            .output()
+    };
+    let init = alembic(&["init", "migrations"]).await.unwrap();
+    assert!(
+        init.status.success(),
+        "alembic init:\n{}",
+        output_log(&init)
+    );
+    let db = common::fresh_db().await;
+    let url = common::cluster()
+        .url(&db.name)
+        .replacen("postgres://", "postgresql+psycopg://", 1);
+    let ini = project.path().join("alembic.ini");
+    let text = std::fs::read_to_string(&ini).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("sqlalchemy.url"))
+        .expect("alembic.ini has sqlalchemy.url");
+    std::fs::write(
+        &ini,
+        text.replacen(line, &format!("sqlalchemy.url = {url}"), 1),
+    )
+    .unwrap();
+    let versions = project.path().join("migrations/versions");
+    std::fs::write(
+        versions.join("pgbroadcast_kit_v7.sql"),
+        printed_sql(&[]).await,
+    )
+    .unwrap();
+    std::fs::write(
+        versions.join("0001_pgbroadcast_kit_v7.py"),
+        ALEMBIC_KIT_REVISION,
+    )
+    .unwrap();
+    std::fs::write(
+        versions.join("0002_orders_broadcast.py"),
+        ALEMBIC_ORDERS_REVISION,
+    )
+    .unwrap();
+
+    let up = alembic(&["upgrade", "head"]).await.unwrap();
+    let log = output_log(&up);
+    assert!(up.status.success(), "alembic upgrade head:\n{log}");
+    assert!(
+        log.contains("-> 0001_pgbroadcast_kit_v7")
+            && log.contains("0001_pgbroadcast_kit_v7 -> 0002_orders_broadcast"),
+        "{log}"
+    );
+    let pg = db.client().await;
+    let head: String = pg
+        .query_one("select version_num from alembic_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head, "0002_orders_broadcast");
+    // Up to date: Alembic has nothing more to do.
+    let again = alembic(&["upgrade", "head"]).await.unwrap();
+    let log = output_log(&again);
+    assert!(again.status.success(), "{log}");
+    assert!(!log.contains("Running upgrade"), "{log}");
+
+    orders_signal_without_migrating_and_migrate_applies_nothing(&db).await;
+}
+
+// ---------------------------------------------------------------------------
+// `serve --no-migrate` with JWT authorization, as a role holding only the
+// grants sql/README.md lists for it.
+// ---------------------------------------------------------------------------
+
+const KIT_JWT_SECRET: &str = "kit-test-secret-for-hs256-only-in-tests";
+
+fn kit_token(role: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "u1", "role": role, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(KIT_JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Connects to `url` and authenticates with `token`.
+async fn kit_authenticated(url: &str, token: &str) -> WsClient {
+    let mut client = WsClient::connect(url).await;
+    assert_eq!(client.welcome["auth"], "required", "{}", client.welcome);
+    client.send(serde_json::json!({ "auth": token })).await;
+    let answer = client.next().await;
+    assert_eq!(answer["type"], "authenticated", "{answer}");
+    client
+}
+
+#[tokio::test]
+async fn serve_without_migrating_authorizes_as_a_role_with_only_the_listed_grants() {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    enable_notes(&admin).await;
+    admin
+        .batch_execute(
+            "create table secrets (id int primary key);
+             select broadcast.enable('secrets', 'secret');
+             select broadcast.grant('role', 'kitchen', 'note');",
+        )
+        .await
+        .unwrap();
+    let role = format!("app_{}", db.name);
+    admin
+        .batch_execute(&format!(
+            "revoke all on database {db} from public;
+             revoke usage on schema broadcast from public;
+             revoke execute on function broadcast.kit_version() from public;
+             revoke execute on function broadcast.authorize(jsonb, text, text) from public;
+             revoke execute on function broadcast._claim_has(jsonb, text, text) from public;
+             revoke select on broadcast.grants from public;
+             create role {role} login password 'app';
+             grant connect on database {db} to {role};
+             grant usage on schema broadcast to {role};
+             grant execute on function broadcast.kit_version() to {role};
+             grant execute on function broadcast.authorize(jsonb, text, text) to {role};
+             grant execute on function broadcast._claim_has(jsonb, text, text) to {role};
+             grant select on broadcast.grants to {role};",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+    // What the role needs reaches it only through its own grants, not PUBLIC's.
+    let leftovers: Vec<String> = admin
+        .query(
+            "select format('%s %s', p.oid::regprocedure, a.privilege_type)
+               from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+              where p.pronamespace = 'broadcast'::regnamespace and a.grantee = 0
+             union all
+             select format('%s %s', c.oid::regclass, a.privilege_type)
+               from pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+              where c.relnamespace = 'broadcast'::regnamespace and a.grantee = 0
+                and c.relname = 'grants'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for needed in ["kit_version", "authorize", "_claim_has", "broadcast.grants"] {
+        assert!(
+            !leftovers.iter().any(|l| l.contains(needed)),
+            "PUBLIC still holds {needed}: {leftovers:?}"
+        );
+    }
+
+    let port = db.config.get_ports()[0];
+    let url = format!("postgres://{role}:app@127.0.0.1:{port}/{}", db.name);
+    let served = Launch::new(&[
+        "serve",
+        "--no-migrate",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        KIT_JWT_SECRET,
+    ])
+    .database(&url)
+    .serve()
+    .await;
+
+    // Granted: `note` for role kitchen; `secret` is nobody's.
+    let mut kitchen = kit_authenticated(&served.ws_url(), &kit_token("kitchen")).await;
+    kitchen
+        .send(serde_json::json!({"subscribe": ["note", "secret"]}))
+        .await;
+    let denied = kitchen.next().await;
+    assert_eq!(denied["code"], "forbidden", "{denied}");
+    assert_eq!(denied["topics"], serde_json::json!(["secret"]), "{denied}");
+    assert_eq!(
+        kitchen.next().await,
+        serde_json::json!({"type": "subscribed", "channels": ["note"]})
+    );
+    // Another role has no grant for `note`.
+    let mut guest = kit_authenticated(&served.ws_url(), &kit_token("guest")).await;
+    guest.send(serde_json::json!({"subscribe": ["note"]})).await;
+    let denied = guest.next().await;
+    assert_eq!(denied["code"], "forbidden", "{denied}");
+    assert_eq!(denied["topics"], serde_json::json!(["note"]), "{denied}");
+
+    let mut pg = db.client().await;
+    write(&mut pg, "insert into secrets values (1)").await;
+    let txid = write(&mut pg, "insert into notes values (1, 'hi')").await;
+    let signal = kitchen.next().await;
+    assert_eq!(signal["channel"], "note", "{signal}");
+    assert_eq!(brief(&signal), ("created".into(), Some("1".into()), txid));
+    served.kill().await;
+}
