@@ -1338,3 +1338,40 @@ async fn serve_without_migrating_authorizes_as_a_role_with_only_the_listed_grant
     assert_eq!(brief(&signal), ("created".into(), Some("1".into()), txid));
     served.kill().await;
 }
+
+/// A team's own refinery (the crate `pgbroadcast migrate` uses too): the
+/// vendored kit as one of its `V` files, read at run time, with the history
+/// in refinery's default table, not `broadcast.schema_history`.
+#[tokio::test]
+async fn the_refinery_recipe_installs_the_kit_for_serve_without_migrating() {
+    let dir = tempfile::tempdir().unwrap();
+    let kit_sql = printed_sql(&[]).await;
+    std::fs::write(dir.path().join("V1__pgbroadcast_kit_v7.sql"), &kit_sql).unwrap();
+    std::fs::write(
+        dir.path().join("V2__orders_broadcast.sql"),
+        "create table orders (id bigint primary key, status text not null default 'new');\n\
+         select broadcast.enable('orders', 'order');\n",
+    )
+    .unwrap();
+    let migrations = refinery::load_sql_migrations(dir.path()).unwrap();
+    let db = common::fresh_db().await;
+    let mut pg = db.client().await;
+    let report = refinery::Runner::new(&migrations)
+        .run_async(&mut pg)
+        .await
+        .unwrap();
+    let applied: Vec<String> = report
+        .applied_migrations()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(applied, ["V1__pgbroadcast_kit_v7", "V2__orders_broadcast"]);
+    // Up to date: refinery has nothing more to do.
+    let again = refinery::Runner::new(&migrations)
+        .run_async(&mut pg)
+        .await
+        .unwrap();
+    assert!(again.applied_migrations().is_empty());
+
+    orders_signal_without_migrating_and_migrate_applies_nothing(&db).await;
+}
