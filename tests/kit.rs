@@ -842,11 +842,7 @@ async fn the_dbmate_recipe_installs_the_kit_for_serve_without_migrating() {
             .output()
     };
     let up = dbmate_up().await.unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&up.stdout),
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let log = output_log(&up);
     assert!(up.status.success(), "dbmate up:\n{log}");
     assert!(
         log.contains("Applied: 20260101000000_pgbroadcast_kit_v7.sql")
@@ -867,25 +863,7 @@ async fn the_dbmate_recipe_installs_the_kit_for_serve_without_migrating() {
     let again = dbmate_up().await.unwrap();
     assert!(again.status.success());
 
-    let served = Launch::new(&["serve", "--no-migrate", "--listen", "127.0.0.1:0"])
-        .database(&common::cluster().url(&db.name))
-        .serve()
-        .await;
-    let mut client = WsClient::connect(&served.ws_url()).await;
-    client.subscribe(&["order"]).await;
-    let mut writer = db.client().await;
-    let txid = write(&mut writer, "insert into orders values (42)").await;
-    assert_eq!(
-        brief(&client.next().await),
-        ("created".into(), Some("42".into()), txid)
-    );
-    served.kill().await;
-
-    // `pgbroadcast migrate` adopts the kit dbmate installed: nothing to apply.
-    let printed = migrate(&db).await;
-    assert_eq!(printed, ["SQL kit already up to date"]);
-    assert_eq!(history(&pg).await, whole_history());
-    assert_eq!(kit_version(&pg).await, *kit::CURRENT as i32);
+    orders_signal_without_migrating_and_migrate_applies_nothing(&db).await;
 }
 
 // ---------------------------------------------------------------------------
