@@ -870,7 +870,10 @@ mod tests {
                 serde_json::json!({"type": "heartbeat", "epoch": *hub.epoch(), "seq": 0})
             );
         }
-        assert_eq!(client.close().await.1, "heartbeat timeout");
+        assert_eq!(
+            client.close().await,
+            (close_code::AWAY, "heartbeat timeout".to_owned())
+        );
         assert_eq!(task.await.unwrap(), End::HeartbeatTimeout);
         // Two intervals, found by a check every quarter of one.
         let elapsed = started.elapsed();
