@@ -777,7 +777,7 @@ pub fn markdown(c: &Comparison) -> String {
                 },
                 f.last_p99
                     .map_or_else(dash, |v| format!("{}{}", ms(v), ratio(Some(v), b_last))),
-                r.lost,
+                r.lost_cell(),
                 r.resyncs,
                 f.cpu_percent.map_or_else(dash, |v| format!("{v:.0}%{}", ratio(Some(v), b_cpu))),
                 f.cpu_per_100k

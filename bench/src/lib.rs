@@ -74,8 +74,11 @@ pub async fn main(cli: BenchCli) -> Result<(), Error> {
             let report = run(cli.run).await?;
             println!("{}", table(&report));
             println!("details: {}/", out.display());
-            if report.lost > 0 {
-                return Err(Error::Setup(format!("{} signals were lost", report.lost)));
+            if !report.exact() {
+                return Err(Error::Setup(format!(
+                    "the clients did not get exactly their signals: {} lost, {} duplicated, {} unexpected",
+                    report.lost, report.duplicates, report.unexpected
+                )));
             }
         }
         Some(BenchCommand::Compare(args)) => {
@@ -311,8 +314,14 @@ pub struct Report {
     pub commits_per_s: f64,
     pub deliveries: u64,
     pub deliveries_per_s: f64,
-    /// Signals a client should have received and did not (resyncs counted apart).
+    /// Signals a client should have received and did not (resyncs counted
+    /// apart), matched per client and txid.
     pub lost: u64,
+    /// Signals a client received more than once.
+    pub duplicates: u64,
+    /// Signals a client received that none of its subscriptions asked for
+    /// (another channel's or entity's, or one without a txid).
+    pub unexpected: u64,
     pub resyncs: u64,
     pub client_errors: u64,
     /// Commit acknowledged to the writer → frame received by a client.
@@ -847,6 +856,96 @@ fn expected_per_client(plan: &Plan, writes: &[load::Write]) -> Vec<u64> {
         .collect()
 }
 
+/// What the clients received, matched against the commits per client and txid.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    lost: u64,
+    duplicates: u64,
+    unexpected: u64,
+}
+
+/// Matches each client's received txids against the commits its subscription
+/// covers: a commit it never got is lost, one it got twice a duplicate, one
+/// it should not have got (or a signal with no txid) unexpected. Counting
+/// alone would let a duplicate or a stray signal make up for a lost one.
+/// `sends`: whether the writes send signals at all.
+fn tally(sends: bool, writes: &[load::Write], results: &[ClientResult]) -> Tally {
+    let mut per_table: HashMap<usize, Vec<u32>> = HashMap::new();
+    let mut per_slot: HashMap<(usize, i32), Vec<u32>> = HashMap::new();
+    if sends {
+        for w in writes {
+            per_table.entry(w.table).or_default().push(w.txid);
+            per_slot.entry((w.table, w.slot)).or_default().push(w.txid);
+        }
+    }
+    for txids in per_table.values_mut().chain(per_slot.values_mut()) {
+        txids.sort_unstable();
+    }
+    let mut tally = Tally::default();
+    for r in results {
+        let expected: &[u32] = match r.plan_slot {
+            Some(slot) => per_slot.get(&(r.plan_table, slot)),
+            None => per_table.get(&r.plan_table),
+        }
+        .map_or(&[], Vec::as_slice);
+        let mut got: Vec<u32> = Vec::with_capacity(r.txids.len());
+        for txid in &r.txids {
+            match txid {
+                Some(t) => got.push(*t),
+                None => tally.unexpected += 1,
+            }
+        }
+        got.sort_unstable();
+        let (mut e, mut g) = (0, 0);
+        while e < expected.len() || g < got.len() {
+            match (expected.get(e), got.get(g)) {
+                (Some(want), Some(have)) if want == have => {
+                    e += 1;
+                    g += 1;
+                    while got.get(g) == Some(have) {
+                        tally.duplicates += 1;
+                        g += 1;
+                    }
+                }
+                (Some(want), Some(have)) if want < have => {
+                    tally.lost += 1;
+                    e += 1;
+                }
+                (Some(_), None) => {
+                    tally.lost += 1;
+                    e += 1;
+                }
+                (_, Some(_)) => {
+                    tally.unexpected += 1;
+                    g += 1;
+                }
+                (None, None) => unreachable!("the loop ends first"),
+            }
+        }
+    }
+    tally
+}
+
+impl Report {
+    /// The "lost" cell of a table: lost signals, and duplicates or
+    /// unexpected ones when there were any.
+    pub fn lost_cell(&self) -> String {
+        let mut cell = self.lost.to_string();
+        if self.duplicates > 0 {
+            cell.push_str(&format!(" (+{} duplicated)", self.duplicates));
+        }
+        if self.unexpected > 0 {
+            cell.push_str(&format!(" (+{} unexpected)", self.unexpected));
+        }
+        cell
+    }
+
+    /// Whether every client got exactly the signals it subscribed to.
+    pub fn exact(&self) -> bool {
+        self.lost == 0 && self.duplicates == 0 && self.unexpected == 0
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn summarize(
     plan: &Plan,
@@ -882,12 +981,7 @@ fn summarize(
             let _ = last_hist.record(*l);
         }
     }
-    let expected = expected_per_client(plan, writes);
-    let lost: u64 = results
-        .iter()
-        .zip(&expected)
-        .map(|(r, e)| e.saturating_sub(r.signals))
-        .sum();
+    let tally = tally(plan.transport != BenchTransport::None, writes, results);
     let deliveries: u64 = results.iter().map(|r| r.signals).sum();
     let buckets = (0..40)
         .map(|i| 0.05 * 1.25f64.powi(i))
@@ -918,7 +1012,9 @@ fn summarize(
         commits_per_s: writes.len() as f64 / write_secs,
         deliveries,
         deliveries_per_s: deliveries as f64 / write_secs,
-        lost,
+        lost: tally.lost,
+        duplicates: tally.duplicates,
+        unexpected: tally.unexpected,
         resyncs: results.iter().map(|r| r.resyncs).sum(),
         client_errors: results.iter().filter(|r| r.error.is_some()).count() as u64,
         latency: Latency::of(&latency),
@@ -956,7 +1052,7 @@ pub fn table(report: &Report) -> String {
         l.p90_ms,
         l.p99_ms,
         l.max_ms,
-        report.lost,
+        report.lost_cell(),
         report.resyncs,
         opt(report.server_cpu_percent, "%"),
         opt(report.server_rss_mib, " MiB"),
@@ -995,4 +1091,75 @@ pub fn table(report: &Report) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(txid: u32, table: usize, slot: i32) -> load::Write {
+        load::Write {
+            txid,
+            ack: 0,
+            table,
+            slot,
+        }
+    }
+
+    fn client(table: usize, slot: Option<i32>, txids: &[Option<u32>]) -> ClientResult {
+        ClientResult {
+            plan_table: table,
+            plan_slot: slot,
+            signals: txids.len() as u64,
+            txids: txids.to_vec(),
+            ..ClientResult::default()
+        }
+    }
+
+    #[test]
+    fn a_duplicate_or_a_stray_signal_does_not_hide_a_lost_one() {
+        let writes = [write(10, 0, 1), write(11, 0, 2), write(12, 1, 1)];
+        let clients = [
+            // Channel 0: got 10 twice, never 11 (the same count as 10 and 11).
+            client(0, None, &[Some(10), Some(10)]),
+            // Channel 0: got 10, and channel 1's 12 instead of 11.
+            client(0, None, &[Some(12), Some(10)]),
+            // Entity 0:2: got its 11 and a signal with no txid.
+            client(0, Some(2), &[Some(11), None]),
+            // Channel 1: exactly its one.
+            client(1, None, &[Some(12)]),
+        ];
+        assert_eq!(
+            tally(true, &writes, &clients),
+            Tally {
+                lost: 2,
+                duplicates: 1,
+                unexpected: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn exact_deliveries_in_any_order_tally_nothing() {
+        let writes = [write(10, 0, 1), write(11, 0, 2), write(12, 0, 1)];
+        let clients = [
+            client(0, None, &[Some(12), Some(10), Some(11)]),
+            client(0, Some(1), &[Some(10), Some(12)]),
+            client(0, Some(3), &[]),
+        ];
+        assert_eq!(tally(true, &writes, &clients), Tally::default());
+    }
+
+    #[test]
+    fn without_a_trigger_every_signal_is_unexpected() {
+        let writes = [write(10, 0, 1)];
+        let clients = [client(0, None, &[Some(10)])];
+        assert_eq!(
+            tally(false, &writes, &clients),
+            Tally {
+                unexpected: 1,
+                ..Tally::default()
+            }
+        );
+    }
 }

@@ -51,6 +51,10 @@ pub struct ClientResult {
     pub plan_slot: Option<i32>,
     pub signals: u64,
     pub resyncs: u64,
+    /// The txid of every signal received, in arrival order, to be matched
+    /// against the commits one by one (a count alone lets a duplicate or a
+    /// misrouted signal hide a lost one). `None`: a signal without a txid.
+    pub txids: Vec<Option<u32>>,
     /// `(txid, receive time)` when sampling.
     pub samples: Vec<(u32, u64)>,
     pub error: Option<String>,
@@ -199,8 +203,10 @@ impl Connected {
                         (None, _) => {
                             result.signals += 1;
                             delivered.fetch_add(1, Ordering::Relaxed);
+                            let txid = frame.payload.and_then(|p| p.txid);
+                            result.txids.push(txid);
                             if self.plan.sample
-                                && let Some(txid) = frame.payload.and_then(|p| p.txid)
+                                && let Some(txid) = txid
                             {
                                 result.samples.push((txid, now));
                             }
