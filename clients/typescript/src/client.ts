@@ -295,6 +295,8 @@ export class BroadcastClient {
   /** `retrying` topic → when to ask again; one timer for the earliest. */
   private readonly retryDue = new Map<string, number>();
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** A refresh whose getToken() threw, tried again before the token's exp. */
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   /** Topics the server dropped while live (they get a `resync` once live again). */
   private readonly missed = new Set<string>();
   /** The token last sent: a different one lifts `forbidden` and `revoked`. */
@@ -774,7 +776,15 @@ export class BroadcastClient {
     }
   }
 
+  private clearRefresh(): void {
+    if (this.refreshTimer !== null) {
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = null;
+    }
+  }
+
   private detach(): void {
+    this.clearRefresh();
     if (this.heartbeatTimer !== null) {
       clearTimeout(this.heartbeatTimer);
       this.heartbeatTimer = null;
@@ -1140,7 +1150,10 @@ export class BroadcastClient {
         if (this.welcomed && this._state !== 'open') this.becomeOpen();
         return;
       case 'auth_expiring':
-        void this.refreshToken();
+        void this.refreshToken(
+          typeof frame.expires_at === 'number' ? frame.expires_at * 1000 : undefined,
+          0,
+        );
         return;
       case 'heartbeat':
         // Everything up to the node's position that concerns this connection
@@ -1292,11 +1305,27 @@ export class BroadcastClient {
     }
   }
 
-  private async refreshToken(): Promise<void> {
+  /**
+   * Fetches a token for the open connection. A getToken() that throws is
+   * tried again with backoff while the current token (valid until
+   * `expiresAtMs`) still holds the connection; past that the server closes
+   * it with 4001 and the reconnect asks again.
+   */
+  private async refreshToken(expiresAtMs: number | undefined, attempt: number): Promise<void> {
+    this.clearRefresh();
     const socket = this.socket;
     const token = await this.fetchToken();
     if (this.socket !== socket || !socket) return;
-    if (token === undefined) return; // keep the current token until it expires; 4001 then reconnects
+    if (token === undefined) {
+      const delay = this.backoff.baseMs + backoffDelay(attempt, this.backoff, this.random);
+      if (expiresAtMs !== undefined && Date.now() + delay < expiresAtMs) {
+        this.refreshTimer = setTimeout(() => {
+          this.refreshTimer = null;
+          void this.refreshToken(expiresAtMs, attempt + 1);
+        }, delay);
+      }
+      return;
+    }
     if (token === null) {
       this.stopForAuth();
       return;

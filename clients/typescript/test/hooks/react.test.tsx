@@ -96,26 +96,46 @@ describe('useBroadcastSync', () => {
 });
 
 describe('BroadcastProvider', () => {
-  it('with options: state follows the socket (connecting → open → closed) and unmount closes it', () => {
-    function Status() {
-      const { state, isConnected } = useBroadcastState();
-      return <span data-testid="s">{`${state}/${isConnected}`}</span>;
+  it('with options: state follows the socket (connecting → open → closed), and unmount closes the open socket for good', () => {
+    vi.useFakeTimers();
+    try {
+      function Status() {
+        const { state, isConnected } = useBroadcastState();
+        return <span data-testid="s">{`${state}/${isConnected}`}</span>;
+      }
+      const backoff = { baseMs: 100, maxMs: 100 };
+      const view = render(
+        <BroadcastProvider options={{ url: 'ws://test/ws/broadcast', WebSocket: FakeWebSocket, backoff }}>
+          <Status />
+        </BroadcastProvider>,
+      );
+      const text = () => view.getByTestId('s').textContent;
+      expect(text()).toBe('connecting/false');
+      expect(FakeWebSocket.instances).toHaveLength(1);
+      const first = FakeWebSocket.last;
+      act(() => first.welcome());
+      expect(text()).toBe('open/true');
+      act(() => first.serverClose(1001, 'server shutting down'));
+      expect(text()).toBe('connecting/false'); // reconnecting
+      // The backoff runs out: a second socket, which the server welcomes.
+      act(() => vi.advanceTimersByTime(backoff.maxMs));
+      expect(FakeWebSocket.instances).toHaveLength(2);
+      const second = FakeWebSocket.last;
+      act(() => second.welcome());
+      expect(text()).toBe('open/true');
+      expect(second.readyState).toBe(1);
+      expect(second.closedWith).toBeNull();
+
+      view.unmount();
+      // The client closed the open socket itself (the server did not).
+      expect(second.closedWith).toEqual({ code: 1000, reason: 'client disconnect' });
+      expect(second.readyState).toBe(3);
+      // And stays closed: far past any backoff, no socket is made.
+      act(() => vi.advanceTimersByTime(60_000));
+      expect(FakeWebSocket.instances).toHaveLength(2);
+    } finally {
+      vi.useRealTimers();
     }
-    const view = render(
-      <BroadcastProvider options={{ url: 'ws://test/ws/broadcast', WebSocket: FakeWebSocket }}>
-        <Status />
-      </BroadcastProvider>,
-    );
-    const text = () => view.getByTestId('s').textContent;
-    expect(text()).toBe('connecting/false');
-    const ws = FakeWebSocket.last;
-    act(() => ws.welcome());
-    expect(text()).toBe('open/true');
-    act(() => ws.serverClose(1001, 'server shutting down'));
-    expect(text()).toBe('connecting/false'); // reconnecting
-    view.unmount();
-    // whatever socket is current now was closed by the provider
-    expect(FakeWebSocket.instances.every((s) => s.readyState === 3 || s.closedWith)).toBe(true);
   });
 
   it('with a client: does not own it, shows its state', () => {

@@ -315,6 +315,49 @@ describe('BroadcastClient', () => {
     c.disconnect();
   });
 
+  it('tries a refresh whose getToken threw again with backoff before the token expires, and not past it', async () => {
+    let n = 0;
+    let failing = 0;
+    const getToken = vi.fn(async () => {
+      if (failing > 0) {
+        failing -= 1;
+        throw new Error('token endpoint unreachable');
+      }
+      return `tok${++n}`;
+    });
+    const c = make({ getToken, random: () => 0 });
+    const errors: BroadcastError[] = [];
+    c.onError((e) => errors.push(e));
+    c.connect();
+    const ws = FakeWebSocket.last;
+    ws.welcome({ auth: 'required' });
+    await flush();
+    ws.serverSend({ type: 'authenticated' });
+    const expiresAt = Math.floor(Date.now() / 1000) + 30;
+    failing = 2;
+    ws.serverSend({ type: 'auth_expiring', expires_at: expiresAt });
+    await flush();
+    expect(ws.sent.filter((m) => 'auth' in m)).toEqual([{ auth: 'tok1' }]);
+    // Two failures, each tried again after the backoff (500 ms base with random 0).
+    await vi.advanceTimersByTimeAsync(500);
+    expect(ws.sent.filter((m) => 'auth' in m)).toEqual([{ auth: 'tok1' }]);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(ws.sent.filter((m) => 'auth' in m)).toEqual([{ auth: 'tok1' }, { auth: 'tok2' }]);
+    expect(errors.filter((e) => e.kind === 'token')).toHaveLength(2);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+
+    // A getToken that keeps failing stops being asked once the token is past its exp:
+    // the server's 4001 then makes the reconnect ask again.
+    failing = Number.POSITIVE_INFINITY;
+    ws.serverSend({ type: 'auth_expiring', expires_at: Math.floor(Date.now() / 1000) + 2 });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const calls = getToken.mock.calls.length;
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(getToken.mock.calls.length).toBe(calls);
+    expect(calls).toBeLessThanOrEqual(3 + 5);
+    c.disconnect();
+  });
+
   it('reconnects after close 4001 with a fresh token', async () => {
     let n = 0;
     const c = make({ getToken: async () => `tok${++n}`, random: () => 0 });
