@@ -43,12 +43,16 @@ struct Server {
 
 impl Server {
     async fn start(db: &TestDb, subcommand: &str, extra: &[&str]) -> Server {
-        let args = [
-            subcommand,
+        Server::with_keys(db, &[subcommand, "--jwt-secret", SECRET], extra).await
+    }
+
+    /// `keys`: the subcommand and the flags naming the keys tokens are
+    /// verified with (for [`Server::start`], the secret). A flag in `extra`
+    /// replaces the default below.
+    async fn with_keys(db: &TestDb, keys: &[&str], extra: &[&str]) -> Server {
+        let defaults = [
             "--listen",
             "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
             "--jwt-audience",
             "app",
             "--auth-timeout",
@@ -60,9 +64,15 @@ impl Server {
             "--allowed-origins",
             "https://app.example",
         ];
+        let args: Vec<&str> = defaults
+            .chunks(2)
+            .filter(|flag| !extra.contains(&flag[0]))
+            .flatten()
+            .copied()
+            .collect();
         let served = Served::start(
             &common::cluster().url(&db.name),
-            &[&args[..], extra].concat(),
+            &[keys, &args[..], extra].concat(),
             &[("RUST_LOG", "debug")],
         )
         .await;
@@ -102,9 +112,10 @@ impl Server {
     async fn stop(self) {
         let log = self.served.stop().await;
         for token in &self.tokens {
-            // Any distinctive part of a token would do; the signature is the secret part.
-            let signature = token.rsplit('.').next().unwrap();
-            assert!(!log.contains(signature), "a token reached the log:\n{log}");
+            // Any distinctive part of a token would do; the signature is the
+            // secret part (an unsigned token has none: its claims, then).
+            let part = token.rsplit('.').find(|part| !part.is_empty()).unwrap();
+            assert!(!log.contains(part), "a token reached the log:\n{log}");
         }
     }
 }
@@ -132,8 +143,8 @@ fn close_of(message: Message) -> (u16, String) {
 }
 
 /// Connects, sends `token` as the first message, and expects a 4001 close
-/// whose reason contains `why` and not the token.
-async fn refused(server: &mut Server, token: &str, why: &str) {
+/// whose reason contains `why` and not the token; returns the reason.
+async fn refused(server: &mut Server, token: &str, why: &str) -> String {
     let token = server.used(token);
     let mut client = WsClient::connect(&server.url()).await;
     client.send(json!({ "auth": token })).await;
@@ -141,7 +152,11 @@ async fn refused(server: &mut Server, token: &str, why: &str) {
     assert_eq!(code, 4001);
     assert!(reason.contains(why), "{why}: {reason}");
     assert!(!reason.contains(&token[token.len() - 20..]));
+    reason
 }
+
+/// What a client refused for an unknown `kid` is told (README, "Keys at a URL").
+const UNKNOWN_KID: &str = "the token's signing key (kid) is not known here";
 
 #[tokio::test]
 async fn without_a_token_nothing_is_allowed_and_the_connection_is_closed_with_4001() {
@@ -391,48 +406,280 @@ async fn a_token_that_expires_in_the_far_future_keeps_its_connection_usable() {
     server.stop().await;
 }
 
+/// The next frame `client` gets, which must be a signal: its channel and txid.
+async fn next_signal(client: &mut WsClient) -> (String, i64) {
+    let frame = client.next().await;
+    match (frame["channel"].as_str(), frame["payload"]["txid"].as_i64()) {
+        (Some(channel), Some(txid)) => (channel.to_owned(), txid),
+        _ => panic!("expected a signal, got {frame}"),
+    }
+}
+
+fn unsubscribed(channels: &[&str], reason: &str) -> Value {
+    json!({"type": "unsubscribed", "channels": channels, "reason": reason})
+}
+
 #[tokio::test]
 async fn a_revoked_grant_ends_existing_subscriptions_and_refuses_new_ones() {
     let db = grants_db().await;
-    let pg = db.client().await;
+    let mut pg = db.client().await;
     let mut server = Server::start(&db, "serve", &[]).await;
+    // order by its role (kitchen), user:u1 by its sub.
     let mut client = server.client(&kitchen(60)).await;
-    client.subscribe(&["order"]).await;
+    client.subscribe(&["order", "user:u1"]).await;
     pg.batch_execute("select broadcast.revoke('role', 'kitchen', 'order')")
         .await
         .unwrap();
     // --authz-recheck 300ms
+    assert_eq!(client.next().await, unsubscribed(&["order"], "revoked"));
+    // Behind a barrier: an order written after that, then a user: only the
+    // user arrives.
+    write(&mut pg, "insert into orders values (1)").await;
+    let user = write(&mut pg, "insert into users values ('u1')").await;
+    assert_eq!(next_signal(&mut client).await, ("user".into(), user));
+    client.send(json!({"subscribe": ["order"]})).await;
+    let denied = client.next().await;
+    assert_eq!(denied["code"], "forbidden", "{denied}");
+    assert_eq!(denied["topics"], json!(["order"]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_replaced_authorize_function_decides_and_a_refresh_is_asked_again() {
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    // No periodic re-check within the test: what ends a topic here is the refresh.
+    let mut server = Server::start(&db, "serve", &["--authz-recheck", "60s"]).await;
+    // The grants would give the kitchen every order and u1 its user; the
+    // DBA's own function gives the orders the token lists, nothing else.
+    pg.batch_execute(
+        "create or replace function broadcast.authorize(claims jsonb, channel text, entity_id text)
+         returns boolean language sql stable set search_path = pg_catalog, pg_temp as $$
+             select channel = 'order' and (claims -> 'orders') ? entity_id
+         $$",
+    )
+    .await
+    .unwrap();
+    let following = |orders: &[&str]| {
+        hs256(
+            json!({"sub": "u1", "role": "kitchen", "aud": "app", "exp": now() + 60, "orders": orders}),
+        )
+    };
+    let mut client = server.client(&following(&["1", "3"])).await;
+    client
+        .send(json!({"subscribe": ["order:1", "order:2", "order", "user:u1", "order:3"]}))
+        .await;
+    let denied = client.next().await;
+    assert_eq!(denied["code"], "forbidden", "{denied}");
+    assert_eq!(denied["topics"], json!(["order:2", "order", "user:u1"]));
     assert_eq!(
         client.next().await,
-        json!({"type": "unsubscribed", "channels": ["order"], "reason": "revoked"})
+        json!({"type": "subscribed", "channels": ["order:1", "order:3"]})
     );
-    client.send(json!({"subscribe": ["order"]})).await;
-    assert_eq!(client.next().await["code"], "forbidden");
+    // Claims it does not like: nothing.
+    let mut other = server.client(&kitchen(60)).await;
+    other.send(json!({"subscribe": ["order:1"]})).await;
+    let denied = other.next().await;
+    assert_eq!(denied["code"], "forbidden", "{denied}");
+    assert_eq!(denied["topics"], json!(["order:1"]));
+    // What was allowed flows.
+    write(&mut pg, "insert into orders values (2)").await;
+    let one = write(&mut pg, "insert into orders values (1)").await;
+    assert_eq!(next_signal(&mut client).await, ("order".into(), one));
+
+    // A refresh to claims that no longer list order 1 ends that topic at once.
+    let refreshed = server.used(&following(&["3"]));
+    client.send(json!({ "auth": refreshed })).await;
+    assert_eq!(client.next().await["type"], "authenticated");
+    assert_eq!(client.next().await, unsubscribed(&["order:1"], "revoked"));
+    // Behind a barrier: order 1 changes, then order 3: only 3 arrives.
+    write(&mut pg, "delete from orders where id = 1").await;
+    let three = write(&mut pg, "insert into orders values (3)").await;
+    assert_eq!(next_signal(&mut client).await, ("order".into(), three));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn while_the_database_cannot_be_asked_new_topics_are_refused_and_held_ones_kept_until_the_token_changes()
+ {
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    let admin = common::connect(&common::cluster().config("postgres")).await;
+    let mut server = Server::start(&db, "serve", &[]).await;
+    let mut client = server.client(&kitchen(60)).await;
+    client.subscribe(&["order"]).await;
+
+    // The database takes no new connections, and the service's sessions in
+    // it are ended: all but its LISTEN (so signals still come) and this
+    // test's writer.
+    let writer: i32 = pg
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let allow = |on: bool| format!("alter database {} with allow_connections {on}", db.name);
+    admin.batch_execute(&allow(false)).await.unwrap();
+    let ended = admin
+        .query(
+            "select pg_terminate_backend(pid, 10000) from pg_stat_activity
+              where datname = $1 and pid <> $2 and application_name <> 'pgbroadcast-listener'",
+            &[&db.name, &writer],
+        )
+        .await
+        .unwrap();
+    assert!(!ended.is_empty(), "the service asked through no session");
+
+    // A new topic cannot be checked: refused, nothing subscribed.
+    client.send(json!({"subscribe": ["user:u1"]})).await;
+    let refused = client.next().await;
+    assert_eq!(refused["code"], "authorization_unavailable", "{refused}");
+    // A periodic re-check (--authz-recheck 300ms) that cannot get through
+    // keeps what was allowed. This client holds the only topics, so the
+    // failed re-check logged is its own.
+    server
+        .served
+        .log_line(&["re-checking authorization failed"])
+        .await;
+    let order = write(&mut pg, "insert into orders values (1)").await;
+    assert_eq!(next_signal(&mut client).await, ("order".into(), order));
+
+    // A token change cannot be checked: every held topic is dropped.
+    let fresh = server.used(&kitchen(61));
+    client.send(json!({ "auth": fresh })).await;
+    assert_eq!(client.next().await["type"], "authenticated");
+    assert_eq!(
+        client.next().await,
+        unsubscribed(&["order"], "authorization_unavailable")
+    );
+    // The database is back; behind a barrier, nothing more came on order.
+    admin.batch_execute(&allow(true)).await.unwrap();
+    client.subscribe(&["user:u1"]).await;
+    write(&mut pg, "insert into orders values (2)").await;
+    let user = write(&mut pg, "insert into users values ('u1')").await;
+    assert_eq!(next_signal(&mut client).await, ("user".into(), user));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_rs256_keys_and_an_issuer_only_tokens_signed_by_those_keys_for_that_issuer_get_in() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const ISSUER: &str = "https://idp.example";
+    let db = grants_db().await;
+    let mut pg = db.client().await;
+    let private = std::fs::read("tests/fixtures/rs256-private.pem").unwrap();
+    let private = EncodingKey::from_rsa_pem(&private).unwrap();
+    let claims = |iss: Option<&str>| {
+        let mut claims = json!({"sub": "u1", "role": "kitchen", "aud": "app", "exp": now() + 60});
+        if let Some(iss) = iss {
+            claims["iss"] = json!(iss);
+        }
+        claims
+    };
+    let rs256 = |kid: &str, claims: &Value| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        encode(&header, claims, &private).unwrap()
+    };
+    let good = claims(Some(ISSUER));
+    // A header and claims with no signature after them.
+    let unsigned = |header: Value| {
+        let part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+        format!("{}.{}.", part(&header), part(&good))
+    };
+    // Algorithm confusion: HS256 with the public key (the PEM file's bytes,
+    // which anyone may have) as the HMAC secret.
+    let public = std::fs::read("tests/fixtures/rs256-public.pem").unwrap();
+    let confused = encode(
+        &Header::new(Algorithm::HS256),
+        &good,
+        &EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    // The same key as a PEM file and as a JWKS document (where it has kid test-rsa).
+    for keys in [
+        "tests/fixtures/rs256-public.pem",
+        "tests/fixtures/rs256-jwks.json",
+    ] {
+        let flags = ["serve", "--jwt-public-keys", keys, "--jwt-issuer", ISSUER];
+        let mut server = Server::with_keys(&db, &flags, &[]).await;
+        let mut cases = vec![
+            (
+                confused.clone(),
+                "the token's algorithm is not accepted here",
+            ),
+            (
+                unsigned(json!({"alg": "none", "typ": "JWT"})),
+                "the token is malformed",
+            ),
+            (
+                unsigned(json!({"alg": "RS256", "typ": "JWT", "kid": "test-rsa"})),
+                "the token's signature does not verify",
+            ),
+            (
+                rs256("test-rsa", &claims(Some("https://other.example"))),
+                "the token is not from the expected issuer",
+            ),
+            (
+                rs256("test-rsa", &claims(None)),
+                "the token has no iss claim, which this server requires",
+            ),
+        ];
+        if keys.ends_with(".json") {
+            // Signed by the key, but naming another one.
+            cases.push((rs256("test-rsa-retired", &good), UNKNOWN_KID));
+        }
+        for (token, why) in &cases {
+            let reason = refused(&mut server, token, why).await;
+            assert_eq!(reason, format!("unauthorized: {why}"), "{keys}");
+        }
+        // Signed by the key it names, for this issuer: in, and signals flow.
+        let mut client = server.client(&rs256("test-rsa", &good)).await;
+        client.subscribe(&["order"]).await;
+        let txid = write(
+            &mut pg,
+            "insert into orders select coalesce(max(id), 0) + 1 from orders",
+        )
+        .await;
+        assert_eq!(next_signal(&mut client).await, ("order".into(), txid));
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn a_page_from_another_origin_is_refused() {
     let db = grants_db().await;
     let mut server = Server::start(&db, "serve", &[]).await;
+    // A page's token goes in the handshake: the one refused for its origin
+    // reaches the server all the same, and must not reach its log either.
+    let token = server.used(&kitchen(60));
     for (origin, allowed) in [
         ("https://evil.example", false),
         ("https://app.example", true),
     ] {
         let mut request = server.url().into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().unwrap());
+        let headers = request.headers_mut();
+        headers.insert("origin", origin.parse().unwrap());
+        headers.insert(
+            "sec-websocket-protocol",
+            format!("bearer, {token}").parse().unwrap(),
+        );
         match tokio_tungstenite::connect_async(request).await {
-            Ok(_) => assert!(allowed, "{origin} got in"),
+            Ok((ws, _)) => {
+                assert!(allowed, "{origin} got in");
+                WsClient::from_stream(ws).await.subscribe(&["order"]).await;
+            }
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 assert!(!allowed, "{origin} was refused");
                 assert_eq!(response.status(), 403);
+                let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains("origin_not_allowed"), "{body}");
+                assert!(!body.contains(&token[token.len() - 20..]));
             }
             Err(other) => panic!("{other}"),
         }
     }
-    let _ = server.used(&kitchen(1));
     server.stop().await;
 }
 
@@ -771,9 +1018,9 @@ async fn keys_from_a_jwks_url_rotate_and_unknown_kids_are_rate_limited() {
 
     // a is gone with that fetch; c was never published. Neither is accepted,
     // and neither makes the service fetch again within 30 s of the last time.
-    refused(&mut server, &pki.token("a"), "kid").await;
-    refused(&mut server, &pki.token("c"), "kid").await;
-    refused(&mut server, &pki.token("c"), "kid").await;
+    refused(&mut server, &pki.token("a"), UNKNOWN_KID).await;
+    refused(&mut server, &pki.token("c"), UNKNOWN_KID).await;
+    refused(&mut server, &pki.token("c"), UNKNOWN_KID).await;
     assert_eq!(jwks.requests(), 2);
 
     // Everyone authenticated gets signals.
@@ -790,7 +1037,7 @@ async fn a_failed_jwks_fetch_keeps_the_last_good_keys_and_says_why() {
     let (pki, jwks, mut server) = served_with_provider(&db, &[]).await;
     // The provider fails just as a new key is in use.
     jwks.serve(None);
-    refused(&mut server, &pki.token("b"), "kid").await;
+    refused(&mut server, &pki.token("b"), UNKNOWN_KID).await;
     assert_eq!(jwks.requests(), 2);
     let mut client = server.client(&pki.token("a")).await;
     client.subscribe(&["order"]).await;
