@@ -321,3 +321,483 @@ async fn a_callers_search_path_cannot_stand_in_for_what_the_kit_calls() {
         .await
         .unwrap();
 }
+
+/// A session of `db` as `role` (password `pw`).
+async fn session_as(db: &TestDb, role: &str) -> tokio_postgres::Client {
+    let mut config = db.config.clone();
+    config.user(role).password("pw");
+    common::connect(&config).await
+}
+
+/// A database error's (SQLSTATE, message, hint).
+fn db_error(err: &tokio_postgres::Error) -> (String, String, Option<String>) {
+    let e = err.as_db_error().expect("a database error");
+    (
+        e.code().code().to_owned(),
+        e.message().to_owned(),
+        e.hint().map(str::to_owned),
+    )
+}
+
+/// sql/README.md: "No superuser needed. `enable`/`disable` require ownership
+/// of the table (or membership in the owning role). Writers need nothing
+/// beyond their table privileges." A plain role that owns a table routes it,
+/// a member of that role adds a route, a role holding every privilege on the
+/// table but not owning it is refused with the message and hint a DBA reads,
+/// and a writer with INSERT alone has its rows announced to WebSocket clients.
+#[tokio::test]
+async fn a_table_owner_without_superuser_enables_and_other_roles_are_refused() {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    let [owner, member, stranger, writer] =
+        ["own", "mem", "str", "wri"].map(|r| format!("{r}_{}", db.name));
+    admin
+        .batch_execute(&format!(
+            "create role {owner} login password 'pw' nosuperuser;
+             create role {member} login password 'pw' nosuperuser in role {owner};
+             create role {stranger} login password 'pw' nosuperuser;
+             create role {writer} login password 'pw' nosuperuser;
+             grant usage, create on schema public to {owner};
+             grant usage on schema public to {stranger}, {writer};"
+        ))
+        .await
+        .unwrap();
+
+    let owns = session_as(&db, &owner).await;
+    let superuser: bool = owns
+        .query_one(
+            "select rolsuper from pg_roles where rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!superuser);
+    owns.batch_execute(&format!(
+        "create table notes (id int primary key, body text);
+         select broadcast.enable('notes', 'note');
+         grant all on notes to {stranger};
+         grant insert on notes to {writer};"
+    ))
+    .await
+    .unwrap();
+    session_as(&db, &member)
+        .await
+        .batch_execute(
+            r#"select broadcast.enable('notes', 'audit', events => '{"INSERT": "written"}')"#,
+        )
+        .await
+        .expect("a member of the owning role may enable");
+
+    // Every privilege on the table (TRIGGER included) is not ownership.
+    let strange = session_as(&db, &stranger).await;
+    let hint =
+        format!("Run broadcast.enable as the table owner ({owner}) or a member of that role.");
+    assert_eq!(
+        db_error(
+            &strange
+                .batch_execute("select broadcast.enable('notes', 'spy')")
+                .await
+                .unwrap_err()
+        ),
+        (
+            "42501".into(),
+            "broadcast.enable: must be owner of table public.notes".into(),
+            Some(hint)
+        )
+    );
+    let hint =
+        format!("Run broadcast.disable as the table owner ({owner}) or a member of that role.");
+    assert_eq!(
+        db_error(
+            &strange
+                .batch_execute("select broadcast.disable('notes')")
+                .await
+                .unwrap_err()
+        ),
+        (
+            "42501".into(),
+            "broadcast.disable: must be owner of table public.notes".into(),
+            Some(hint)
+        )
+    );
+    let routes: Vec<(String, String)> = admin
+        .query(
+            "select route, operation from broadcast.routes \
+             where table_name = 'notes'::regclass order by 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let r = |route: &str, op: &str| (route.to_owned(), op.to_owned());
+    assert_eq!(
+        routes,
+        [
+            r("audit", "INSERT"),
+            r("note", "DELETE"),
+            r("note", "INSERT"),
+            r("note", "TRUNCATE"),
+            r("note", "UPDATE"),
+        ]
+    );
+
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["note", "audit"]).await;
+    let mut writes = session_as(&db, &writer).await;
+    let txid = write(&mut writes, "insert into notes values (7, 'hi')").await;
+    let mut frames: Vec<_> = client
+        .take(2)
+        .await
+        .iter()
+        .map(|f| (f["channel"].as_str().unwrap().to_owned(), brief(f)))
+        .collect();
+    frames.sort();
+    assert_eq!(
+        frames,
+        [
+            ("audit".into(), common::s("written", "7", txid)),
+            ("note".into(), common::s("created", "7", txid)),
+        ]
+    );
+    drop((owns, strange, writes));
+    admin
+        .batch_execute(&format!(
+            "drop table notes; revoke all on schema public from {owner}, {stranger}, {writer};
+             drop role {member}, {stranger}, {writer}, {owner};"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Runs `sql` in one transaction and returns its txid, naming everything it
+/// calls with its schema (the session's search path may hold look-alikes).
+async fn write_qualified(db: &mut tokio_postgres::Client, sql: &str) -> i64 {
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute(sql).await.unwrap();
+    let txid: i64 = tx
+        .query_one(
+            "select pg_catalog.pg_current_xact_id()::pg_catalog.xid::pg_catalog.text::pg_catalog.int8",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    txid
+}
+
+/// README: every function of the kit pins `search_path` or names what it
+/// calls with its schema. A writer whose search path puts look-alikes of
+/// what a route's trigger and `broadcast.emit` call (functions, and the
+/// operators `->>` and `=`) before `pg_catalog`, and a superuser tricked
+/// into the same path, write through every kind of route statement: none of
+/// the look-alikes runs, and clients get exactly the kit's signals.
+#[tokio::test]
+async fn a_writers_search_path_cannot_stand_in_for_what_a_route_calls() {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    admin.batch_execute(ORDERS).await.unwrap();
+    let role = format!("hijack_{}", db.name);
+    let schema = format!("hijack_{}", db.name);
+    admin
+        .batch_execute(&format!(
+            "create role {role} login password 'pw';
+             grant usage on schema public to {role};
+             grant select, insert, update, delete on orders to {role};
+             grant create on database {db} to {role};",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+    let mut sly = session_as(&db, &role).await;
+    // Look-alikes of what the trigger, `broadcast.emit` and `_send` call:
+    // each notes that it ran, and as whom, then does what the real one does
+    // (so only that note tells that it ran).
+    let look_alikes = [
+        (
+            "to_jsonb(a anyelement) returns jsonb",
+            "return pg_catalog.to_jsonb(a)",
+        ),
+        (
+            "to_json(a anyelement) returns json",
+            "return pg_catalog.to_json(a)",
+        ),
+        (
+            "pg_current_xact_id() returns xid8",
+            "return pg_catalog.pg_current_xact_id()",
+        ),
+        (
+            "pg_notify(c text, p text) returns void",
+            "perform pg_catalog.pg_notify(c, p)",
+        ),
+        (
+            "cardinality(a anyarray) returns int",
+            "return pg_catalog.cardinality(a)",
+        ),
+        (
+            "jsonb_typeof(j jsonb) returns text",
+            "return pg_catalog.jsonb_typeof(j)",
+        ),
+        (
+            "jsonb_array_elements_text(j jsonb) returns setof text",
+            "return query select pg_catalog.jsonb_array_elements_text(j)",
+        ),
+        (
+            "get(j jsonb, k text) returns text",
+            "return pg_catalog.jsonb_object_field_text(j, k)",
+        ),
+        (
+            "eq(a text, b text) returns boolean",
+            "return pg_catalog.texteq(a, b)",
+        ),
+    ];
+    let mut setup = format!(
+        "create schema {schema};
+         grant usage on schema {schema} to public;
+         create table {schema}.ran (who text, what text);
+         grant insert on {schema}.ran to public;"
+    );
+    for (signature, body) in look_alikes {
+        let name = &signature[..signature.find('(').unwrap()];
+        setup += &format!(
+            "create function {schema}.{signature} language plpgsql as $$ begin
+               insert into {schema}.ran values (current_user, '{name}'); {body}; end $$;"
+        );
+    }
+    setup += &format!(
+        "create operator {schema}.->> (function = {schema}.get, leftarg = jsonb, rightarg = text);
+         create operator {schema}.= (function = {schema}.eq, leftarg = text, rightarg = text);
+         set search_path = {schema}, pg_catalog, public;"
+    );
+    sly.batch_execute(&setup).await.unwrap();
+
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["order"]).await;
+    // One write per path of the trigger: a single row, several rows, a
+    // when_changed update of one row, an update of several, a delete; and
+    // an explicit emit.
+    let one = write_qualified(
+        &mut sly,
+        "insert into orders (id, customer) values (1, 'ada')",
+    )
+    .await;
+    let two = write_qualified(&mut sly, "insert into orders (id) values (2), (3)").await;
+    let paid = write_qualified(&mut sly, "update orders set status = 'paid' where id = 1").await;
+    let renamed = write_qualified(&mut sly, "update orders set customer = 'bo'").await;
+    let deleted = write_qualified(&mut sly, "delete from orders where id = 3").await;
+    let printed = write_qualified(
+        &mut sly,
+        r#"select broadcast.emit('order', 'printed', '1', '{"printer": "k"}')"#,
+    )
+    .await;
+    // A superuser with the same path, as a careless `set search_path` would give it.
+    let mut victim = db.client().await;
+    victim
+        .batch_execute(&format!("set search_path = {schema}, pg_catalog, public"))
+        .await
+        .unwrap();
+    let by_superuser = write_qualified(&mut victim, "insert into orders (id) values (4)").await;
+    barrier(&admin, "order").await;
+
+    let ran: Vec<(String, String)> = admin
+        .query(&format!("select who, what from {schema}.ran"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(ran, [], "the kit called a look-alike");
+
+    let frames = client.until("order", "barrier").await;
+    let printed_frame = frames.iter().find(|f| f["event"] == "printed").cloned();
+    let mut got: Vec<_> = frames[..frames.len() - 1].iter().map(brief).collect();
+    got.sort_by(|a, b| (a.2, &a.0, &a.1).cmp(&(b.2, &b.0, &b.1)));
+    use common::s;
+    assert_eq!(
+        got,
+        [
+            s("created", "1", one),
+            s("created", "2", two),
+            s("created", "3", two),
+            s("status_changed", "1", paid),
+            s("updated", "1", paid),
+            s("updated", "1", renamed),
+            s("updated", "2", renamed),
+            s("updated", "3", renamed),
+            s("deleted", "3", deleted),
+            s("printed", "1", printed),
+            s("created", "4", by_superuser),
+        ]
+    );
+    assert_eq!(
+        printed_frame.unwrap()["payload"],
+        json!({"entity_id": "1", "txid": printed, "op": "EMIT", "extra": {"printer": "k"}})
+    );
+    drop((sly, victim));
+    admin
+        .batch_execute(&format!(
+            "drop schema {schema} cascade; revoke all on orders from {role};
+             revoke all on schema public from {role}; revoke create on database {db} from {role};
+             drop role {role}",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+}
+
+/// sql/README.md, *Payload*: an entity id that alone would make the payload
+/// too big (over ~7000 bytes) is dropped, the signal says
+/// `"entity_id_dropped": true` and is channel-wide: a client following
+/// another entity of the channel gets it, and the write succeeds.
+#[tokio::test]
+async fn an_oversize_entity_id_arrives_as_a_channel_wide_signal_with_a_flag() {
+    let db = TestDb::migrated().await;
+    let mut pg = db.client().await;
+    pg.batch_execute(
+        "create table docs (n int primary key, ref text);
+         select broadcast.enable('docs', 'doc', id_column => 'ref');",
+    )
+    .await
+    .unwrap();
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["doc:a"]).await;
+    write(&mut pg, "insert into docs values (1, 'b')").await;
+    let long = 6000;
+    write(
+        &mut pg,
+        &format!("insert into docs values (2, 'a' || repeat('x', {long}))"),
+    )
+    .await;
+    let dropped = write(&mut pg, "insert into docs values (3, repeat('x', 8000))").await;
+    let mine = write(&mut pg, "insert into docs values (4, 'a')").await;
+    // The signal for 'b' and the 6,000-byte id (another entity) are not
+    // this client's; the dropped one concerns every entity; then its own.
+    let frames = client.take(2).await;
+    assert_eq!(
+        (
+            &frames[0]["channel"],
+            &frames[0]["event"],
+            &frames[0]["payload"]
+        ),
+        (
+            &json!("doc"),
+            &json!("created"),
+            &json!({"txid": dropped, "table": "docs", "op": "INSERT", "entity_id_dropped": true})
+        )
+    );
+    assert_eq!(brief(&frames[1]), common::s("created", "a", mine));
+
+    // An id below the limit is kept whole.
+    let mut all = bridge.client().await;
+    all.subscribe(&["doc"]).await;
+    let again = write(
+        &mut pg,
+        &format!("update docs set n = 5 where ref = 'a' || repeat('x', {long})"),
+    )
+    .await;
+    let frame = all.next().await;
+    assert_eq!(
+        brief(&frame),
+        common::s("updated", &format!("a{}", "x".repeat(long)), again)
+    );
+}
+
+/// README, *Bulk statements do not flood*, and sql/README.md's TRUNCATE
+/// rule, as a client sees them: a statement yielding more than `max_rows`
+/// distinct entity ids sends one channel-wide signal with `"rows"` (the
+/// rows affected), any number of rows of fewer ids one signal per id, and a
+/// TRUNCATE one channel-wide signal per route, under the DELETE event's name
+/// unless TRUNCATE is mapped.
+#[tokio::test]
+async fn bulk_statements_and_truncate_reach_clients_as_channel_wide_signals() {
+    let db = TestDb::migrated().await;
+    let mut pg = db.client().await;
+    pg.batch_execute(
+        r#"create schema shop;
+           create table shop.items (id int primary key, list_id int);
+           select broadcast.enable('shop.items', 'list', id_column => 'list_id', max_rows => 2);
+           select broadcast.enable('shop.items', 'list', name => 'wipe',
+                                   events => '{"TRUNCATE": "wiped"}');"#,
+    )
+    .await
+    .unwrap();
+    let bridge = Bridge::start(&db).await;
+    let mut client = bridge.client().await;
+    client.subscribe(&["list"]).await;
+
+    // Five rows of one id: one signal, for that id.
+    let one_id = write(
+        &mut pg,
+        "insert into shop.items select g, 1 from generate_series(1, 5) g",
+    )
+    .await;
+    // Two ids (the cap): one signal each.
+    let two_ids = write(
+        &mut pg,
+        "insert into shop.items values (6, 2), (7, 3), (8, 3)",
+    )
+    .await;
+    // Three ids in four rows: over the cap.
+    let three_ids = write(
+        &mut pg,
+        "insert into shop.items values (9, 4), (10, 5), (11, 6), (12, 6)",
+    )
+    .await;
+    let updated = write(&mut pg, "update shop.items set list_id = list_id + 10").await;
+    let deleted = write(&mut pg, "delete from shop.items where id > 5").await;
+    let truncated = write(&mut pg, "truncate shop.items").await;
+    barrier(&pg, "list").await;
+
+    let frames = client.until("list", "barrier").await;
+    let payloads: Vec<_> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| {
+            (
+                f["event"].as_str().unwrap().to_owned(),
+                f["payload"].clone(),
+            )
+        })
+        .collect();
+    let entity = |event: &str, id: &str, txid: i64, op: &str| {
+        (
+            event.to_owned(),
+            json!({"entity_id": id, "txid": txid, "table": "items", "schema": "shop", "op": op}),
+        )
+    };
+    let wide = |event: &str, txid: i64, op: &str, rows: Option<i64>| {
+        let mut payload = json!({"txid": txid, "table": "items", "schema": "shop", "op": op});
+        if let Some(rows) = rows {
+            payload["rows"] = json!(rows);
+        }
+        (event.to_owned(), payload)
+    };
+    let mut by_statement = payloads.clone();
+    // A statement's per-entity signals are a set: order them by id.
+    by_statement.sort_by_key(|(_, p)| {
+        (
+            p["txid"].as_i64(),
+            p["entity_id"].as_str().map(str::to_owned),
+        )
+    });
+    assert_eq!(
+        by_statement,
+        [
+            entity("created", "1", one_id, "INSERT"),
+            entity("created", "2", two_ids, "INSERT"),
+            entity("created", "3", two_ids, "INSERT"),
+            wide("created", three_ids, "INSERT", Some(4)),
+            // Twelve rows of six ids (11 to 16): over the cap.
+            wide("updated", updated, "UPDATE", Some(12)),
+            wide("deleted", deleted, "DELETE", Some(7)),
+            wide("deleted", truncated, "TRUNCATE", None),
+            wide("wiped", truncated, "TRUNCATE", None),
+        ],
+        "{payloads:#?}"
+    );
+}
