@@ -152,6 +152,9 @@ struct Recorder {
     /// A number, or text in a WAL epoch: sent back as it came.
     seq: Value,
     reconnects: usize,
+    /// The writer's progress, once known ([`Recorder::watch`]): each resync
+    /// is then recorded with how far the writes could have got.
+    written: Option<watch::Receiver<i64>>,
 }
 
 impl Recorder {
@@ -168,7 +171,14 @@ impl Recorder {
             epoch,
             seq,
             reconnects: 0,
+            written: None,
         }
+    }
+
+    /// From now on, each resync is recorded with the writes that could
+    /// have committed when it was received: it covers no later one.
+    fn watch(&mut self, writer: &Writer) {
+        self.written = Some(writer.progress.clone());
     }
 
     /// Records one frame; `false` at the barrier.
@@ -178,9 +188,16 @@ impl Recorder {
         }
         match frame["event"].as_str().unwrap() {
             "barrier" => return false,
-            "resync" => self.seen.push(Seen::Resync(
-                frame["payload"]["reason"].as_str().unwrap().to_owned(),
-            )),
+            "resync" => {
+                self.seen.push(Seen::Resync(
+                    frame["payload"]["reason"].as_str().unwrap().to_owned(),
+                ));
+                if let Some(written) = &self.written {
+                    // One writer, one write at a time: at most the one in
+                    // flight can have committed beyond what it reported.
+                    self.seen.push(Seen::Committed(*written.borrow() + 1));
+                }
+            }
             _ => {
                 let n = frame["payload"]["entity_id"]
                     .as_str()
@@ -331,8 +348,12 @@ async fn listener_backend_terminated_repeatedly() {
     for _ in 0..4 {
         recorders.push(Recorder::connect(&bridge.ws_url()).await);
     }
-    let readers = tokio::spawn(read_all(recorders));
+    // Subscribed already: they miss nothing by reading from a moment later.
     let mut writer = Writer::start(db.config.clone(), 0);
+    for r in &mut recorders {
+        r.watch(&writer);
+    }
+    let readers = tokio::spawn(read_all(recorders));
     for round in 1..=3 {
         writer.advance(150).await;
         bridge.wait_ready(true).await;
@@ -734,6 +755,9 @@ async fn a_slow_client_never_costs_the_fast_ones_anything() {
     let fast_readers = tokio::spawn(read_all(fast));
     // 6 KB signals: the slow client's socket buffers fill within a few hundred.
     let mut writer = Writer::start(db.config.clone(), 6000);
+    // Its resync ends its recording: only what had committed when it was
+    // received may be missing.
+    slow.watch(&writer);
     writer.advance(2500).await;
     writer.stop().await;
     barrier(&pg).await;
@@ -1011,6 +1035,286 @@ async fn two_nodes_over_the_wal() {
     b.shutdown().await.unwrap();
 }
 
+/// Writes tick `n` (one transaction).
+async fn tick(pg: &Client, n: i64) {
+    pg.execute("insert into ticks (n) values ($1)", &[&n])
+        .await
+        .unwrap();
+}
+
+/// The next frame other than a heartbeat.
+async fn next_frame(client: &mut WsClient) -> Value {
+    loop {
+        let frame = client.next().await;
+        if frame["type"] != "heartbeat" {
+            return frame;
+        }
+    }
+}
+
+/// A frame in short: `"<channel> <entity_id>"` for a signal,
+/// `"resync <channel> <reason>"` for a resync.
+fn short(frame: &Value) -> String {
+    let channel = frame["channel"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{frame}"));
+    if frame["event"] == "resync" {
+        format!(
+            "resync {channel} {}",
+            frame["payload"]["reason"].as_str().unwrap()
+        )
+    } else {
+        format!(
+            "{channel} {}",
+            frame["payload"]["entity_id"].as_str().unwrap()
+        )
+    }
+}
+
+/// The next `count` frames (heartbeats aside), in short.
+async fn next_short(client: &mut WsClient, count: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..count {
+        got.push(short(&next_frame(client).await));
+    }
+    got
+}
+
+/// The frames (heartbeats aside), in short, up to and including `last`:
+/// written after what it is read for, it is the barrier that shows nothing
+/// else came before it.
+async fn until_short(client: &mut WsClient, last: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.last().is_none_or(|l| l != last) {
+        got.push(short(&next_frame(client).await));
+    }
+    got
+}
+
+/// A new connection to `url` that subscribes to `channels`, resuming from
+/// the position of `from` (a frame with `epoch` and `seq`), after the ack.
+async fn resume_from(url: &str, channels: &[&str], from: &Value) -> WsClient {
+    let mut client = WsClient::connect(url).await;
+    client
+        .send(
+            json!({"subscribe": channels, "resume": {"epoch": from["epoch"], "seq": from["seq"]}}),
+        )
+        .await;
+    let ack = next_frame(&mut client).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    client
+}
+
+/// A client that subscribed to `tick` on `url`.
+async fn tick_client(url: &str) -> WsClient {
+    let mut client = WsClient::connect(url).await;
+    client.subscribe(&["tick"]).await;
+    client
+}
+
+/// A client gone across a LISTEN reconnect comes back with `resume` from a
+/// position before the hole: what came after the hole is in the history,
+/// but replaying it would skip the hole, so it gets `resync`
+/// (`resume_unavailable`) and then live signals. From a position after the
+/// hole, the same node replays exactly.
+#[tokio::test]
+async fn a_resume_from_before_a_listener_reconnect_gets_resync() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let bridge = Bridge::start(&db).await;
+    let url = bridge.ws_url();
+    let mut steady = tick_client(&url).await;
+    let mut gone = tick_client(&url).await;
+    tick(&pg, 1).await;
+    let before = next_frame(&mut gone).await;
+    assert_eq!(short(&before), "tick 1");
+    gone.kill();
+    assert_eq!(next_short(&mut steady, 1).await, ["tick 1"]);
+    pg.batch_execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where application_name = 'pgbroadcast-listener' and datname = current_database()",
+    )
+    .await
+    .unwrap();
+    // The listener is back once its resync is out; 2 comes through the new
+    // connection, after the hole.
+    assert_eq!(
+        next_short(&mut steady, 1).await,
+        ["resync tick listener_reconnected"]
+    );
+    tick(&pg, 2).await;
+    let after = next_frame(&mut steady).await;
+    assert_eq!(short(&after), "tick 2");
+    let mut back = resume_from(&url, &["tick"], &before).await;
+    tick(&pg, 3).await;
+    assert_eq!(
+        until_short(&mut back, "tick 3").await,
+        ["resync tick resume_unavailable", "tick 3"],
+        "a resume from before the hole must not be replayed around it"
+    );
+    let mut later = resume_from(&url, &["tick"], &after).await;
+    tick(&pg, 4).await;
+    assert_eq!(
+        until_short(&mut later, "tick 4").await,
+        ["tick 3", "tick 4"]
+    );
+    bridge.running.shutdown().await.unwrap();
+}
+
+/// `--history-size 5`: a client that missed exactly 5 signals resumes with
+/// all 5, then live ones with no duplicate at the seam; once one more has
+/// come, the same position is answered with `resync` (`resume_unavailable`),
+/// then live signals.
+#[tokio::test]
+async fn a_resume_reaches_back_history_size_signals_and_no_further() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let limits = Limits {
+        history_size: 5,
+        ..Limits::default()
+    };
+    let bridge = Bridge::start_with(&db, limits).await;
+    let url = bridge.ws_url();
+    let mut steady = tick_client(&url).await;
+    let mut gone = tick_client(&url).await;
+    tick(&pg, 1).await;
+    let at_1 = next_frame(&mut gone).await;
+    assert_eq!(short(&at_1), "tick 1");
+    gone.kill();
+    for n in 2..=6 {
+        tick(&pg, n).await;
+    }
+    // Committed is not yet published: the node has all five once a client
+    // of it has them.
+    assert_eq!(
+        until_short(&mut steady, "tick 6").await,
+        ["tick 1", "tick 2", "tick 3", "tick 4", "tick 5", "tick 6"]
+    );
+    let mut within = resume_from(&url, &["tick"], &at_1).await;
+    // 7 commits after the resume: right after the replay, nothing twice
+    // at the seam.
+    tick(&pg, 7).await;
+    assert_eq!(
+        until_short(&mut within, "tick 7").await,
+        ["tick 2", "tick 3", "tick 4", "tick 5", "tick 6", "tick 7"]
+    );
+    // Six signals since 1 now: one more than the history holds.
+    let mut beyond = resume_from(&url, &["tick"], &at_1).await;
+    tick(&pg, 8).await;
+    assert_eq!(
+        until_short(&mut beyond, "tick 8").await,
+        ["resync tick resume_unavailable", "tick 8"]
+    );
+    assert_eq!(until_short(&mut within, "tick 8").await, ["tick 8"]);
+    bridge.running.shutdown().await.unwrap();
+}
+
+/// `--history-age 60s`: signals 50 seconds old are replayed, 61 seconds
+/// old are not (`resync`, `resume_unavailable`), while younger ones still
+/// are. The server runs in this test's runtime, so its clock is moved on
+/// with tokio's (paused, advanced, resumed) instead of waiting a minute.
+#[tokio::test]
+async fn a_resume_reaches_back_history_age_and_no_further() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let limits = Limits {
+        history_age: Duration::from_secs(60),
+        // No pings while the clock jumps.
+        heartbeat: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let bridge = Bridge::start_with(&db, limits).await;
+    let url = bridge.ws_url();
+    let mut gone = tick_client(&url).await;
+    tick(&pg, 1).await;
+    tick(&pg, 2).await;
+    tick(&pg, 3).await;
+    let at_1 = next_frame(&mut gone).await;
+    assert_eq!(short(&at_1), "tick 1");
+    assert_eq!(next_short(&mut gone, 1).await, ["tick 2"]);
+    let at_3 = next_frame(&mut gone).await;
+    assert_eq!(short(&at_3), "tick 3");
+    gone.kill();
+    jump(Duration::from_secs(50)).await;
+    let mut within = resume_from(&url, &["tick"], &at_1).await;
+    tick(&pg, 4).await;
+    assert_eq!(
+        until_short(&mut within, "tick 4").await,
+        ["tick 2", "tick 3", "tick 4"]
+    );
+    within.close().await;
+    // 1 to 3 are now over 60 seconds old, 4 is 11.
+    jump(Duration::from_secs(11)).await;
+    let mut too_old = resume_from(&url, &["tick"], &at_1).await;
+    let mut young = resume_from(&url, &["tick"], &at_3).await;
+    tick(&pg, 5).await;
+    assert_eq!(
+        until_short(&mut too_old, "tick 5").await,
+        ["resync tick resume_unavailable", "tick 5"]
+    );
+    assert_eq!(
+        until_short(&mut young, "tick 5").await,
+        ["tick 4", "tick 5"]
+    );
+    bridge.running.shutdown().await.unwrap();
+}
+
+/// Moves tokio's clock (this runtime's, the server's included) on by `by`
+/// at once: what times out within it does, nothing waits for it.
+async fn jump(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+/// `--history-size 0` turns resume off: a client that missed a signal and
+/// resumes gets `resync` (`resume_unavailable`) on each of its channels,
+/// then live signals on both.
+#[tokio::test]
+async fn history_size_zero_answers_every_resume_with_resync() {
+    let db = ticks_db(true).await;
+    let pg = db.client().await;
+    let limits = Limits {
+        history_size: 0,
+        ..Limits::default()
+    };
+    let bridge = Bridge::start_with(&db, limits).await;
+    let url = bridge.ws_url();
+    let mut steady = tick_client(&url).await;
+    let mut gone = WsClient::connect(&url).await;
+    gone.subscribe(&["tick", "other"]).await;
+    tick(&pg, 1).await;
+    let at_1 = next_frame(&mut gone).await;
+    assert_eq!(short(&at_1), "tick 1");
+    gone.kill();
+    tick(&pg, 2).await;
+    // The node has published 2 (so the client did miss it) once a client of
+    // it has it.
+    assert_eq!(
+        until_short(&mut steady, "tick 2").await,
+        ["tick 1", "tick 2"]
+    );
+    let mut back = resume_from(&url, &["tick", "other"], &at_1).await;
+    tick(&pg, 3).await;
+    pg.batch_execute("select broadcast.emit('other', 'ping', 'x')")
+        .await
+        .unwrap();
+    let mut got = until_short(&mut back, "other x").await;
+    // One resync per channel, in either order, before anything live.
+    let head = got.len().min(2);
+    got[..head].sort();
+    assert_eq!(
+        got,
+        [
+            "resync other resume_unavailable",
+            "resync tick resume_unavailable",
+            "tick 3",
+            "other x"
+        ]
+    );
+    bridge.running.shutdown().await.unwrap();
+}
+
 #[test]
 fn the_checker_itself() {
     use Seen::*;
@@ -1071,9 +1375,44 @@ fn the_checker_itself() {
         Signal(5),
     ];
     assert!(check(&slow, &truth, false).is_err());
-    // The tail must arrive too, unless a resync covers it.
+    // The tail must arrive too, unless a resync covers it: one received
+    // once it had committed. A resync with nothing after it and nothing to
+    // say when it came covers nothing (it may have come before the tail).
     assert!(check(&[Signal(1), Signal(2)], &truth, false).is_err());
-    assert!(check(&[Signal(1), Signal(2), Resync("x".into())], &truth, false).is_ok());
+    assert!(check(&[Signal(1), Signal(2), Resync("x".into())], &truth, false).is_err());
+    let told_at_the_end = [Signal(1), Signal(2), Resync("x".into()), Committed(5)];
+    assert_eq!(check(&told_at_the_end, &truth, false).unwrap().covered, 3);
+    // Told when only 3 had committed: 4 and 5 came after it and never arrived.
+    let told_early = [Signal(1), Signal(2), Resync("x".into()), Committed(3)];
+    assert!(check(&told_early, &truth, false).is_err());
+    // Mid-stream too: a resync received when only 2 had committed does not
+    // cover 3, missing before the next delivered signal.
+    let late_loss = [
+        Signal(1),
+        Resync("x".into()),
+        Committed(2),
+        Signal(4),
+        Signal(5),
+    ];
+    assert!(check(&late_loss, &truth, false).is_err());
+    let in_time = [
+        Signal(1),
+        Resync("x".into()),
+        Committed(3),
+        Signal(4),
+        Signal(5),
+    ];
+    assert_eq!(check(&in_time, &truth, false).unwrap().covered, 2);
+    // A resync covers what was missed before it, not what goes missing
+    // after the next delivered signal.
+    let lost_after = [
+        Signal(1),
+        Resync("x".into()),
+        Signal(2),
+        Signal(4),
+        Signal(5),
+    ];
+    assert!(check(&lost_after, &truth, false).is_err());
     // A window checks only between its first and last signal.
     assert!(check(&[Signal(2), Signal(3)], &truth, true).is_ok());
     assert!(check(&[Signal(2), Signal(4)], &truth, true).is_err());

@@ -5,6 +5,14 @@
 //! that cannot replay, e.g. another node), signals it already saw may come
 //! again: that node's live stream can run behind the old one's, and the
 //! client has started over anyway.
+//!
+//! A `resync` tells the client to refetch: it covers what the client missed
+//! before it, not what commits after it. So it covers the signals missing
+//! between the last one delivered before it and the next one delivered after
+//! it, and — when the recording says when it was received
+//! ([`Seen::Committed`]) — only those committed by then. A resync after the
+//! last delivered signal covers the missing tail only when the recording
+//! says when it was received: otherwise nothing bounds it.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +21,9 @@ use std::collections::BTreeSet;
 pub enum Seen {
     Signal(i64),
     Resync(String),
+    /// Recorded right after a `resync`: when it was received, no write after
+    /// `n` had committed (so it cannot cover a later one).
+    Committed(i64),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +36,17 @@ pub struct Report {
     pub redelivered: usize,
 }
 
+/// What the resyncs since the last delivered signal cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cover {
+    /// No resync since the last delivered signal: nothing.
+    Nothing,
+    /// Up to the next delivered signal, however late the writes.
+    UntilNext,
+    /// Up to the next delivered signal, and no write after this one.
+    UpTo(i64),
+}
+
 /// Checks `seen` against `truth` (sorted, in commit order). With `window`,
 /// only truth from the first signal seen up to the last one seen is
 /// expected (a client that came and went); otherwise all of it.
@@ -32,26 +54,60 @@ pub fn check(seen: &[Seen], truth: &[i64], window: bool) -> Result<Report, Strin
     let truth_set: BTreeSet<i64> = truth.iter().copied().collect();
     let mut report = Report::default();
     let mut last: Option<i64> = None;
-    let mut resync_since_last = false;
+    let mut cover = Cover::Nothing;
     let mut may_repeat = false;
     let first_seen = seen.iter().find_map(|s| match s {
         Seen::Signal(n) => Some(*n),
-        Seen::Resync(_) => None,
+        _ => None,
     });
     let lower = if window { first_seen } else { None };
-    let missing_between = |after: Option<i64>, before: Option<i64>| -> usize {
+    let missing_between = |after: Option<i64>, before: Option<i64>| -> Vec<i64> {
         truth_set
             .iter()
-            .filter(|t| lower.is_none_or(|l| **t >= l))
-            .filter(|t| after.is_none_or(|a| **t > a) && before.is_none_or(|b| **t < b))
-            .count()
+            .copied()
+            .filter(|t| lower.is_none_or(|l| *t >= l))
+            .filter(|t| after.is_none_or(|a| *t > a) && before.is_none_or(|b| *t < b))
+            .collect()
+    };
+    // Whether `cover` covers `missing`; the error names what it does not.
+    let covers = |cover: Cover, missing: &[i64], tail: bool| -> Result<(), String> {
+        let Some(first) = missing.first() else {
+            return Ok(());
+        };
+        match cover {
+            Cover::Nothing => Err(format!(
+                "{} signal(s) from {first} on missing without a resync",
+                missing.len()
+            )),
+            Cover::UntilNext if tail => Err(format!(
+                "{} signal(s) from {first} on missing after the last delivered one, \
+                 behind a resync with nothing to say when it was received",
+                missing.len()
+            )),
+            Cover::UntilNext => Ok(()),
+            Cover::UpTo(bound) => match missing.iter().find(|t| **t > bound) {
+                Some(late) => Err(format!(
+                    "signal {late} committed after the resync was received (writes up to {bound} \
+                     then) and was never delivered"
+                )),
+                None => Ok(()),
+            },
+        }
     };
     for (i, s) in seen.iter().enumerate() {
         match s {
             Seen::Resync(reason) => {
                 report.resyncs += 1;
-                resync_since_last = true;
+                cover = Cover::UntilNext;
                 may_repeat |= reason == "resume_unavailable";
+            }
+            Seen::Committed(bound) => {
+                if cover == Cover::Nothing {
+                    return Err(format!(
+                        "frame {i}: a mark of what committed, after no resync"
+                    ));
+                }
+                cover = Cover::UpTo(*bound);
             }
             Seen::Signal(n) => {
                 if !truth_set.contains(n) {
@@ -70,26 +126,19 @@ pub fn check(seen: &[Seen], truth: &[i64], window: bool) -> Result<Report, Strin
                 }
                 may_repeat = false;
                 let missing = missing_between(last, Some(*n));
-                if missing > 0 && !resync_since_last {
-                    return Err(format!(
-                        "frame {i}: {missing} signal(s) between {last:?} and {n} missing without a resync"
-                    ));
-                }
-                report.covered += missing;
+                covers(cover, &missing, false)
+                    .map_err(|e| format!("frame {i}: between {last:?} and {n}: {e}"))?;
+                report.covered += missing.len();
                 report.delivered += 1;
                 last = Some(*n);
-                resync_since_last = false;
+                cover = Cover::Nothing;
             }
         }
     }
     if !window {
         let missing = missing_between(last, None);
-        if missing > 0 && !resync_since_last {
-            return Err(format!(
-                "{missing} signal(s) after {last:?} missing without a resync"
-            ));
-        }
-        report.covered += missing;
+        covers(cover, &missing, true).map_err(|e| format!("after {last:?}: {e}"))?;
+        report.covered += missing.len();
     }
     Ok(report)
 }
