@@ -129,6 +129,66 @@ async fn demo_runs_with_no_arguments_and_says_where_everything_is() {
     assert!(exit.status.success(), "{exit:?}");
 }
 
+/// Without authentication, a non-loopback address is refused at start —
+/// before a private Postgres is made for it — with a message saying why and
+/// what to do; with `--insecure` it is served.
+#[tokio::test]
+async fn a_public_address_needs_authentication_or_insecure() {
+    let exit = Launch::new(&["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("DATABASE_URL")
+        .env_remove("PGBROADCAST_INSECURE")
+        .run()
+        .await;
+    assert!(!exit.status.success(), "{exit:?}");
+    for words in [
+        "refusing to serve 0.0.0.0:0 without authentication",
+        "Configure --jwt-secret, --jwt-public-keys or --jwks-url, or pass --insecure",
+    ] {
+        assert!(exit.log.contains(words), "{words:?} not in:\n{}", exit.log);
+    }
+    assert!(
+        exit.stdout.is_empty(),
+        "something was started first: {:?}\n{}",
+        exit.stdout,
+        exit.log
+    );
+
+    // With --insecure: served on every address, so on loopback too.
+    let db = common::fresh_db().await;
+    let served = Launch::new(&["serve", "--listen", "0.0.0.0:0", "--insecure"])
+        .database(&common::cluster().url(&db.name))
+        .spawn();
+    let port = served
+        .printed_after("listening on http://0.0.0.0:")
+        .await
+        .split(['/', ' '])
+        .next()
+        .unwrap()
+        .to_owned();
+    // Another process: poll its readiness, bounded.
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    tokio::time::timeout(common::PATIENCE, async {
+        while reqwest::get(&readyz)
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never ready:\n{}", served.log()));
+    let mut client = WsClient::connect(&format!("ws://127.0.0.1:{port}/ws/broadcast")).await;
+    assert_eq!(client.welcome["auth"], "none");
+    client.subscribe(&["note"]).await;
+    let pg = db.client().await;
+    common::barrier(&pg, "note").await;
+    assert_eq!(client.next().await["event"], "barrier");
+    let exit = served.terminate().await;
+    assert!(exit.status.success(), "{exit:?}");
+}
+
 /// `pgbroadcast <before> migrate --database-url <url> <after>` with `env`,
 /// logging at `info`, in text unless told otherwise.
 async fn migrate(before: &[&str], url: &str, after: &[&str], env: &[(&str, &str)]) -> Exit {

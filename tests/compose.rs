@@ -122,9 +122,13 @@ async fn the_pgbroadcast_service_command_and_health_check_work() {
     })
     .await
     .expect("the health check never passed");
-    let orders = reqwest::get(format!("http://127.0.0.1:{port}/api/orders"))
-        .await
-        .unwrap();
+    let orders = tokio::time::timeout(
+        common::PATIENCE,
+        reqwest::get(format!("http://127.0.0.1:{port}/api/orders")),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("/api/orders did not answer:\n{}", pgbroadcast.log()))
+    .unwrap();
     assert_eq!(orders.status(), 200);
 }
 
@@ -196,12 +200,20 @@ async fn electric_health_check_passes(status: u16, body: &'static str) -> bool {
         script, test[1],
         "the health check no longer calls localhost:3000"
     );
-    let status = Command::new("/bin/sh")
+    // A check that hangs fails the test rather than holding up the suite;
+    // given up on, it is killed with all it started (its own process group).
+    let mut check = Command::new("/bin/sh")
         .arg("-c")
         .arg(&script)
-        .status()
-        .await
+        .process_group(0)
+        .spawn()
         .unwrap();
+    let group = nix::unistd::Pid::from_raw(check.id().unwrap() as i32);
+    let Ok(status) = tokio::time::timeout(common::PATIENCE, check.wait()).await else {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        panic!("the health check did not finish: {script}");
+    };
+    let status = status.unwrap();
     server.abort();
     status.success()
 }

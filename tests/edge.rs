@@ -1,7 +1,9 @@
 //! The HTTP edge under hostile connections: sockets that trickle a request
 //! or say nothing are closed after the handshake timeout, and however many
 //! there are, new clients and the health checks still get in — even when
-//! the process may open only a few hundred files.
+//! the process may open only a few hundred files. A client that stops
+//! reading is held to `--outbound-bytes`: past it, its channel is owed a
+//! `resync`.
 
 mod common;
 
@@ -10,8 +12,11 @@ use std::time::Duration;
 use common::binary::Served;
 use common::{Bridge, TestDb, WsClient, brief, write};
 use pgbroadcast::config::Limits;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_postgres::Client;
+use tokio_tungstenite::MaybeTlsStream;
 
 /// Sends the start of a request and then one more header line every 100 ms,
 /// never finishing it, until the server closes the connection.
@@ -173,4 +178,140 @@ async fn hundreds_of_idle_sockets_do_not_lock_out_clients_or_health_checks() {
         log.contains("the open-file limit is too low"),
         "the lowered limits were not logged:\n{log}"
     );
+}
+
+/// `serve` with `flags`, one fan-out shard (so a frame one client got was
+/// handed to every client of the node before) and a frame bound that no run
+/// here reaches: what trips is the byte bound or nothing.
+async fn served_for_a_slow_reader(db: &TestDb, flags: &[&str]) -> Served {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--outbound-queue",
+        "1000000",
+    ];
+    args.extend_from_slice(flags);
+    Served::start(&common::cluster().url(&db.name), &args, &[]).await
+}
+
+/// A WebSocket client with a small receive buffer: once it stops reading,
+/// its kernel holds little, and what the server's cannot take waits in the
+/// server's queue for it.
+async fn tight_client(served: &Served) -> WsClient {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(served.addr.parse().unwrap()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(served.ws_url(), MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    WsClient::from_stream(ws).await
+}
+
+/// Signals of about 7 KB committed per transaction.
+const BATCH: usize = 10;
+
+/// Commits [`BATCH`] signals of about 7 KB on `big`, entities `from`
+/// onwards, then one on `tick`, and waits until `ticker` (subscribed to
+/// `tick` only) has that: the node has handed every client the signals
+/// before it by then.
+async fn send_big(pg: &Client, ticker: &mut WsClient, from: usize) {
+    let emits: String = (from..from + BATCH)
+        .map(|i| {
+            format!(
+                "select broadcast.emit('big', 'fill', '{i}', \
+                 jsonb_build_object('pad', repeat('x', 7000)));"
+            )
+        })
+        .collect();
+    pg.batch_execute(&format!(
+        "begin; {emits} select broadcast.emit('tick', 'tick', '{from}', null); commit;"
+    ))
+    .await
+    .unwrap();
+    let tick = ticker.next().await;
+    assert_eq!(tick["payload"]["entity_id"], from.to_string(), "{tick}");
+}
+
+/// `pgbroadcast_resyncs_total{reason="slow_consumer"}` now.
+async fn slow_consumer_resyncs(served: &Served) -> u64 {
+    let text = reqwest::get(served.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"pgbroadcast_resyncs_total{reason="slow_consumer"} "#))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Whether `frame` is the signal on `big` for entity `i`.
+fn fill(frame: &serde_json::Value, i: usize) -> bool {
+    let id = i.to_string();
+    frame["channel"] == "big" && frame["event"] == "fill" && frame["payload"]["entity_id"] == *id
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_held_to_its_byte_bound() {
+    // A small byte bound: signals go to a client that does not read until
+    // its channel is owed a resync, however many that takes (the kernel's
+    // socket buffers take their share first).
+    let db = common::fresh_db().await;
+    let served = served_for_a_slow_reader(&db, &["--outbound-bytes", "16384"]).await;
+    let pg = db.client().await;
+    let mut ticker = WsClient::connect(&served.ws_url()).await;
+    ticker.subscribe(&["tick"]).await;
+    let mut slow = tight_client(&served).await;
+    slow.subscribe(&["big"]).await;
+    let mut sent = 0;
+    while slow_consumer_resyncs(&served).await == 0 {
+        assert!(
+            sent < 3000,
+            "{sent} signals of 7 KB and no slow_consumer resync: the byte bound never tripped"
+        );
+        send_big(&pg, &mut ticker, sent).await;
+        sent += BATCH;
+    }
+    // Reading again, it gets the signals that were queued, in order, then
+    // the resync instead of the ones skipped ...
+    let frames = slow.until("big", "resync").await;
+    let (resync, signals) = frames.split_last().unwrap();
+    assert_eq!(resync["payload"], json!({"reason": "slow_consumer"}));
+    for (i, frame) in signals.iter().enumerate() {
+        assert!(fill(frame, i), "frame {i}: {frame}");
+    }
+    assert!(signals.len() < sent, "nothing was skipped");
+    // ... and, the resync written, later signals again.
+    common::barrier(&pg, "big").await;
+    assert_eq!(slow.next().await["event"], "barrier");
+    assert_eq!(slow_consumer_resyncs(&served).await, 1);
+    served.stop().await;
+
+    // The same run with the default byte bound (1 MiB): all of it fits, so
+    // it was the byte bound that tripped, not the frame bound or the socket.
+    let db = common::fresh_db().await;
+    let served = served_for_a_slow_reader(&db, &[]).await;
+    let pg = db.client().await;
+    let mut ticker = WsClient::connect(&served.ws_url()).await;
+    ticker.subscribe(&["tick"]).await;
+    let mut slow = tight_client(&served).await;
+    slow.subscribe(&["big"]).await;
+    for from in (0..sent).step_by(BATCH) {
+        send_big(&pg, &mut ticker, from).await;
+    }
+    assert_eq!(
+        slow_consumer_resyncs(&served).await,
+        0,
+        "the default byte bound tripped too, after {sent} signals"
+    );
+    common::barrier(&pg, "big").await;
+    let frames = slow.until("big", "barrier").await;
+    assert_eq!(frames.len(), sent + 1);
+    for (i, frame) in frames[..sent].iter().enumerate() {
+        assert!(fill(frame, i), "frame {i}: {frame}");
+    }
+    served.stop().await;
 }

@@ -1,6 +1,8 @@
 //! The LISTEN connection dies (backend terminated, whole cluster restarted):
 //! readiness drops, every subscribed channel gets `resync`, and signals flow
-//! again after the reconnect — without restarting the bridge.
+//! again after the reconnect — without restarting the bridge. While the
+//! database refuses it, the listener retries no less often than
+//! `--reconnect-max` says.
 
 mod common;
 
@@ -121,4 +123,99 @@ async fn an_unreadable_notification_becomes_a_resync_on_its_channel() {
     .unwrap();
     common::expect_invalid_signal_resync(&pg, &mut client, "order", "unreadable notifications")
         .await;
+}
+
+/// When each log line (JSON) with `message` was written, in order.
+fn logged_at(log: &str, message: &str) -> Vec<time::OffsetDateTime> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == message)
+        .map(|l| {
+            let at = l["timestamp"].as_str().unwrap();
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap()
+        })
+        .collect()
+}
+
+/// `--reconnect-max` reaches the listener: with the smallest value (100ms),
+/// a listener the database keeps refusing waits at most 100 ms between
+/// attempts, where the default (5s) would have it wait seconds by the
+/// sixth.
+#[tokio::test]
+async fn reconnect_max_caps_the_wait_between_attempts() {
+    let db = common::fresh_db().await;
+    let served = common::binary::Served::start(
+        &common::cluster().url(&db.name),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--reconnect-max",
+            "100ms",
+        ],
+        &[],
+    )
+    .await;
+    let admin = connect(&common::cluster().config("postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "alter database {0} allow_connections false; \
+             select pg_terminate_backend(pid) from pg_stat_activity \
+             where application_name = 'pgbroadcast-listener' and datname = '{0}'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    // The connection lost, then attempts refused, each logged.
+    let lost = "LISTEN connection lost; reconnecting";
+    let attempts = tokio::time::timeout(common::PATIENCE, async {
+        loop {
+            let at = logged_at(&served.log(), lost);
+            if at.len() >= 10 {
+                return at;
+            }
+            // Another process's log: there is no event to wait on.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the listener stopped retrying:\n{}", served.log()));
+    let refused = served
+        .log_line(&["not currently accepting connections"])
+        .await;
+    assert!(refused.contains(lost), "{refused}");
+    // Eight waits of at most 100 ms each, plus nine attempts (each a
+    // backend Postgres starts and refuses). With the default, the waits
+    // before the ninth attempt (at least half of 100 ms, 200 ms, ... 3.2 s,
+    // 5 s, 5 s) come to 8.15 s at least.
+    let took = attempts[9] - attempts[0];
+    assert!(
+        took < time::Duration::seconds(6),
+        "ten lost or refused connections took {took}: {:?}",
+        attempts.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+    );
+
+    // Let back in, it LISTENs again.
+    admin
+        .batch_execute(&format!(
+            "alter database {} allow_connections true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    tokio::time::timeout(common::PATIENCE, async {
+        while reqwest::get(served.http_url("/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the listener did not come back");
+    served.stop().await;
 }

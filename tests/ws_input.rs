@@ -106,6 +106,95 @@ async fn subscription_limit_is_enforced_per_connection() {
     client.subscribe(&["d"]).await;
 }
 
+/// The value of an unlabelled counter or gauge in `/metrics` text (0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A burst over `max_messages_per_second`: the messages over the rate are
+/// not applied, and the `rate_limited` error's `dropped` counts every one of
+/// them, over a real socket and the server's own clock.
+#[tokio::test]
+async fn messages_over_the_rate_are_not_applied_and_every_one_is_counted() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let rate = 5;
+    let limits = Limits {
+        max_messages_per_second: rate,
+        ..Limits::default()
+    };
+    let bridge = Bridge::start_with(&db, limits).await;
+    let mut client = bridge.client().await;
+    assert_eq!(client.welcome["limits"]["max_messages_per_second"], rate);
+    // Far more than the rate, back to back: a subscribe to a channel of its own each.
+    let sent = 40;
+    for i in 0..sent {
+        client.send(json!({ "subscribe": [format!("c{i}")] })).await;
+    }
+    // Each message is either acknowledged or counted in a notice, never both.
+    let mut acked = std::collections::BTreeSet::new();
+    let mut dropped = 0;
+    let mut notices = 0;
+    while acked.len() + dropped < sent {
+        let frame = tokio::time::timeout(common::PATIENCE / 2, client.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} acknowledged and {dropped} counted as dropped of {sent}: the rest went unaccounted for",
+                    acked.len()
+                )
+            });
+        match frame["type"].as_str() {
+            Some("subscribed") => {
+                assert!(acked.insert(frame["channels"][0].as_str().unwrap().to_owned()));
+            }
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited", "{frame}");
+                dropped += frame["dropped"].as_u64().unwrap() as usize;
+                notices += 1;
+            }
+            _ => panic!("unexpected frame {frame}"),
+        }
+        assert!(
+            acked.len() + dropped <= sent,
+            "more acknowledged and dropped than sent: {} + {dropped} of {sent}",
+            acked.len()
+        );
+    }
+    // The bucket starts full: the first `rate` messages are applied.
+    for i in 0..rate {
+        assert!(acked.contains(&format!("c{i}")), "c{i} in {acked:?}");
+    }
+    assert!(dropped >= sent / 2, "only {dropped} of {sent} dropped");
+    // One notice, unless the burst took the server longer than the notice delay.
+    assert!(notices <= 2, "{notices} notices");
+    let metrics = bridge.metrics().await;
+    assert_eq!(
+        metric(&metrics, "pgbroadcast_messages_rate_limited_total"),
+        dropped as u64,
+        "{metrics}"
+    );
+
+    // Not applied: a signal on every channel reaches only those acknowledged.
+    let emits: String = (0..sent)
+        .map(|i| format!("select broadcast.emit('c{i}', 'ping', null, null);"))
+        .collect();
+    pg.batch_execute(&format!("begin; {emits} commit;"))
+        .await
+        .unwrap();
+    common::barrier(&pg, "c0").await;
+    let frames = client.until("c0", "barrier").await;
+    let pinged: std::collections::BTreeSet<String> = frames
+        .iter()
+        .filter(|f| f["event"] == "ping")
+        .map(|f| f["channel"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pinged, acked, "{frames:?}");
+    assert_eq!(frames.len(), acked.len() + 1, "{frames:?}");
+}
+
 #[tokio::test]
 async fn an_oversized_message_closes_with_1009_and_a_reason() {
     let db = TestDb::migrated().await;
@@ -152,8 +241,21 @@ async fn connections_over_the_limit_are_refused_before_the_upgrade() {
     match tokio_tungstenite::connect_async(bridge.ws_url()).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 503);
+            let retry_after = response.headers().get("retry-after");
+            assert_eq!(
+                retry_after.map(|v| v.to_str().unwrap()),
+                Some("5"),
+                "{:?}",
+                response.headers()
+            );
             let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
-            assert_eq!(body["error"]["code"], "too_many_connections");
+            assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{body}"
+            );
         }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
