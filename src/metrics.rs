@@ -60,6 +60,8 @@ pub struct Metrics {
     pub wal_stale_slots_retained_bytes: Gauge,
     /// Times the LISTEN connection was re-established after a loss.
     pub listener_reconnects: Counter,
+    /// Times the WAL stream was re-established after a loss.
+    pub wal_reconnects: Counter,
     /// `pg_notification_queue_usage()`: the fraction of the NOTIFY queue in use.
     pub notify_queue_usage: Gauge<f64, AtomicU64>,
     /// Seconds from a notification reaching the service to its frame being written.
@@ -96,6 +98,7 @@ impl Metrics {
             wal_stale_slots: Gauge::default(),
             wal_stale_slots_retained_bytes: Gauge::default(),
             listener_reconnects: Counter::default(),
+            wal_reconnects: Counter::default(),
             notify_queue_usage: Gauge::default(),
             // 50 µs … ~1.6 s
             send_lag: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
@@ -195,6 +198,11 @@ impl Metrics {
             "listener_reconnects",
             "Times the LISTEN connection was re-established after a loss",
             m.listener_reconnects.clone(),
+        );
+        r.register(
+            "wal_reconnects",
+            "Times the WAL stream was re-established after a loss",
+            m.wal_reconnects.clone(),
         );
         r.register(
             "notify_queue_usage_ratio",

@@ -80,6 +80,8 @@ pub struct WalListener {
     node_id: Option<String>,
     /// What this run has read, across reconnections.
     read: Option<Read>,
+    /// Whether a stream was in effect before (a new one is then a reconnection).
+    streamed_before: bool,
     /// When what was read may be confirmed; kept across reconnections, so
     /// a stream that reconnects often still confirms.
     confirm: Confirm,
@@ -161,6 +163,7 @@ impl WalListener {
             confirm: Confirm::new(hub.window(), pg.node_id.is_none()),
             node_id: pg.node_id.clone(),
             read: None,
+            streamed_before: false,
         }
     }
 
@@ -400,6 +403,10 @@ impl WalListener {
         read.epoch = epoch;
         read.last_end = read.last_end.max(from);
         client.start().await?;
+        if self.streamed_before {
+            self.hub.metrics().wal_reconnects.inc();
+        }
+        self.streamed_before = true;
         self.hub.metrics().wal_up.set(1);
         self.backoff.reset();
         // Ready once caught up with what had been written when it connected:

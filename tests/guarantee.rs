@@ -642,6 +642,9 @@ async fn wal_stream_terminated_repeatedly() {
     let truth = truth(&pg).await;
     let reports = check_lossless(&readers.await.unwrap(), &truth, "a client");
     report_line("wal_stream_terminated_x3", truth.len(), &reports, "");
+    // Every signal after the last termination came through a new stream.
+    assert_eq!(bridge.hub.metrics().wal_reconnects.get(), 3);
+    assert_eq!(bridge.hub.metrics().listener_reconnects.get(), 0);
     bridge.shutdown().await.unwrap();
 }
 
