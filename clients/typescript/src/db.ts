@@ -184,6 +184,9 @@ class RecentSet {
   has(x: number): boolean {
     return this.items.has(x);
   }
+  clear(): void {
+    this.items.clear();
+  }
   add(x: number): void {
     this.items.delete(x);
     this.items.add(x);
@@ -241,6 +244,8 @@ class LiveOrFrozenStore {
   private readonly pending = new Set<() => void>();
   /** Count of foreign signals (not own txids), to tell whether one came during an `awaitTxId`. */
   private foreign = 0;
+  /** The epoch of the last signal that named one. */
+  private epoch: string | undefined;
 
   constructor(
     private readonly source: LiveDataSource<unknown>,
@@ -303,6 +308,12 @@ class LiveOrFrozenStore {
   }
 
   private onSignal(signal: BroadcastSignal): void {
+    if (signal.epoch !== undefined) {
+      // A new epoch may be a server on another database, whose txids start
+      // over: a txid seen before it says nothing about a write after it.
+      if (this.epoch !== undefined && signal.epoch !== this.epoch) this.seen.clear();
+      this.epoch = signal.epoch;
+    }
     if (signal.txid !== undefined) {
       this.seen.add(signal.txid);
       const waiting = this.waiters.get(signal.txid);

@@ -88,6 +88,31 @@ describe('useLiveOrFrozen', () => {
     expect(FakeWebSocket.last.sent).toContainEqual({ subscribe: ['order:2'] });
   });
 
+  it('forgets the txids it saw when signals come from a new epoch (a server on another database counts txids again)', async () => {
+    vi.useFakeTimers();
+    const client = openClient();
+    const { result } = renderHook(() => useLiveOrFrozen(staticSource(() => 'v'), { channel: 'order', live: false }), {
+      wrapper: withProvider(client),
+    });
+    act(() => FakeWebSocket.last.signal('order', 'updated', { entity_id: '1', txid: 7 }, 1, 'e1'));
+    await expect(result.current.awaitTxId(7)).resolves.toBe(true);
+    act(() => FakeWebSocket.last.signal('order', 'updated', { entity_id: '2', txid: 3 }, 1, 'e2'));
+    // txid 7 of the old epoch is not this epoch's 7: it waits for its own signal.
+    let seven: boolean | undefined;
+    void result.current.awaitTxId(7, 1000).then((v) => (seven = v));
+    await act(async () => {
+      await vi.advanceTimersByTimeAsync(0);
+    });
+    expect(seven).toBeUndefined();
+    act(() => FakeWebSocket.last.signal('order', 'updated', { entity_id: '1', txid: 7 }, 2, 'e2'));
+    await act(async () => {
+      await vi.advanceTimersByTimeAsync(0);
+    });
+    expect(seven).toBe(true);
+    // This epoch's txids are known at once.
+    await expect(result.current.awaitTxId(3)).resolves.toBe(true);
+  });
+
   it('remembers a bounded number of txids (the oldest are forgotten)', async () => {
     vi.useFakeTimers();
     const client = openClient();
