@@ -479,10 +479,33 @@ export interface ConfigureSyncOptions {
   connect?: boolean | 'lazy';
 }
 
+/**
+ * Electric's parser for `int8` columns in {@link SyncConfig.electricShapeOptions}.
+ * Electric parses `int8` (bigint, bigserial: most ids) as a BigInt by default,
+ * while an API's JSON, its OpenAPI types and the keys its REST paths take have
+ * a number: the same row would have a different key over Electric and over
+ * REST. Values within Number.MAX_SAFE_INTEGER become numbers; beyond it a
+ * number would be wrong, so they stay BigInt.
+ */
+export function parseInt8(value: string): number | bigint {
+  const n = Number(value);
+  return Number.isSafeInteger(n) ? n : BigInt(value);
+}
+
+/** Shape options for one table: Electric's URL, the table, and `int8` parsed by {@link parseInt8}. */
+export interface ElectricShapeOptions {
+  url: string;
+  params: { table: string };
+  parser: { int8: (value: string) => number | bigint };
+}
+
 export interface SyncConfig {
   broadcast: BroadcastClient;
-  /** Shape options for `electricCollectionOptions({ shapeOptions: electricShapeOptions("orders"), ... })`. */
-  electricShapeOptions: (table: string) => { url: string; params: { table: string } };
+  /**
+   * Shape options for `electricCollectionOptions({ shapeOptions: electricShapeOptions("orders"), ... })`
+   * (spread them to add your own `parser` entries or params).
+   */
+  electricShapeOptions: (table: string) => ElectricShapeOptions;
 }
 
 /**
@@ -499,6 +522,6 @@ export function configureSync(options: ConfigureSyncOptions): SyncConfig {
   const broadcast = createBroadcastClient(clientOptions, options.connect ?? 'lazy');
   return {
     broadcast,
-    electricShapeOptions: (table: string) => ({ url: options.electricUrl, params: { table } }),
+    electricShapeOptions: (table: string) => ({ url: options.electricUrl, params: { table }, parser: { int8: parseInt8 } }),
   };
 }

@@ -36,7 +36,10 @@ import { createElement, type ReactElement, type ReactNode } from 'react';
 import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
 import type { BroadcastClient } from '@pgbroadcast/client';
 import { BroadcastProvider } from '@pgbroadcast/client/react';
-import { configureSync as configureBroadcastSync, type ConfigureSyncOptions as BroadcastSyncOptions } from '@pgbroadcast/client/db';
+import {
+  configureSync as configureBroadcastSync,
+  type ConfigureSyncOptions as BroadcastSyncOptions,${electric ? '\n  type ElectricShapeOptions,' : ''}
+} from '@pgbroadcast/client/db';
 
 export interface ConfigureSyncOptions {
   /** pgbroadcast's WebSocket, e.g. \`ws://localhost:8080/ws/broadcast\`. */
@@ -67,7 +70,8 @@ export interface SyncRuntime {
 ${
     electric
       ? `  readonly electricUrl: string | undefined;
-  readonly electricShapeOptions: (table: string) => { url: string; params: { table: string } };
+  /** Electric's URL and the table; \`int8\` (ids) parsed as the numbers the API's types say (\`parseInt8\` of \`@pgbroadcast/client/db\`). */
+  readonly electricShapeOptions: (table: string) => ElectricShapeOptions;
 `
       : ''
   }  readonly getToken: BroadcastSyncOptions['getToken'];

@@ -6,7 +6,11 @@ import { createElement, type ReactElement, type ReactNode } from 'react';
 import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
 import type { BroadcastClient } from '@pgbroadcast/client';
 import { BroadcastProvider } from '@pgbroadcast/client/react';
-import { configureSync as configureBroadcastSync, type ConfigureSyncOptions as BroadcastSyncOptions } from '@pgbroadcast/client/db';
+import {
+  configureSync as configureBroadcastSync,
+  type ConfigureSyncOptions as BroadcastSyncOptions,
+  type ElectricShapeOptions,
+} from '@pgbroadcast/client/db';
 
 export interface ConfigureSyncOptions {
   /** pgbroadcast's WebSocket, e.g. `ws://localhost:8080/ws/broadcast`. */
@@ -31,7 +35,8 @@ export interface SyncRuntime {
   readonly queryClient: QueryClient;
   readonly apiUrl: string;
   readonly electricUrl: string | undefined;
-  readonly electricShapeOptions: (table: string) => { url: string; params: { table: string } };
+  /** Electric's URL and the table; `int8` (ids) parsed as the numbers the API's types say (`parseInt8` of `@pgbroadcast/client/db`). */
+  readonly electricShapeOptions: (table: string) => ElectricShapeOptions;
   readonly getToken: BroadcastSyncOptions['getToken'];
   readonly fetch: typeof fetch | undefined;
 }
