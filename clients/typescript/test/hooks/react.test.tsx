@@ -9,6 +9,7 @@ import {
   bindQueryCollection,
   bindQueryInvalidation,
   configureSync,
+  parseInt8,
   useBroadcastQueryInvalidation,
   useLiveOrFrozen,
   type LiveDataSource,
@@ -352,7 +353,11 @@ describe('configureSync', () => {
     const off = broadcast.subscribe('order', () => {});
     expect(broadcast.state).toBe('connecting');
     expect(FakeWebSocket.last.url).toBe('ws://localhost:8080/ws/broadcast');
-    expect(electricShapeOptions('orders')).toEqual({ url: 'http://localhost:3000/v1/shape', params: { table: 'orders' } });
+    expect(electricShapeOptions('orders')).toEqual({
+      url: 'http://localhost:3000/v1/shape',
+      params: { table: 'orders' },
+      parser: { int8: parseInt8 },
+    });
     off();
     broadcast.disconnect();
   });
