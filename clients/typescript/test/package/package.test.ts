@@ -19,7 +19,7 @@
  *   skips: ./readme-examples.ts, shared with peer-sets.test.ts).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,7 @@ const ENTRIES: Record<string, string[]> = {
   '': ['BroadcastClient', 'initBroadcast', 'getBroadcastClient', 'subscribeToBroadcast'],
   '/client': ['BroadcastClient', 'initBroadcast', 'getBroadcastClient', 'subscribeToBroadcast'],
   '/react': ['BroadcastProvider', 'useBroadcastState', 'useBroadcastSync', 'useBroadcastClient'],
+  '/query-core': ['bindQueryInvalidation', 'keysForSignal', 'toInvalidateFilters'],
   '/query': ['bindQueryInvalidation', 'useBroadcastQueryInvalidation', 'keysForSignal', 'toInvalidateFilters'],
   '/db': ['bindQueryCollection', 'useBroadcastQueryCollection', 'collectionSource', 'useLiveOrFrozen', 'configureSync'],
   '/tanstack': ['bindQueryInvalidation', 'useBroadcastQueryInvalidation', 'bindQueryCollection', 'useLiveOrFrozen', 'configureSync'],
@@ -48,6 +49,7 @@ const RUNTIME_DEPS: Record<string, string[]> = {
   '': [],
   '/client': [],
   '/react': ['react'],
+  '/query-core': [],
   '/query': ['react', '@tanstack/react-query', '@tanstack/query-core'],
   '/db': ['react'],
   '/tanstack': ['react', '@tanstack/react-query', '@tanstack/query-core'],
@@ -125,7 +127,9 @@ describe('npm pack', () => {
 describe('peer dependencies', () => {
   it('are ranges, only packages src imports, all optional', () => {
     const imported = new Set<string>();
-    for (const file of ['client.ts', 'react.tsx', 'query.ts', 'db.ts', 'tanstack.ts', 'gap.ts', 'index.ts']) {
+    const files = readdirSync(join(pkgDir, 'src')).filter((f) => /\.tsx?$/.test(f));
+    expect(files).toContain('query-core.ts');
+    for (const file of files) {
       const src = readFileSync(join(pkgDir, 'src', file), 'utf8');
       for (const m of src.matchAll(/from '([^'.][^']*)'/g)) imported.add(m[1]!.startsWith('@') ? m[1]!.split('/').slice(0, 2).join('/') : m[1]!.split('/')[0]!);
     }
@@ -181,6 +185,10 @@ client.disconnect();
       join(dir, 'cjs.cts'),
       `import { BroadcastClient } from '@pgbroadcast/client';\nimport { bindQueryInvalidation, type InvalidationTarget, type InvalidatingQueryClient } from '@pgbroadcast/client/query';\n${body}`,
     );
+    writeFileSync(
+      join(dir, 'core.mts'),
+      `import { BroadcastClient } from '@pgbroadcast/client';\nimport { QueryClient } from '@tanstack/query-core';\nimport { bindQueryInvalidation, type InvalidationTarget } from '@pgbroadcast/client/query-core';\n${body.replace('const queryClient: InvalidatingQueryClient = { invalidateQueries: async () => {} };', 'const queryClient = new QueryClient();')}`,
+    );
     writeFileSync(join(dir, 'db.mts'), `import { useLiveOrFrozen } from '@pgbroadcast/client/db';\nexport const f = useLiveOrFrozen;\n`);
     const base = {
       target: 'ES2022',
@@ -192,7 +200,7 @@ client.disconnect();
       noEmit: true,
       types: [],
     };
-    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: base, files: ['esm.mts', 'cjs.cts'] }, null, 2));
+    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: base, files: ['esm.mts', 'cjs.cts', 'core.mts'] }, null, 2));
     writeFileSync(join(dir, 'tsconfig.db.json'), JSON.stringify({ compilerOptions: base, files: ['db.mts'] }, null, 2));
   });
 
@@ -215,7 +223,29 @@ client.disconnect();
     // Both the ESM and the CJS declarations were checked.
     expect(r.stdout).toMatch(/@pgbroadcast\/client\/dist\/query\.d\.ts/);
     expect(r.stdout).toMatch(/@pgbroadcast\/client\/dist\/cjs\/query\.d\.ts/);
+    expect(r.stdout).toMatch(/@pgbroadcast\/client\/dist\/query-core\.d\.ts/);
   }, 90_000);
+
+  it('/query-core binds a real QueryClient with no React installed (a Vue, Solid or Svelte Query app)', () => {
+    const script = `
+import { BroadcastClient } from '@pgbroadcast/client';
+import { QueryClient } from '@tanstack/query-core';
+import { bindQueryInvalidation } from '@pgbroadcast/client/query-core';
+const client = new BroadcastClient({ url: 'ws://127.0.0.1:9/ws' });
+const queryClient = new QueryClient();
+const unbind = bindQueryInvalidation(client, queryClient, { channel: 'orders', queryKey: () => [['orders']] });
+unbind();
+client.disconnect();
+console.log('bound');
+`;
+    const r = node(dir, ['--input-type=module', '-e', script]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('bound');
+    const cjs = node(dir, ['-e', `const { bindQueryInvalidation } = require('@pgbroadcast/client/query-core'); console.log(typeof bindQueryInvalidation);`]);
+    expect(cjs.stdout.trim()).toBe('function');
+    // The React entry cannot load there: /query-core is what such an app imports.
+    expect(node(dir, ['--input-type=module', '-e', `await import('@pgbroadcast/client/query')`]).status).not.toBe(0);
+  });
 
   it('control: /db there does not type-check (its types need the DB packages)', () => {
     const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.db.json', '--skipLibCheck', 'false'], {

@@ -101,7 +101,7 @@ const SETS: PeerSet[] = [
 ];
 
 /** Every entry the package exports (besides ./package.json). */
-const ENTRIES = ['', '/client', '/react', '/query', '/db', '/tanstack'];
+const ENTRIES = ['', '/client', '/react', '/query-core', '/query', '/db', '/tanstack'];
 
 const APP = `
 import { QueryClient } from '@tanstack/react-query';
