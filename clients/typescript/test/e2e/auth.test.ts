@@ -14,14 +14,12 @@
  *
  * Writes go through the demo's REST API (which takes the same tokens).
  */
-import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { BroadcastClient, type BroadcastClientOptions, type BroadcastSignal, type ControlFrame, type ConnectionState } from '../../src/client.js';
-import { ensureBinary, startDemo, stopDemo, waitFor, type Demo } from './demo.js';
+import { ensureBinary, sql, startDemo, stopDemo, waitFor, type Demo } from './demo.js';
 
 const SECRET = 'a-secret-for-the-auth-e2e-test-only-48-bytes-long!';
 const AUDIENCE = 'pgbroadcast-e2e';
@@ -41,18 +39,6 @@ function mint(exp: number, secret = SECRET): string {
 }
 const longToken = () => mint(nowS() + 3600);
 
-function psqlBin(): string {
-  for (const p of ['/usr/bin/psql', '/usr/lib/postgresql/15/bin/psql']) if (existsSync(p)) return p;
-  const pgBin = process.env.PGBROADCAST_PG_BIN;
-  if (pgBin && existsSync(`${pgBin}/psql`)) return `${pgBin}/psql`;
-  return 'psql';
-}
-
-function sql(pgUrl: string, statement: string): string {
-  const r = spawnSync(psqlBin(), [pgUrl, '-v', 'ON_ERROR_STOP=1', '-qAtc', statement], { encoding: 'utf8', timeout: 15_000 });
-  expect(r.status, r.stderr).toBe(0);
-  return r.stdout.trim();
-}
 
 /** `ws`, keeping every socket made, the messages sent on each and how it closed. */
 class TracedWebSocket extends WebSocket {

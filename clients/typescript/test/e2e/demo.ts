@@ -135,3 +135,17 @@ export async function api<T>(demo: Demo, method: string, path: string, body?: un
   if (res.status !== expected) throw new Error(`${method} ${path}: ${res.status} ${text}`);
   return JSON.parse(text) as T;
 }
+
+function psqlBin(): string {
+  for (const p of ['/usr/bin/psql', '/usr/lib/postgresql/15/bin/psql']) if (existsSync(p)) return p;
+  const pgBin = process.env.PGBROADCAST_PG_BIN;
+  if (pgBin && existsSync(`${pgBin}/psql`)) return `${pgBin}/psql`;
+  return 'psql';
+}
+
+/** Runs one statement in a new psql session; its output, unaligned. Throws with psql's message when it fails. */
+export function sql(pgUrl: string, statement: string): string {
+  const r = spawnSync(psqlBin(), [pgUrl, '-v', 'ON_ERROR_STOP=1', '-qAtc', statement], { encoding: 'utf8', timeout: 15_000 });
+  if (r.status !== 0) throw new Error(`psql failed (${r.status ?? r.signal}): ${r.stderr || r.error?.message}\n${statement}`);
+  return r.stdout.trim();
+}

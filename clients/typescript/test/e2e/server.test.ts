@@ -13,12 +13,10 @@
  * (the binary: $PGBROADCAST_BIN, or the debug build in cargo's target
  * directory, built with `cargo build` if missing).
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { BroadcastClient, type BroadcastClientOptions, type BroadcastSignal, type ConnectionState, type ControlFrame } from '../../src/client.js';
-import { api, ensureBinary, startDemo, stopDemo, waitFor as waitForDemo, type Demo, type StartDemoOptions } from './demo.js';
+import { api, ensureBinary, sql, startDemo, stopDemo, waitFor as waitForDemo, type Demo, type StartDemoOptions } from './demo.js';
 
 /** Every signal received, for the error messages of timed-out waits. */
 const signalLog: BroadcastSignal[] = [];
@@ -46,19 +44,6 @@ function post(s: Demo, path: string, body: unknown): Promise<{ data: { id: numbe
   return api(s, 'POST', path, body);
 }
 
-function psqlBin(): string {
-  for (const p of ['/usr/bin/psql', '/usr/lib/postgresql/15/bin/psql']) if (existsSync(p)) return p;
-  const pgBin = process.env.PGBROADCAST_PG_BIN;
-  if (pgBin && existsSync(`${pgBin}/psql`)) return `${pgBin}/psql`;
-  return 'psql';
-}
-
-/** Runs one statement in a new psql session; its output, unaligned. */
-function sql(pgUrl: string, statement: string): string {
-  const r = spawnSync(psqlBin(), [pgUrl, '-v', 'ON_ERROR_STOP=1', '-qAtc', statement], { encoding: 'utf8', timeout: 15_000 });
-  expect(r.status, r.stderr).toBe(0);
-  return r.stdout.trim();
-}
 
 /**
  * A client of `server` subscribed to `order`, connected and live (the server
@@ -162,17 +147,11 @@ describe('BroadcastClient against the real pgbroadcast server', () => {
 
   it('delivers `resync` on order when the LISTEN backend is terminated', async () => {
     const before = signals.length;
-    const r = spawnSync(
-      psqlBin(),
-      [
-        server!.pgUrl,
-        '-Atc',
-        "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgbroadcast-listener'",
-      ],
-      { encoding: 'utf8', timeout: 15_000 },
+    const terminated = sql(
+      server!.pgUrl,
+      "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgbroadcast-listener'",
     );
-    expect(r.status, r.stderr).toBe(0);
-    expect(Number(r.stdout.trim())).toBeGreaterThanOrEqual(1);
+    expect(Number(terminated)).toBeGreaterThanOrEqual(1);
     const resync = await waitFor('a resync on order', () =>
       signals.slice(before).find((s) => s.channel === 'order' && s.resync),
     );
