@@ -68,6 +68,19 @@ describe('types', () => {
     expectTypeOf(all).returns.not.toExtend<LiveDataSource<{ sku: string }[]>>();
   });
 
+  it("a collection's key type is checked: a number-keyed collection takes no string key", () => {
+    const numberKeyed = {} as CollectionLike<Order, number>;
+    // @ts-expect-error a string key for a number-keyed collection
+    const wrong = () => collectionSource(numberKeyed, 'one');
+    const right = () => collectionSource(numberKeyed, 1);
+    void wrong;
+    expectTypeOf(right).returns.toExtend<LiveDataSource<Order | undefined>>();
+    // So with the real query collection (getKey returns the Order's number id).
+    // @ts-expect-error a string key for the query collection's number keys
+    const wrongReal = (c: QueryOrders) => collectionSource(c, 'one');
+    void wrongReal;
+  });
+
   it('a query collection is a RefetchableCollection and a CollectionLike; an object without utils.refetch is not', () => {
     expectTypeOf<QueryOrders>().toExtend<RefetchableCollection>();
     expectTypeOf<QueryOrders>().toExtend<CollectionLike<Order, number>>();
