@@ -25,7 +25,12 @@ use tokio_tungstenite::tungstenite::Message;
 /// in flight may or may not have committed: the table says which).
 struct Writer {
     stop: Arc<AtomicBool>,
+    /// The last write acknowledged as committed.
     progress: watch::Receiver<i64>,
+    /// The last write begun: none after it can have committed. (Not the
+    /// acknowledged one plus one: a write whose connection was lost may have
+    /// committed unacknowledged, and the next is then in flight too.)
+    begun: watch::Receiver<i64>,
     task: JoinHandle<()>,
 }
 
@@ -35,6 +40,7 @@ impl Writer {
     fn start(config: tokio_postgres::Config, pad: i32) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, progress) = watch::channel(0);
+        let (begin, begun) = watch::channel(0);
         let flag = Arc::clone(&stop);
         let task = tokio::spawn(async move {
             let sql = if pad > 0 {
@@ -58,6 +64,7 @@ impl Writer {
                     continue;
                 };
                 n += 1;
+                begin.send_replace(n);
                 match client.execute(sql, &[&n, &pad]).await {
                     Ok(_) => {
                         tx.send_replace(n);
@@ -69,6 +76,7 @@ impl Writer {
         Writer {
             stop,
             progress,
+            begun,
             task,
         }
     }
@@ -152,8 +160,8 @@ struct Recorder {
     /// A number, or text in a WAL epoch: sent back as it came.
     seq: Value,
     reconnects: usize,
-    /// The writer's progress, once known ([`Recorder::watch`]): each resync
-    /// is then recorded with how far the writes could have got.
+    /// The writes begun, once known ([`Recorder::watch`]): each resync is
+    /// then recorded with how far the writes could have got.
     written: Option<watch::Receiver<i64>>,
 }
 
@@ -178,7 +186,7 @@ impl Recorder {
     /// From now on, each resync is recorded with the writes that could
     /// have committed when it was received: it covers no later one.
     fn watch(&mut self, writer: &Writer) {
-        self.written = Some(writer.progress.clone());
+        self.written = Some(writer.begun.clone());
     }
 
     /// Records one frame; `false` at the barrier.
@@ -192,10 +200,9 @@ impl Recorder {
                 self.seen.push(Seen::Resync(
                     frame["payload"]["reason"].as_str().unwrap().to_owned(),
                 ));
-                if let Some(written) = &self.written {
-                    // One writer, one write at a time: at most the one in
-                    // flight can have committed beyond what it reported.
-                    self.seen.push(Seen::Committed(*written.borrow() + 1));
+                if let Some(begun) = &self.written {
+                    // No write after the last one begun can have committed.
+                    self.seen.push(Seen::Committed(*begun.borrow()));
                 }
             }
             _ => {
@@ -296,13 +303,25 @@ fn report_line(scenario: &str, written: usize, reports: &[Report], extra: &str) 
     );
 }
 
-/// `count` clients of `url`, each reading to the barrier in a task of its own.
-async fn readers_of(url: &str, count: usize) -> JoinHandle<Vec<Recorder>> {
+/// `count` clients of `url`, subscribed to `tick`, each reading to the
+/// barrier in a task of its own; and the writer they watch, started once
+/// they are subscribed.
+async fn readers_of(
+    url: &str,
+    count: usize,
+    config: &tokio_postgres::Config,
+) -> (JoinHandle<Vec<Recorder>>, Writer) {
     let mut recorders = Vec::new();
     for _ in 0..count {
         recorders.push(Recorder::connect(url).await);
     }
-    tokio::spawn(read_all(recorders))
+    // Subscribed already: they miss nothing by reading from a moment later,
+    // and each resync covers only what could have committed before it.
+    let writer = Writer::start(config.clone(), 0);
+    for r in &mut recorders {
+        r.watch(&writer);
+    }
+    (tokio::spawn(read_all(recorders)), writer)
 }
 
 async fn read_all(recorders: Vec<Recorder>) -> Vec<Recorder> {
@@ -344,16 +363,7 @@ async fn listener_backend_terminated_repeatedly() {
     let db = ticks_db(true).await;
     let pg = db.client().await;
     let bridge = Bridge::start(&db).await;
-    let mut recorders = Vec::new();
-    for _ in 0..4 {
-        recorders.push(Recorder::connect(&bridge.ws_url()).await);
-    }
-    // Subscribed already: they miss nothing by reading from a moment later.
-    let mut writer = Writer::start(db.config.clone(), 0);
-    for r in &mut recorders {
-        r.watch(&writer);
-    }
-    let readers = tokio::spawn(read_all(recorders));
+    let (readers, mut writer) = readers_of(&bridge.ws_url(), 4, &db.config).await;
     for round in 1..=3 {
         writer.advance(150).await;
         bridge.wait_ready(true).await;
@@ -433,8 +443,7 @@ async fn cluster_restarts(wal: bool) {
     };
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), pg_args).await;
     let url = ws_url(&bridge);
-    let readers = readers_of(&url, 3).await;
-    let mut writer = Writer::start(db.config.clone(), 0);
+    let (readers, mut writer) = readers_of(&url, 3, &db.config).await;
     writer.advance(200).await;
     let mut ready = bridge.ready.clone();
     tokio::task::block_in_place(|| cluster.stop()).unwrap();
@@ -626,8 +635,7 @@ async fn wal_stream_terminated_repeatedly() {
     let pg = db.client().await;
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
     let url = ws_url(&bridge);
-    let readers = readers_of(&url, 4).await;
-    let mut writer = Writer::start(db.config.clone(), 0);
+    let (readers, mut writer) = readers_of(&url, 4, &db.config).await;
     let mut pid = walsender(&pg, None).await;
     for _ in 0..3 {
         writer.advance(150).await;
@@ -657,8 +665,7 @@ async fn wal_slot_dropped_by_a_dba() {
     let pg = db.client().await;
     let bridge = serve_with(&db, "127.0.0.1:0".parse().unwrap(), wal_node(&db.name)).await;
     let url = ws_url(&bridge);
-    let readers = readers_of(&url, 2).await;
-    let mut writer = Writer::start(db.config.clone(), 0);
+    let (readers, mut writer) = readers_of(&url, 2, &db.config).await;
     writer.advance(100).await;
     // The drop fails while the node streams from the slot: terminate, then
     // drop before it is back (or try again).
@@ -722,8 +729,7 @@ async fn a_node_killed_and_restarted_resumes_its_clients_over_the_wal() {
     let first = serve_wal_node(&db, "127.0.0.1:0").await;
     let addr = first.addr.clone();
     let ws = first.ws_url();
-    let readers = readers_of(&ws, 3).await;
-    let mut writer = Writer::start(db.config.clone(), 0);
+    let (readers, mut writer) = readers_of(&ws, 3, &db.config).await;
     writer.advance(200).await;
     first.kill().await;
     writer.advance(100).await;
@@ -929,8 +935,7 @@ async fn the_bridge_process_restarts() {
     let first = serve_on(&db, "127.0.0.1:0".parse().unwrap()).await;
     let addr = first.addr;
     let url = format!("ws://{addr}/ws/broadcast");
-    let readers = readers_of(&url, 3).await;
-    let mut writer = Writer::start(db.config.clone(), 0);
+    let (readers, mut writer) = readers_of(&url, 3, &db.config).await;
     writer.advance(200).await;
     first.shutdown().await.unwrap();
     writer.advance(100).await;
@@ -967,8 +972,11 @@ async fn two_nodes_on_one_database() {
     }
     let mut mover = Recorder::connect(&url_a).await;
     assert_ne!(a.hub.epoch(), b.hub.epoch());
-    let readers = tokio::spawn(read_all(recorders));
     let mut writer = Writer::start(db.config.clone(), 0);
+    for r in recorders.iter_mut().chain([&mut mover]) {
+        r.watch(&writer);
+    }
+    let readers = tokio::spawn(read_all(recorders));
     mover.read(150).await;
     // The mover's node goes away for it; it lands on the other node.
     mover.move_to(&url_b).await;
