@@ -157,29 +157,14 @@ async fn a_public_address_needs_authentication_or_insecure() {
     let db = common::fresh_db().await;
     let served = Launch::new(&["serve", "--listen", "0.0.0.0:0", "--insecure"])
         .database(&common::cluster().url(&db.name))
-        .spawn();
-    let port = served
-        .printed_after("listening on http://0.0.0.0:")
-        .await
-        .split(['/', ' '])
-        .next()
-        .unwrap()
-        .to_owned();
-    // Another process: poll its readiness, bounded.
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
-    tokio::time::timeout(common::PATIENCE, async {
-        while reqwest::get(&readyz)
-            .await
-            .map(|r| r.status().as_u16())
-            .ok()
-            != Some(200)
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never ready:\n{}", served.log()));
-    let mut client = WsClient::connect(&format!("ws://127.0.0.1:{port}/ws/broadcast")).await;
+        .serve()
+        .await;
+    assert!(
+        served.has_printed("listening on http://0.0.0.0:"),
+        "{:?}",
+        served.printed()
+    );
+    let mut client = WsClient::connect(&served.ws_url()).await;
     assert_eq!(client.welcome["auth"], "none");
     client.subscribe(&["note"]).await;
     let pg = db.client().await;

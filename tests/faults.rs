@@ -205,17 +205,6 @@ async fn reconnect_max_caps_the_wait_between_attempts() {
         ))
         .await
         .unwrap();
-    tokio::time::timeout(common::PATIENCE, async {
-        while reqwest::get(served.http_url("/readyz"))
-            .await
-            .map(|r| r.status().as_u16())
-            .ok()
-            != Some(200)
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the listener did not come back");
+    served.wait_ready().await;
     served.stop().await;
 }

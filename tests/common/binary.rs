@@ -96,7 +96,8 @@ impl Launch {
             .split_whitespace()
             .next()
             .unwrap()
-            .to_owned();
+            // Served on every address (`--listen 0.0.0.0:…`): reached over loopback.
+            .replace("0.0.0.0:", "127.0.0.1:");
         let served = Served { process, addr };
         served.wait_ready().await;
         served
@@ -324,7 +325,8 @@ impl Served {
             .await
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 200 (the LISTEN is in effect).
+    pub async fn wait_ready(&self) {
         let readyz = self.http_url("/readyz");
         tokio::time::timeout(PATIENCE, async {
             loop {
