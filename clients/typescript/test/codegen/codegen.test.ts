@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { buildModel, CodegenError, camelCase, generate, pascalCase, plural } from '../../src/codegen/generate.js';
+import { GENERATED_CODE_COMPILER_OPTIONS } from '../app-compiler-options.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -174,19 +175,7 @@ describe('compile', () => {
         join(dir, 'tsconfig.json'),
         JSON.stringify({
           compilerOptions: {
-            target: 'ES2022',
-            lib: ['ES2022', 'DOM', 'DOM.Iterable'],
-            module: 'ESNext',
-            moduleResolution: 'Bundler',
-            jsx: 'react-jsx',
-            strict: true,
-            noUnusedLocals: true,
-            noUnusedParameters: true,
-            skipLibCheck: false,
-            noEmit: true,
-            isolatedModules: true,
-            verbatimModuleSyntax: true,
-            types: [],
+            ...GENERATED_CODE_COMPILER_OPTIONS,
             paths: {
               '@pgbroadcast/client': [join(root, 'src/index.ts')],
               '@pgbroadcast/client/*': [join(root, 'src/*')],

@@ -25,6 +25,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { README_FILES, README_PREAMBLES, README_SKIPS, readmeBlocks, writeReadmeExamples } from './readme-examples.js';
+import { APP_COMPILER_OPTIONS } from '../app-compiler-options.js';
 
 const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as {
@@ -294,17 +295,7 @@ describe('README examples type-check against the packed package (strict, skipLib
       join(dir, 'tsconfig.json'),
       JSON.stringify(
         {
-          compilerOptions: {
-            target: 'ES2022',
-            lib: ['ES2022', 'DOM', 'DOM.Iterable'],
-            module: 'ESNext',
-            moduleResolution: 'Bundler',
-            jsx: 'react-jsx',
-            strict: true,
-            skipLibCheck: false,
-            noEmit: true,
-            types: [],
-          },
+          compilerOptions: APP_COMPILER_OPTIONS,
           files,
         },
         null,

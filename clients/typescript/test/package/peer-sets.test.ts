@@ -44,6 +44,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importedPackages, readmeBlocks, writeReadmeExamples } from './readme-examples.js';
+import { APP_COMPILER_OPTIONS, GENERATED_CODE_COMPILER_OPTIONS } from '../app-compiler-options.js';
 
 const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as {
@@ -228,18 +229,6 @@ export function App() {
 }
 `;
 
-/** strict, skipLibCheck: false, bundler resolution, as an app would. */
-const STRICT = {
-  target: 'ES2022',
-  lib: ['ES2022', 'DOM', 'DOM.Iterable'],
-  module: 'ESNext',
-  moduleResolution: 'Bundler',
-  jsx: 'react-jsx',
-  strict: true,
-  skipLibCheck: false,
-  noEmit: true,
-  types: [],
-};
 
 let work: string | undefined;
 let tarball = '';
@@ -325,7 +314,7 @@ describe('peer sets', () => {
       writeFileSync(join(dir, 'app.tsx'), APP);
       writeFileSync(
         join(dir, 'tsconfig.json'),
-        JSON.stringify({ compilerOptions: STRICT, files: ['app.tsx'] }),
+        JSON.stringify({ compilerOptions: APP_COMPILER_OPTIONS, files: ['app.tsx'] }),
       );
       const tsc = spawnSync(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--pretty', 'false', '--listFiles'], {
         cwd: dir,
@@ -368,7 +357,7 @@ describe('peer sets', () => {
         }
         mkdirSync(join(dir, 'readme'));
         const { files, report } = writeReadmeExamples(join(dir, 'readme'), blocks);
-        writeFileSync(join(dir, 'readme/tsconfig.json'), JSON.stringify({ compilerOptions: STRICT, files }));
+        writeFileSync(join(dir, 'readme/tsconfig.json'), JSON.stringify({ compilerOptions: APP_COMPILER_OPTIONS, files }));
         const r = tscIn('readme/tsconfig.json');
         expect(report((r.stdout + r.stderr).replace(/^readme\//gm, ''))).not.toContain('error TS');
         expect(r.status).toBe(0);
@@ -397,7 +386,7 @@ describe('peer sets', () => {
         writeFileSync(
           join(dir, 'codegen/tsconfig.json'),
           JSON.stringify({
-            compilerOptions: { ...STRICT, noUnusedLocals: true, noUnusedParameters: true, isolatedModules: true, verbatimModuleSyntax: true },
+            compilerOptions: GENERATED_CODE_COMPILER_OPTIONS,
             include: ['.'],
           }),
         );
