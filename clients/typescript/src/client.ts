@@ -967,14 +967,22 @@ export class BroadcastClient {
     this.retryLater([...m.topics].filter((t) => this.status.get(t) === 'pending'));
   }
 
+  /**
+   * How long to wait before asking again after `attempt` failures: at least
+   * baseMs (a refusal or failure answered at once would be repeated at
+   * once), plus the jittered backoff.
+   */
+  private retryDelay(attempt: number): number {
+    return this.backoff.baseMs + backoffDelay(attempt, this.backoff, this.random);
+  }
+
   /** A temporary refusal: `retrying`, then subscribed again after a capped backoff. */
   private retryLater(topics: string[]): void {
     const held = topics.filter((t) => this.topics.has(t));
     if (held.length === 0) return;
     let attempt = 0;
     for (const t of held) attempt = Math.max(attempt, this.retryAttempts.get(t) ?? 0);
-    // At least baseMs: a refusal answered at once would be repeated at once.
-    const due = Date.now() + this.backoff.baseMs + backoffDelay(attempt, this.backoff, this.random);
+    const due = Date.now() + this.retryDelay(attempt);
     for (const t of held) {
       this.onWire.delete(t);
       this.retryAttempts.set(t, attempt + 1);
@@ -1317,7 +1325,7 @@ export class BroadcastClient {
     const token = await this.fetchToken();
     if (this.socket !== socket || !socket) return;
     if (token === undefined) {
-      const delay = this.backoff.baseMs + backoffDelay(attempt, this.backoff, this.random);
+      const delay = this.retryDelay(attempt);
       if (expiresAtMs !== undefined && Date.now() + delay < expiresAtMs) {
         this.refreshTimer = setTimeout(() => {
           this.refreshTimer = null;
