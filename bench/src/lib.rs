@@ -835,24 +835,49 @@ async fn sample_every_second(
     }
 }
 
+/// The commits each subscription covers, by txid (sorted): a channel's
+/// (its table's) and an entity's (its table and slot).
+struct Expected {
+    per_table: HashMap<usize, Vec<u32>>,
+    per_slot: HashMap<(usize, i32), Vec<u32>>,
+}
+
+impl Expected {
+    /// `sends`: whether the writes send signals at all (with no trigger, none is expected).
+    fn of(sends: bool, writes: &[load::Write]) -> Expected {
+        let mut per_table: HashMap<usize, Vec<u32>> = HashMap::new();
+        let mut per_slot: HashMap<(usize, i32), Vec<u32>> = HashMap::new();
+        if sends {
+            for w in writes {
+                per_table.entry(w.table).or_default().push(w.txid);
+                per_slot.entry((w.table, w.slot)).or_default().push(w.txid);
+            }
+        }
+        for txids in per_table.values_mut().chain(per_slot.values_mut()) {
+            txids.sort_unstable();
+        }
+        Expected {
+            per_table,
+            per_slot,
+        }
+    }
+
+    /// What a client subscribed to `table`'s channel, or to entity `slot` of it, should get.
+    fn for_client(&self, table: usize, slot: Option<i32>) -> &[u32] {
+        match slot {
+            Some(slot) => self.per_slot.get(&(table, slot)),
+            None => self.per_table.get(&table),
+        }
+        .map_or(&[], Vec::as_slice)
+    }
+}
+
 /// How many signals each client should have received.
 fn expected_per_client(plan: &Plan, writes: &[load::Write]) -> Vec<u64> {
-    if plan.transport == BenchTransport::None {
-        // No trigger: the writes send nothing.
-        return vec![0; plan.clients];
-    }
-    let mut per_table = vec![0u64; plan.channels];
-    let mut per_slot: HashMap<(usize, i32), u64> = HashMap::new();
-    for w in writes {
-        per_table[w.table] += 1;
-        *per_slot.entry((w.table, w.slot)).or_default() += 1;
-    }
+    let expected = Expected::of(plan.transport != BenchTransport::None, writes);
     plans_for_clients(plan)
         .iter()
-        .map(|c| match c.slot {
-            Some(slot) => per_slot.get(&(c.table, slot)).copied().unwrap_or(0),
-            None => per_table[c.table],
-        })
+        .map(|c| expected.for_client(c.table, c.slot).len() as u64)
         .collect()
 }
 
@@ -870,24 +895,10 @@ struct Tally {
 /// alone would let a duplicate or a stray signal make up for a lost one.
 /// `sends`: whether the writes send signals at all.
 fn tally(sends: bool, writes: &[load::Write], results: &[ClientResult]) -> Tally {
-    let mut per_table: HashMap<usize, Vec<u32>> = HashMap::new();
-    let mut per_slot: HashMap<(usize, i32), Vec<u32>> = HashMap::new();
-    if sends {
-        for w in writes {
-            per_table.entry(w.table).or_default().push(w.txid);
-            per_slot.entry((w.table, w.slot)).or_default().push(w.txid);
-        }
-    }
-    for txids in per_table.values_mut().chain(per_slot.values_mut()) {
-        txids.sort_unstable();
-    }
+    let expected = Expected::of(sends, writes);
     let mut tally = Tally::default();
     for r in results {
-        let expected: &[u32] = match r.plan_slot {
-            Some(slot) => per_slot.get(&(r.plan_table, slot)),
-            None => per_table.get(&r.plan_table),
-        }
-        .map_or(&[], Vec::as_slice);
+        let expected = expected.for_client(r.plan_table, r.plan_slot);
         let mut got: Vec<u32> = Vec::with_capacity(r.txids.len());
         for txid in &r.txids {
             match txid {
